@@ -1,0 +1,35 @@
+# fedchain: `make demo` runs the main job on the embedded default; `make test` runs the tests.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: setup demo test contracts bench clean
+
+setup: $(STAMP) node_modules/.installed
+
+$(STAMP): pyproject.toml requirements.lock
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -r requirements.lock
+	$(BIN)/pip install --quiet --no-deps --no-build-isolation -e .
+	touch $@
+
+node_modules/.installed: package.json package-lock.json
+	npm ci --no-audit --no-fund
+	touch $@
+
+demo: setup
+	$(BIN)/fedchain simulate --peers 4 --rounds 5 --dataset digits
+
+test: setup
+	$(BIN)/python -m pytest -q
+
+contracts: setup
+	$(BIN)/python -m fedchain.contracts.build
+
+bench: setup
+	$(BIN)/python benchmarks/aggregation.py
+
+clean:
+	rm -rf $(VENV) node_modules .pytest_cache

@@ -1,0 +1,63 @@
+"""Gas per peer per round on a real anvil devnet with the real contract.
+
+Runs ROUNDS rounds with N members that all submit and vote for the same aggregate (the honest
+case), and reports every transaction's gas from its receipt. No training: digests are random,
+since the contract's cost does not depend on what the artifacts hold.
+
+    python benchmarks/gas.py --peers 16 --rounds 4
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections import defaultdict
+
+from eth_account import Account
+
+from fedchain.node.chain import ChainClient, Outcome, deploy_contract
+from fedchain.node.devnet import Devnet
+
+
+def measure(peers: int, rounds: int) -> dict:
+    with Devnet(accounts=peers + 1) as net:
+        deployer = ChainClient(net.rpc_url, account=Account.from_key(net.keys[0]))
+        members = net.addresses[1 : peers + 1]
+        address, _ = deploy_contract(deployer, members=members, initial_model=os.urandom(32), task=os.urandom(32),
+                                     submit_blocks=1000, vote_blocks=1000, quorum_bps=6667, max_rounds=rounds, rule=0)
+        clients = [ChainClient(net.rpc_url, address, Account.from_key(k)) for k in net.keys[1 : peers + 1]]
+        per_peer_round: dict[tuple[int, int], int] = defaultdict(int)
+        by_kind: dict[str, list[int]] = defaultdict(list)
+        previous = Outcome.none()
+        for r in range(1, rounds + 1):
+            for i, c in enumerate(clients):
+                gas = c.submit(r, os.urandom(32), previous)["gasUsed"]
+                per_peer_round[i, r] += gas
+                by_kind["submit"].append(gas)
+            model, included = os.urandom(32), (1 << peers) - 1
+            for i, c in enumerate(clients):
+                gas = c.vote(r, model, included, previous)["gasUsed"]
+                per_peer_round[i, r] += gas
+                by_kind["vote"].append(gas)
+            previous = Outcome(model, included)
+        values = list(per_peer_round.values())
+        return {
+            "peers": peers, "rounds": rounds,
+            "per_peer_per_round": {"mean": round(sum(values) / len(values)), "max": max(values), "min": min(values)},
+            "by_kind": {k: {"mean": round(sum(v) / len(v)), "max": max(v), "min": min(v), "count": len(v)} for k, v in by_kind.items()},
+        }
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--peers", type=int, nargs="+", default=[4, 16])
+    ap.add_argument("--rounds", type=int, default=4)
+    args = ap.parse_args()
+    for n in args.peers:
+        print(json.dumps(measure(n, args.rounds)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

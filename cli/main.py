@@ -1,0 +1,423 @@
+"""fedchain's command line. Each command parses options, calls into ``fedchain.node``, prints.
+
+Errors that fedchain raises on purpose become one line on stderr and exit status 1; anything
+else is reported as an internal error (exit 2). ``--debug`` shows tracebacks.
+"""
+from __future__ import annotations
+
+import os
+import sys
+import time
+from pathlib import Path
+
+import click
+
+from fedchain.node import errors as E
+
+from ._output import emit_json, table
+
+DEPLOYMENT_HELP = "Deployment file written by `fedchain deploy` [env FEDCHAIN_DEPLOYMENT]."
+
+
+class _Group(click.Group):
+    """Turns fedchain errors into one clear line and a non-zero exit."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except (click.exceptions.Exit, click.ClickException, click.exceptions.Abort):
+            raise
+        except E.FedChainError as exc:
+            if ctx.find_root().params.get("debug"):
+                raise
+            click.echo(f"error: {exc}", err=True)
+            sys.exit(1)
+        except KeyboardInterrupt:
+            click.echo("interrupted", err=True)
+            sys.exit(130)
+        except Exception as exc:  # a bug, or a library error we have not mapped yet
+            if ctx.find_root().params.get("debug"):
+                raise
+            click.echo(f"error: internal error: {type(exc).__name__}: {exc} (run with --debug for details)", err=True)
+            sys.exit(2)
+
+
+def _deployment_option(f):
+    return click.option("--deployment", "-d", default="deployment.json", envvar="FEDCHAIN_DEPLOYMENT", show_default=True, help=DEPLOYMENT_HELP)(f)
+
+
+def _json_option(f):
+    return click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")(f)
+
+
+def _key_options(f):
+    f = click.option("--password-file", type=click.Path(dir_okay=False), help="File holding the keystore password.")(f)
+    f = click.option("--password-env", default=None, help="Environment variable holding the keystore password.")(f)
+    f = click.option("--keystore", type=click.Path(dir_okay=False), envvar="FEDCHAIN_KEYSTORE", help="eth-account encrypted keystore file.")(f)
+    f = click.option("--key-env", default="FEDCHAIN_KEY", show_default=True, help="Environment variable holding a raw private key.")(f)
+    return f
+
+
+def _account(key_env, keystore, password_env, password_file):
+    from fedchain.node.keys import load_account
+
+    password = None
+    if password_env:
+        password = os.environ.get(password_env)
+        if password is None:
+            raise E.KeyLoadError(f"environment variable {password_env} is not set")
+    elif password_file:
+        try:
+            password = Path(password_file).read_text().rstrip("\n")
+        except OSError:
+            raise E.KeyLoadError(f"cannot read password file {password_file}") from None
+    return load_account(key_env=None if keystore else key_env, keystore=keystore, password=password)
+
+
+def _chain(rpc: str, address: str | None = None, account=None, **kwargs):
+    from fedchain.node.chain import ChainClient
+
+    client = ChainClient(rpc, address, account, **kwargs)
+    client.chain_id()  # fail fast and clearly when the RPC is unreachable
+    if address:
+        client.check_deployed()
+    return client
+
+
+def _open(deployment: str, rpc: str | None = None):
+    from fedchain.node.deployment import Deployment
+
+    dep = Deployment.load(deployment)
+    return dep, _chain(rpc or dep.rpc_url, dep.contract)
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--debug", is_flag=True, help="Show tracebacks.")
+@click.version_option(package_name="fedchain")
+def cli(debug):
+    """fedchain: decentralized federated learning on IPFS and an Ethereum contract."""
+
+
+# ---------------------------------------------------------------------------- devnet
+@cli.command()
+@click.option("--port", type=int, default=0, help="Port (default: a free one).")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Interface to bind; loopback by default.")
+@click.option("--accounts", type=int, default=10, show_default=True)
+@click.option("--block-time", type=float, default=1.0, show_default=True, help="Seconds per block; 0 mines a block per transaction.")
+@click.option("--state", "state_file", type=click.Path(dir_okay=False), help="Load and save chain state in this file.")
+def devnet(port, host, accounts, block_time, state_file):
+    """Start a local anvil devnet in the foreground and print its RPC URL and dev keys."""
+    from fedchain.node.devnet import Devnet
+
+    net = Devnet(port=port, host=host, accounts=accounts, block_time=block_time, state_file=state_file).start()
+    click.echo(f"RPC URL: {net.rpc_url}  (chain id {net.chain_id})")
+    click.echo("Funded development accounts (anvil's public test keys; never use them on a real chain):")
+    for addr, key in zip(net.addresses, net.keys):
+        click.echo(f"  {addr}  {key}")
+    click.echo("Ctrl-C to stop.")
+    try:
+        while net.process and net.process.poll() is None:
+            time.sleep(0.5)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        net.stop()
+
+
+# ---------------------------------------------------------------------------- deploy
+@cli.command()
+@click.option("--rpc", default="http://127.0.0.1:8545", envvar="FEDCHAIN_RPC", show_default=True, help="JSON-RPC URL [env FEDCHAIN_RPC].")
+@_key_options
+@click.option("--store", "store_spec", default=".fedchain/store", envvar="FEDCHAIN_STORE", show_default=True, help="Store: a path (embedded) or kubo:MULTIADDR [env FEDCHAIN_STORE].")
+@click.option("--members", required=True, envvar="FEDCHAIN_MEMBERS", help="Comma-separated member addresses, in index order.")
+@click.option("--dataset", default="digits", show_default=True)
+@click.option("--hidden", default="64", show_default=True, help="Hidden layer widths, comma-separated.")
+@click.option("--rule", default="fedavg", show_default=True, help="Aggregation rule.")
+@click.option("--rounds", type=int, default=5, show_default=True)
+@click.option("--epochs", type=int, default=2, show_default=True)
+@click.option("--lr", type=float, default=0.05, show_default=True)
+@click.option("--sample-cap", type=int, default=1000, show_default=True, help="Largest sample count an update is weighted by.")
+@click.option("--submit-blocks", type=int, default=60, show_default=True)
+@click.option("--vote-blocks", type=int, default=60, show_default=True)
+@click.option("--quorum", type=float, default=2 / 3, show_default=True, help="Fraction of total reputation needed to finalize.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the initial model.")
+@click.option("--output", "-o", default="deployment.json", show_default=True, help="Where to write the deployment file.")
+def deploy(rpc, key_env, keystore, password_env, password_file, store_spec, members, dataset, hidden, rule, rounds, epochs, lr, sample_cap, submit_blocks, vote_blocks, quorum, seed, output):
+    """Deploy a task: pin its description and initial model, deploy the contract."""
+    import math
+
+    from fedchain.node.data import load_dataset
+    from fedchain.node.deployment import deploy_task
+    from fedchain.node.models import ModelSpec
+    from fedchain.node.store import open_store
+    from fedchain.node.task import Task
+    from fedchain.node.training import TrainConfig
+
+    from web3 import Web3
+
+    addrs = [m.strip() for m in members.split(",") if m.strip()]
+    bad = [m for m in addrs if not Web3.is_address(m)]
+    if bad:
+        raise E.ConfigError(f"not an Ethereum address: {bad[0]}")
+    try:
+        widths = tuple(int(h) for h in hidden.split(",") if h.strip())
+    except ValueError:
+        raise E.ConfigError(f"--hidden must be comma-separated integers, got {hidden!r}") from None
+    ds = load_dataset(dataset)
+    task = Task(
+        name=f"{dataset}-mlp", dataset=dataset, model=ModelSpec(ds.features, ds.classes, widths),
+        train=TrainConfig(epochs=epochs, lr=lr), rule=rule, sample_cap=sample_cap, rounds=rounds,
+        submit_blocks=submit_blocks, vote_blocks=vote_blocks, quorum_bps=math.ceil(quorum * 10_000),
+    )
+    account = _account(key_env, keystore, password_env, password_file)
+    client = _chain(rpc, account=account, retry_seconds=5)
+    dep = deploy_task(client, open_store(store_spec), task, addrs, seed=seed, rpc_url=rpc)
+    path = dep.save(output)
+    click.echo(f"deployed FedChain at {dep.contract} on chain {dep.chain_id} (block {dep.deploy_block})")
+    click.echo(f"task {dep.task_cid}, initial model {dep.initial_model}, {len(addrs)} members")
+    click.echo(f"wrote {path}")
+
+
+# ---------------------------------------------------------------------------- node
+@cli.group()
+def node():
+    """Run a peer."""
+
+
+@node.command("run")
+@_deployment_option
+@_key_options
+@click.option("--rpc", default=None, envvar="FEDCHAIN_RPC", help="Override the deployment's RPC URL [env FEDCHAIN_RPC].")
+@click.option("--store", "store_spec", default=None, envvar="FEDCHAIN_STORE", help="Override the deployment's store [env FEDCHAIN_STORE].")
+@click.option("--data", "data_path", required=True, envvar="FEDCHAIN_DATA", type=click.Path(dir_okay=False), help="This peer's private data shard [env FEDCHAIN_DATA].")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed for local training.")
+@click.option("--poll", type=float, default=0.5, show_default=True, help="Seconds between chain polls.")
+@click.option("--json-log", is_flag=True, envvar="FEDCHAIN_JSON_LOG", help="Log one JSON object per line.")
+def node_run(deployment, key_env, keystore, password_env, password_file, rpc, store_spec, data_path, seed, poll, json_log):
+    """Run one peer until the task's last round (or until stopped)."""
+    from fedchain.node.data import load_shard
+    from fedchain.node.deployment import Deployment
+    from fedchain.node.peer import EventLog, Peer
+    from fedchain.node.store import open_store
+
+    dep = Deployment.load(deployment)
+    account = _account(key_env, keystore, password_env, password_file)
+    chain = _chain(rpc or dep.rpc_url, dep.contract, account, retry_seconds=60)
+    store = open_store(store_spec or dep.store)
+    task_bytes = store.get(dep.task_cid)
+    from fedchain.node.task import Task
+
+    peer = Peer(chain, store, Task.from_bytes(task_bytes), dep.task_cid, load_shard(data_path), seed=seed, poll=poll,
+                log=EventLog(account.address, json_lines=json_log))
+    peer.run()
+
+
+# ---------------------------------------------------------------------------- simulate
+@cli.command()
+@click.option("--peers", type=click.IntRange(1, 256), default=4, show_default=True)
+@click.option("--rounds", type=click.IntRange(1), default=5, show_default=True)
+@click.option("--dataset", default="digits", show_default=True, type=click.Choice(["digits", "breast_cancer", "wine", "mnist"]))
+@click.option("--partition", default="iid", show_default=True, type=click.Choice(["iid", "dirichlet"]))
+@click.option("--alpha", type=float, default=0.5, show_default=True, help="Dirichlet concentration (with --partition dirichlet).")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--rule", default="fedavg", show_default=True)
+@click.option("--epochs", type=int, default=5, show_default=True)
+@click.option("--block-time", type=float, default=1.0, show_default=True, help="Devnet seconds per block; 0 for automine.")
+@click.option("--workdir", type=click.Path(file_okay=False), help="Keep the store, shards and logs here.")
+@_json_option
+def simulate(peers, rounds, dataset, partition, alpha, seed, rule, epochs, block_time, workdir, as_json):
+    """Devnet, deployment, N peer processes and R rounds in one command."""
+    from fedchain.node.simulate import SimulationConfig, run_simulation
+
+    cfg = SimulationConfig(peers=peers, rounds=rounds, dataset=dataset, partition=partition, alpha=alpha, seed=seed,
+                           rule=rule, epochs=epochs, block_time=block_time, workdir=workdir)
+    progress = (lambda msg: click.echo(msg, err=True)) if as_json else click.echo
+    summary = run_simulation(cfg, progress=progress)
+    if as_json:
+        emit_json(summary)
+        return
+    rows = [[r["round"], r["status"], r["model"] or "-", f"{r['included']}/{r['updates']}", r["votes"],
+             f"{r['vote_weight']}/{r['total_reputation']}" if r["status"] == "finalized" else "-",
+             f"{r['test_accuracy']:.4f}" if r["test_accuracy"] is not None else "-"] for r in summary["rounds"]]
+    click.echo("")
+    click.echo(table(["round", "status", "model CID", "updates", "votes", "weight", "test acc"], rows))
+    gas = summary["gas"]["per_peer_per_round"]
+    click.echo("")
+    click.echo(f"final test accuracy: {summary['final_test_accuracy']:.4f} "
+               f"({summary['rounds_finalized']}/{summary['rounds_requested']} rounds finalized, {summary['wall_seconds']}s)")
+    click.echo(f"gas per peer per round: mean {gas['mean']}, max {gas['max']}")
+    if summary["peer_failures"]:
+        raise E.FedChainError(f"peer processes {summary['peer_failures']} exited with errors; see {summary['workdir']}/logs")
+
+
+# ---------------------------------------------------------------------------- rounds, peers, model
+@cli.group()
+def rounds():
+    """Round history, read from the chain."""
+
+
+@rounds.command("list")
+@_deployment_option
+@click.option("--rpc", default=None, envvar="FEDCHAIN_RPC", help="Override the deployment's RPC URL.")
+@_json_option
+def rounds_list(deployment, rpc, as_json):
+    """Every round: status, model, updates, votes."""
+    from fedchain.node.history import round_history
+
+    _, chain = _open(deployment, rpc)
+    history = round_history(chain)
+    if as_json:
+        emit_json([r.to_dict() for r in history])
+        return
+    click.echo(table(
+        ["round", "status", "model CID", "updates", "votes", "weight"],
+        [[r.round, r.status, r.model or "-", f"{r.included_count}/{len(r.submissions)}" if r.model else len(r.submissions),
+          len(r.votes), f"{r.weight}/{r.total_reputation}" if r.model else "-"] for r in history],
+    ))
+
+
+@rounds.command("show")
+@click.argument("number", type=int)
+@_deployment_option
+@click.option("--rpc", default=None, envvar="FEDCHAIN_RPC", help="Override the deployment's RPC URL.")
+@_json_option
+def rounds_show(number, deployment, rpc, as_json):
+    """One round in detail: every update and every vote."""
+    from fedchain.node.history import round_record
+
+    _, chain = _open(deployment, rpc)
+    rec = round_record(chain, number)
+    if as_json:
+        emit_json(rec.to_dict())
+        return
+    members = [m.lower() for m in chain.members()]
+    click.echo(f"round {rec.round}: {rec.status} (blocks {rec.start_block}..{rec.end_block or ''})")
+    click.echo(f"base model: {rec.base_model}")
+    if rec.model:
+        click.echo(f"model:      {rec.model}  ({rec.included_count} updates, weight {rec.weight}/{rec.total_reputation})")
+    click.echo("")
+    click.echo(table(["peer", "update CID", "reputation", "included"],
+                     [[s["peer"], s["cid"], s["reputation"], ("yes" if (rec.included >> members.index(s["peer"].lower())) & 1 else "no") if rec.model else "-"] for s in rec.submissions]))
+    click.echo("")
+    click.echo(table(["voter", "voted for", "included", "weight"], [[v["peer"], v["model"], v["included"], v["weight"]] for v in rec.votes]))
+
+
+@cli.command()
+@_deployment_option
+@click.option("--rpc", default=None, envvar="FEDCHAIN_RPC", help="Override the deployment's RPC URL.")
+@_json_option
+def peers(deployment, rpc, as_json):
+    """Registered peers with reputation and participation."""
+    from fedchain.node.history import round_history
+
+    _, chain = _open(deployment, rpc)
+    history = round_history(chain)
+    rows = []
+    for addr in chain.members():
+        info = chain.member_info(addr)
+        rows.append({
+            "address": addr, "index": info.index, "reputation": info.reputation,
+            "submitted": sum(1 for r in history for s in r.submissions if s["peer"] == addr),
+            "included": sum(1 for r in history if r.model and (r.included >> info.index) & 1),
+            "voted": sum(1 for r in history for v in r.votes if v["peer"] == addr),
+            "last_settled_round": info.settled_round,
+        })
+    if as_json:
+        emit_json(rows)
+        return
+    click.echo(table(["#", "address", "reputation", "submitted", "included", "voted", "settled to"],
+                     [[r["index"], r["address"], r["reputation"], r["submitted"], r["included"], r["voted"], r["last_settled_round"]] for r in rows]))
+
+
+@cli.group()
+def model():
+    """Global models."""
+
+
+@model.command("pull")
+@click.option("--round", "round_", type=int, required=True, help="Round whose finalized model to fetch (0: the initial model).")
+@click.option("--output", "-o", required=True, type=click.Path(dir_okay=False), help="Where to write the safetensors file.")
+@_deployment_option
+@click.option("--rpc", default=None, envvar="FEDCHAIN_RPC")
+@click.option("--store", "store_spec", default=None, envvar="FEDCHAIN_STORE", help="Override the deployment's store.")
+def model_pull(round_, output, deployment, rpc, store_spec):
+    """Fetch a round's global model and verify it against the on-chain digest."""
+    from fedchain.node.cid import cid_of_bytes, digest_to_cid
+    from fedchain.node.store import open_store
+
+    dep, chain = _open(deployment, rpc)
+    if round_ == 0:
+        cid = digest_to_cid(next(iter(chain.events("RoundStarted", from_block=dep.deploy_block, round=1))).args.baseModel)
+    else:
+        state = chain.round_state()
+        if round_ < 0 or round_ >= state.round:
+            raise E.UnknownRound(f"round {round_} has not ended (current round: {state.round})")
+        out = chain.outcome(round_, from_block=dep.deploy_block)
+        if out is None:
+            raise E.UnknownRound(f"round {round_} failed without a finalized model")
+        cid = digest_to_cid(out.model)
+    data = open_store(store_spec or dep.store).get(cid)
+    assert cid_of_bytes(data) == cid  # store.get verified it already; this documents the guarantee
+    Path(output).write_bytes(data)
+    click.echo(f"round {round_}: {cid} verified against the chain, {len(data)} bytes -> {output}")
+
+
+# ---------------------------------------------------------------------------- store
+@cli.group()
+@click.option("--store", "store_spec", default=".fedchain/store", envvar="FEDCHAIN_STORE", show_default=True, help="A path (embedded store) or kubo:MULTIADDR [env FEDCHAIN_STORE].")
+@click.pass_context
+def store(ctx, store_spec):
+    """Content-addressed artifact store (embedded or Kubo)."""
+    ctx.obj = store_spec
+
+
+@store.command("add")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False))
+@click.option("--no-pin", is_flag=True, help="Store without pinning (gc may collect it).")
+@click.pass_obj
+def store_add(spec, file, no_pin):
+    """Add FILE and print its CID (as `ipfs add -Q`)."""
+    from fedchain.node.store import open_store
+
+    click.echo(open_store(spec).add(Path(file).read_bytes(), pin=not no_pin))
+
+
+@store.command("get")
+@click.argument("cid")
+@click.option("--output", "-o", required=True, type=click.Path(dir_okay=False))
+@click.pass_obj
+def store_get(spec, cid, output):
+    """Fetch CID, verify it, write it to a file."""
+    from fedchain.node.cid import validate_cid
+    from fedchain.node.store import open_store
+
+    data = open_store(spec).get(validate_cid(cid))
+    Path(output).write_bytes(data)
+
+
+@store.command("gc")
+@click.pass_obj
+def store_gc(spec):
+    """Remove every block not reachable from a pin."""
+    from fedchain.node.store import open_store
+
+    removed = open_store(spec).gc()
+    click.echo(f"removed {len(removed)} blocks")
+
+
+@store.command("pins")
+@click.pass_obj
+def store_pins(spec):
+    """List pinned CIDs."""
+    from fedchain.node.store import open_store
+
+    for cid in open_store(spec).pins():
+        click.echo(cid)
+
+
+def main() -> None:
+    cli(prog_name="fedchain")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,490 @@
+// SPDX-License-Identifier: Apache-2.0
+pragma solidity >=0.8.24 <0.9.0;
+
+/// @title FedChain: one federated-learning task run as rounds with no coordinator
+/// @notice Members record the digest of their model update, then vote, weighted by reputation,
+/// for the aggregate they computed themselves. A candidate that reaches the quorum becomes the new
+/// global model; a round whose windows run out fails and the previous model carries over.
+/// @dev Digests are the sha256 inside a CIDv0 multihash. No function loops over members: the
+/// reputation effect of a round is settled per member, pulled by that member's next transaction
+/// (or by anyone through `settle`).
+contract FedChain {
+    // ------------------------------------------------------------------ reputation rule
+    /// @notice Reputation every member starts with.
+    uint32 public constant INITIAL_REPUTATION = 1_000;
+    /// @notice Upper bound on any member's reputation.
+    uint32 public constant MAX_REPUTATION = 10_000;
+    /// @notice Gain when a member's update is part of the finalized aggregate.
+    uint32 public constant INCLUSION_REWARD = 100;
+    /// @notice Gain when a member voted for the candidate that was finalized.
+    uint32 public constant AGREEMENT_REWARD = 50;
+    /// @notice Maximum number of members: the included set is a 256-bit bitmap.
+    uint256 public constant MAX_MEMBERS = 256;
+
+    // ------------------------------------------------------------------ types
+    /// @notice Constructor arguments.
+    struct Config {
+        address[] members;
+        bytes32 initialModel;
+        bytes32 task;
+        uint32 submitBlocks;
+        uint32 voteBlocks;
+        uint16 quorumBps;
+        uint32 maxRounds;
+        uint8 rule;
+    }
+
+    /// @notice The winner of a round, as given back by `settle` callers.
+    struct Outcome {
+        bytes32 model;
+        uint256 included;
+    }
+
+    struct Member {
+        uint32 reputation;
+        uint32 submittedRound;
+        uint32 votedRound;
+        uint32 settledRound;
+        uint8 slot; // index + 1; zero means not a member
+        bytes12 voteKey; // leading bytes of keccak256(model, included) last voted for
+    }
+
+    struct Clock {
+        uint32 round;
+        uint64 startBlock;
+        uint16 submissions;
+        uint64 totalReputation;
+        uint32 modelRound;
+    }
+
+    struct Submission {
+        uint32 round;
+        uint8 slot;
+        uint32 reputation;
+    }
+
+    /// @notice Phase of the current round.
+    enum Phase {
+        Submission,
+        Voting,
+        Expired,
+        Complete
+    }
+
+    // ------------------------------------------------------------------ errors
+    /// @notice The caller is not on the task's member list.
+    error FedChainNotMember(address peer);
+    /// @notice The round has ended (finalized or failed); `current` is the open round.
+    error FedChainRoundClosed(uint256 round, uint256 current);
+    /// @notice The round has not started yet; `current` is the open round.
+    error FedChainRoundNotOpen(uint256 round, uint256 current);
+    /// @notice Every round of the task has ended.
+    error FedChainTaskComplete(uint256 maxRounds);
+    /// @notice The submission window of `round` closed at block `deadline`.
+    error FedChainSubmissionClosed(uint256 round, uint256 deadline);
+    /// @notice The peer already submitted an update in `round`.
+    error FedChainAlreadySubmitted(uint256 round, address peer);
+    /// @notice This digest was already recorded, in round `round`; copying is not contributing.
+    error FedChainDuplicateUpdate(bytes32 update, uint256 round);
+    /// @notice A zero digest names no artifact.
+    error FedChainZeroDigest();
+    /// @notice Voting for `round` opens at block `opensAt` or once every member has submitted.
+    error FedChainVotingNotOpen(uint256 round, uint256 opensAt);
+    /// @notice The voting window of `round` closed at block `deadline`.
+    error FedChainVotingClosed(uint256 round, uint256 deadline);
+    /// @notice The peer already voted in `round`.
+    error FedChainAlreadyVoted(uint256 round, address peer);
+    /// @notice The candidate's weight is below what the quorum requires.
+    error FedChainQuorumNotReached(uint256 round, uint256 weight, uint256 required);
+    /// @notice The current round can still receive submissions or votes until block `deadline`.
+    error FedChainRoundStillOpen(uint256 round, uint256 deadline);
+    /// @notice The outcome given for `round` is not the one that was finalized.
+    error FedChainInvalidOutcome(uint256 round);
+    /// @notice The constructor arguments are unusable; `reason` says which.
+    error FedChainInvalidConfig(string reason);
+
+    // ------------------------------------------------------------------ events
+    /// @notice A member was admitted at deployment.
+    event MemberRegistered(address indexed peer, uint256 index, uint256 reputation);
+    /// @notice Round `round` opened at block `startBlock` on top of global model `baseModel`.
+    event RoundStarted(uint256 indexed round, uint256 startBlock, bytes32 baseModel);
+    /// @notice A member recorded the digest of its update; `reputation` is its weight this round.
+    event UpdateSubmitted(uint256 indexed round, address indexed peer, bytes32 update, uint256 reputation);
+    /// @notice A member voted for aggregate `model` built from the members in bitmap `included`.
+    event VoteCast(uint256 indexed round, address indexed peer, bytes32 model, uint256 included, uint256 weight);
+    /// @notice `model` became the global model; `weight` of `totalReputation` voted for it.
+    event RoundFinalized(
+        uint256 indexed round, bytes32 model, uint256 included, uint256 weight, uint256 totalReputation
+    );
+    /// @notice The windows of `round` ran out without a quorum; the previous model carries over.
+    event RoundFailed(uint256 indexed round);
+    /// @notice A member's reputation was settled for `round`.
+    event ReputationChanged(address indexed peer, uint256 indexed round, uint256 previous, uint256 current);
+    /// @notice The last round of the task has ended.
+    event TaskCompleted(uint256 rounds, bytes32 model);
+
+    // ------------------------------------------------------------------ state
+    uint256 private immutable _submitBlocks;
+    uint256 private immutable _voteBlocks;
+    uint256 private immutable _quorumBps;
+    uint256 private immutable _maxRounds;
+    uint256 private immutable _memberCount;
+    uint256 private immutable _rule;
+    bytes32 private immutable _task;
+    uint256 private immutable _deployBlock;
+
+    Clock private _clock;
+    bytes32 private _globalModel;
+    address[] private _memberList;
+    mapping(address peer => Member) private _members;
+    mapping(bytes32 update => Submission) private _submissions;
+    mapping(uint256 round => mapping(bytes32 key => uint256 weight)) private _candidates;
+    mapping(uint256 word => uint256 bits) private _failedRounds;
+
+    // ------------------------------------------------------------------ modifiers
+    modifier onlyMember() {
+        _checkMember(msg.sender);
+        _;
+    }
+
+    /// @param config Members, initial model digest, task digest, window lengths in blocks,
+    /// quorum in basis points of total reputation, number of rounds and aggregation rule id.
+    constructor(Config memory config) {
+        uint256 n = config.members.length;
+        if (n == 0 || n > MAX_MEMBERS) revert FedChainInvalidConfig("members");
+        if (config.submitBlocks == 0 || config.voteBlocks == 0) revert FedChainInvalidConfig("windows");
+        if (config.quorumBps == 0 || config.quorumBps > 10_000) revert FedChainInvalidConfig("quorum");
+        if (config.maxRounds == 0) revert FedChainInvalidConfig("rounds");
+        if (config.initialModel == bytes32(0)) revert FedChainInvalidConfig("model");
+        for (uint256 i = 0; i < n; ++i) {
+            address peer = config.members[i];
+            if (peer == address(0) || _members[peer].slot != 0) revert FedChainInvalidConfig("member");
+            _members[peer] = Member(INITIAL_REPUTATION, 0, 0, 0, uint8(i + 1), bytes12(0));
+            _memberList.push(peer);
+            emit MemberRegistered(peer, i, INITIAL_REPUTATION);
+        }
+        _submitBlocks = config.submitBlocks;
+        _voteBlocks = config.voteBlocks;
+        _quorumBps = config.quorumBps;
+        _maxRounds = config.maxRounds;
+        _memberCount = n;
+        _rule = config.rule;
+        _task = config.task;
+        _deployBlock = block.number;
+        _globalModel = config.initialModel;
+        _clock = Clock(1, uint64(block.number), 0, uint64(n) * INITIAL_REPUTATION, 0);
+        emit RoundStarted(1, block.number, config.initialModel);
+    }
+
+    // ------------------------------------------------------------------ transactions
+    /// @notice Record the digest of this member's update for `round`, settling its previous round.
+    /// @param round The round the update was trained for; must be the open round.
+    /// @param update sha256 digest of the update artifact's root block (the CIDv0 multihash digest).
+    /// @param previous The finalized outcome of the member's last unsettled round (zeros if none).
+    function submit(uint256 round, bytes32 update, Outcome calldata previous) external onlyMember {
+        if (update == bytes32(0)) revert FedChainZeroDigest();
+        Clock memory clock = _openRound(round);
+        if (block.number >= clock.startBlock + _submitBlocks) {
+            revert FedChainSubmissionClosed(round, clock.startBlock + _submitBlocks);
+        }
+        Member memory m = _members[msg.sender];
+        if (m.submittedRound == round) revert FedChainAlreadySubmitted(round, msg.sender);
+        Submission memory seen = _submissions[update];
+        if (seen.round != 0) revert FedChainDuplicateUpdate(update, seen.round);
+
+        clock.totalReputation = _settleInto(m, msg.sender, previous, clock.totalReputation, round);
+        m.submittedRound = uint32(round);
+        _members[msg.sender] = m;
+        _submissions[update] = Submission(uint32(round), m.slot, m.reputation);
+        clock.submissions += 1;
+        _clock = clock;
+        emit UpdateSubmitted(round, msg.sender, update, m.reputation);
+    }
+
+    /// @notice Vote for the aggregate this member computed; finalizes the round on quorum.
+    /// @dev A vote for the round that was just finalized is still recorded (it arrived in the
+    /// same block as, or after, the deciding vote): it counts for the voter's reputation, so late
+    /// honest voters are rewarded and late dissenters penalized, but it changes no outcome.
+    /// @param round The open round, or the just-finalized one.
+    /// @param model Digest of the aggregate model artifact.
+    /// @param included Bitmap of member indices whose updates the aggregate includes.
+    /// @param previous The finalized outcome of the member's last unsettled round (zeros if none).
+    function vote(uint256 round, bytes32 model, uint256 included, Outcome calldata previous)
+        external
+        onlyMember
+    {
+        if (model == bytes32(0)) revert FedChainZeroDigest();
+        Clock memory clock = _clock;
+        bool late = round != 0 && round + 1 == clock.round && !_isFailed(round);
+        if (!late) {
+            clock = _openRound(round);
+            _checkVotingOpen(clock);
+        }
+        Member memory m = _members[msg.sender];
+        if (m.votedRound == round) revert FedChainAlreadyVoted(round, msg.sender);
+        if (m.submittedRound > round) revert FedChainRoundClosed(round, clock.round);
+
+        clock.totalReputation = _settleInto(m, msg.sender, previous, clock.totalReputation, round);
+        bytes32 key = _candidateKey(model, included);
+        m.votedRound = uint32(round);
+        m.voteKey = bytes12(key);
+        _members[msg.sender] = m;
+        uint256 weight = _candidates[round][key] + m.reputation;
+        _candidates[round][key] = weight;
+        emit VoteCast(round, msg.sender, model, included, m.reputation);
+
+        if (!late && _quorumReached(weight, clock.totalReputation)) {
+            _finalize(clock, round, key, model, included, weight);
+        } else if (clock.totalReputation != _clock.totalReputation) {
+            _clock.totalReputation = clock.totalReputation;
+        }
+    }
+
+    /// @notice Finalize a candidate whose votes reach the quorum (e.g. after reputations settled).
+    /// @dev Reverts with `FedChainQuorumNotReached` when the candidate is short of the quorum.
+    function finalize(uint256 round, bytes32 model, uint256 included) external {
+        Clock memory clock = _openRound(round);
+        _checkVotingOpen(clock);
+        bytes32 key = _candidateKey(model, included);
+        uint256 weight = _candidates[round][key];
+        if (!_quorumReached(weight, clock.totalReputation)) {
+            revert FedChainQuorumNotReached(round, weight, _required(clock.totalReputation));
+        }
+        _finalize(clock, round, key, model, included, weight);
+    }
+
+    /// @notice Close the current round as failed once its voting window has run out.
+    /// @dev Anyone may call; submissions and votes do the same implicitly.
+    function advance() external {
+        Clock memory clock = _clock;
+        if (clock.round > _maxRounds) revert FedChainTaskComplete(_maxRounds);
+        uint256 deadline = clock.startBlock + _submitBlocks + _voteBlocks;
+        if (block.number < deadline) revert FedChainRoundStillOpen(clock.round, deadline);
+        _fail(clock);
+    }
+
+    /// @notice Apply the reputation effect of `peer`'s last unsettled round.
+    /// @param previous That round's finalized outcome (zeros if it failed).
+    function settle(address peer, Outcome calldata previous) external {
+        _checkMember(peer);
+        Member memory m = _members[peer];
+        Clock memory clock = _clock;
+        uint64 total = _settleInto(m, peer, previous, clock.totalReputation, clock.round);
+        _members[peer] = m;
+        if (total != clock.totalReputation) {
+            _clock.totalReputation = total;
+        }
+    }
+
+    // ------------------------------------------------------------------ views
+    /// @notice The task's configuration.
+    function config()
+        external
+        view
+        returns (
+            bytes32 task,
+            uint256 submitBlocks,
+            uint256 voteBlocks,
+            uint256 quorumBps,
+            uint256 maxRounds,
+            uint256 memberCount,
+            uint256 rule,
+            uint256 deployBlock
+        )
+    {
+        return (_task, _submitBlocks, _voteBlocks, _quorumBps, _maxRounds, _memberCount, _rule, _deployBlock);
+    }
+
+    /// @notice The open round, its phase and windows, as of the current block.
+    /// @dev An expired round shows phase `Expired` until someone advances it.
+    function roundState()
+        external
+        view
+        returns (
+            uint256 round,
+            Phase phase,
+            uint256 startBlock,
+            uint256 submitDeadline,
+            uint256 voteDeadline,
+            uint256 submissions,
+            uint256 totalReputation
+        )
+    {
+        Clock memory c = _clock;
+        round = c.round;
+        startBlock = c.startBlock;
+        submitDeadline = c.startBlock + _submitBlocks;
+        voteDeadline = submitDeadline + _voteBlocks;
+        submissions = c.submissions;
+        totalReputation = c.totalReputation;
+        if (c.round > _maxRounds) phase = Phase.Complete;
+        else if (block.number >= voteDeadline) phase = Phase.Expired;
+        else if (block.number >= submitDeadline || c.submissions == _memberCount) phase = Phase.Voting;
+        else phase = Phase.Submission;
+    }
+
+    /// @notice The current global model and the round that produced it (0: the initial model).
+    function globalModel() external view returns (uint256 round, bytes32 model) {
+        return (_clock.modelRound, _globalModel);
+    }
+
+    /// @notice All members in index order.
+    function members() external view returns (address[] memory) {
+        return _memberList;
+    }
+
+    /// @notice A member's settled reputation and participation.
+    function memberInfo(address peer)
+        external
+        view
+        returns (
+            uint256 index,
+            uint256 reputation,
+            uint256 submittedRound,
+            uint256 votedRound,
+            uint256 settledRound
+        )
+    {
+        _checkMember(peer);
+        Member memory m = _members[peer];
+        return (m.slot - 1, m.reputation, m.submittedRound, m.votedRound, m.settledRound);
+    }
+
+    /// @notice Where and by whom `update` was recorded (round 0 if never).
+    function submissionOf(bytes32 update)
+        external
+        view
+        returns (uint256 round, address peer, uint256 reputation)
+    {
+        Submission memory s = _submissions[update];
+        if (s.round == 0) return (0, address(0), 0);
+        return (s.round, _memberList[s.slot - 1], s.reputation);
+    }
+
+    /// @notice Total vote weight for a candidate of `round`.
+    function candidateWeight(uint256 round, bytes32 model, uint256 included) external view returns (uint256) {
+        return _candidates[round][_candidateKey(model, included)];
+    }
+
+    /// @notice Whether `round` ended with a finalized model.
+    function isFinalized(uint256 round) public view returns (bool) {
+        return round != 0 && round < _clock.round && !_isFailed(round);
+    }
+
+    /// @notice Whether `round` ended without a quorum.
+    function isFailed(uint256 round) external view returns (bool) {
+        return _isFailed(round);
+    }
+
+    /// @notice Whether (`model`, `included`) is the candidate that won `round`.
+    function isOutcome(uint256 round, bytes32 model, uint256 included) public view returns (bool) {
+        return _candidates[round][_candidateKey(model, included)] & _WINNER != 0;
+    }
+
+    // ------------------------------------------------------------------ internals
+    uint256 private constant _WINNER = 1 << 255;
+
+    /// @dev Failures, not finalizations, are recorded: they are rare, and the finalizing voter
+    /// then pays for no extra storage.
+    function _isFailed(uint256 round) internal view returns (bool) {
+        return (_failedRounds[round >> 8] >> (round & 255)) & 1 == 1;
+    }
+
+    function _checkMember(address peer) internal view {
+        if (_members[peer].slot == 0) revert FedChainNotMember(peer);
+    }
+
+    function _candidateKey(bytes32 model, uint256 included) internal pure returns (bytes32) {
+        return keccak256(abi.encode(model, included));
+    }
+
+    function _required(uint256 total) internal view returns (uint256) {
+        return (total * _quorumBps + 9_999) / 10_000;
+    }
+
+    function _quorumReached(uint256 weight, uint256 total) internal view returns (bool) {
+        return total != 0 && (weight & ~_WINNER) * 10_000 >= total * _quorumBps;
+    }
+
+    /// @dev Loads the clock, fails an expired round first, and checks `round` is the open one.
+    function _openRound(uint256 round) internal returns (Clock memory clock) {
+        clock = _clock;
+        if (clock.round <= _maxRounds && block.number >= clock.startBlock + _submitBlocks + _voteBlocks) {
+            _fail(clock);
+            clock = _clock;
+        }
+        if (clock.round > _maxRounds) revert FedChainTaskComplete(_maxRounds);
+        if (round < clock.round) revert FedChainRoundClosed(round, clock.round);
+        if (round > clock.round) revert FedChainRoundNotOpen(round, clock.round);
+    }
+
+    function _checkVotingOpen(Clock memory clock) internal view {
+        uint256 opensAt = clock.startBlock + _submitBlocks;
+        if (block.number < opensAt && clock.submissions < _memberCount) {
+            revert FedChainVotingNotOpen(clock.round, opensAt);
+        }
+    }
+
+    /// @dev Applies the reputation rule for the member's last unsettled round before `round` to
+    /// `m` and returns the new total. The caller writes `m` back.
+    function _settleInto(Member memory m, address peer, Outcome calldata previous, uint64 total, uint256 round)
+        internal
+        returns (uint64)
+    {
+        uint256 last = m.submittedRound > m.votedRound ? m.submittedRound : m.votedRound;
+        if (last <= m.settledRound || last >= round) return total;
+        m.settledRound = uint32(last);
+        if (previous.model == bytes32(0)) {
+            if (_isFailed(last)) return total; // a failed round changes nothing
+            revert FedChainInvalidOutcome(last);
+        }
+        bytes32 key = _candidateKey(previous.model, previous.included);
+        if (_candidates[last][key] & _WINNER == 0) revert FedChainInvalidOutcome(last);
+
+        uint256 rep = m.reputation;
+        uint256 before = rep;
+        if (m.submittedRound == last) {
+            if ((previous.included >> (m.slot - 1)) & 1 == 1) rep += INCLUSION_REWARD;
+            else rep /= 2;
+        }
+        if (m.votedRound == last) {
+            if (m.voteKey == bytes12(key)) rep += AGREEMENT_REWARD;
+            else rep /= 2;
+        }
+        if (rep > MAX_REPUTATION) rep = MAX_REPUTATION;
+        if (rep == before) return total;
+        m.reputation = uint32(rep);
+        emit ReputationChanged(peer, last, before, rep);
+        return uint64(total + rep - before);
+    }
+
+    function _finalize(
+        Clock memory clock,
+        uint256 round,
+        bytes32 key,
+        bytes32 model,
+        uint256 included,
+        uint256 weight
+    ) internal {
+        _candidates[round][key] = weight | _WINNER;
+        _globalModel = model;
+        emit RoundFinalized(round, model, included, weight & ~_WINNER, clock.totalReputation);
+        clock.modelRound = uint32(round);
+        _startNext(clock, model);
+    }
+
+    function _fail(Clock memory clock) internal {
+        _failedRounds[clock.round >> 8] |= 1 << (clock.round & 255);
+        emit RoundFailed(clock.round);
+        _startNext(clock, _globalModel);
+    }
+
+    function _startNext(Clock memory clock, bytes32 base) internal {
+        clock.round += 1;
+        clock.startBlock = uint64(block.number);
+        clock.submissions = 0;
+        _clock = clock;
+        if (clock.round > _maxRounds) emit TaskCompleted(_maxRounds, base);
+        else emit RoundStarted(clock.round, block.number, base);
+    }
+}

@@ -1,0 +1,1 @@
+"""The FedChain contract: Solidity source, committed compiled artifact, and its build step."""

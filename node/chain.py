@@ -1,0 +1,330 @@
+"""The peer's view of the FedChain contract: typed views, event queries and safe transactions.
+
+Reverts are decoded from the contract's custom errors into ``errors.ContractError`` subclasses;
+connection problems become ``ChainUnavailable`` after bounded retries with backoff.
+"""
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from enum import IntEnum
+from importlib import resources
+
+from eth_abi import decode as abi_decode
+from eth_utils import function_signature_to_4byte_selector
+from web3 import Web3
+from web3.exceptions import ContractLogicError, TimeExhausted, Web3RPCError
+
+from . import errors as E
+
+__all__ = ["Phase", "RoundState", "MemberInfo", "Outcome", "ChainClient", "load_artifact", "deploy_contract", "ZERO32"]
+
+ZERO32 = b"\0" * 32
+
+
+class Phase(IntEnum):
+    SUBMISSION = 0
+    VOTING = 1
+    EXPIRED = 2
+    COMPLETE = 3
+
+
+@dataclass(frozen=True)
+class RoundState:
+    round: int
+    phase: Phase
+    start_block: int
+    submit_deadline: int
+    vote_deadline: int
+    submissions: int
+    total_reputation: int
+
+
+@dataclass(frozen=True)
+class MemberInfo:
+    address: str
+    index: int
+    reputation: int
+    submitted_round: int
+    voted_round: int
+    settled_round: int
+
+
+@dataclass(frozen=True)
+class Outcome:
+    model: bytes
+    included: int
+
+    @staticmethod
+    def none() -> "Outcome":
+        return Outcome(ZERO32, 0)
+
+
+_ERRORS = {
+    "FedChainNotMember": E.NotMember,
+    "FedChainRoundClosed": E.RoundClosed,
+    "FedChainRoundNotOpen": E.RoundNotOpen,
+    "FedChainTaskComplete": E.TaskComplete,
+    "FedChainSubmissionClosed": E.WindowClosed,
+    "FedChainVotingClosed": E.WindowClosed,
+    "FedChainAlreadySubmitted": E.AlreadySubmitted,
+    "FedChainAlreadyVoted": E.AlreadyVoted,
+    "FedChainDuplicateUpdate": E.DuplicateUpdate,
+    "FedChainVotingNotOpen": E.VotingNotOpen,
+    "FedChainQuorumNotReached": E.QuorumNotReached,
+    "FedChainRoundStillOpen": E.RoundStillOpen,
+    "FedChainInvalidOutcome": E.InvalidOutcome,
+}
+
+
+def load_artifact() -> dict:
+    """The committed compiled contract (ABI and bytecode)."""
+    text = resources.files("fedchain.contracts").joinpath("FedChain.json").read_text()
+    return json.loads(text)
+
+
+class _ErrorDecoder:
+    def __init__(self, abi: list[dict]):
+        self._by_selector = {}
+        for item in abi:
+            if item.get("type") == "error":
+                types = [i["type"] for i in item["inputs"]]
+                sig = f"{item['name']}({','.join(types)})"
+                self._by_selector[function_signature_to_4byte_selector(sig)] = (item["name"], types)
+
+    def decode(self, data) -> E.ContractError | None:
+        if isinstance(data, dict):
+            data = data.get("data")
+        if not isinstance(data, str) or not data.startswith("0x") or len(data) < 10:
+            return None
+        raw = bytes.fromhex(data[2:])
+        found = self._by_selector.get(raw[:4])
+        if not found:
+            return None
+        name, types = found
+        args = abi_decode(types, raw[4:]) if types else ()
+        shown = ", ".join("0x" + a.hex() if isinstance(a, bytes) else str(a) for a in args)
+        cls = _ERRORS.get(name, E.ContractError)
+        return cls(f"contract rejected the call: {name}({shown})", name=name, args=tuple(args))
+
+
+def _is_connection_error(exc: Exception) -> bool:
+    import requests
+
+    return isinstance(exc, (requests.ConnectionError, requests.Timeout, ConnectionError, TimeoutError))
+
+
+class ChainClient:
+    """Views, events and transactions of one FedChain deployment, for one (optional) account."""
+
+    def __init__(
+        self,
+        rpc_url: str,
+        address: str | None = None,
+        account=None,
+        *,
+        retry_seconds: float = 0.0,
+        confirmations: int = 0,
+        gas_cap: int = 2_000_000,
+        tx_timeout: float = 120.0,
+    ):
+        self.rpc_url = rpc_url
+        self.w3 = Web3(Web3.HTTPProvider(rpc_url, request_kwargs={"timeout": 15}))
+        self.artifact = load_artifact()
+        self._errors = _ErrorDecoder(self.artifact["abi"])
+        self.account = account
+        self.retry_seconds = retry_seconds
+        self.confirmations = confirmations
+        self.gas_cap = gas_cap
+        self.tx_timeout = tx_timeout
+        self.contract = None
+        self.gas_spent = 0
+        if address:
+            if not Web3.is_address(address):
+                raise E.ConfigError(f"not a contract address: {address!r}")
+            self.contract = self.w3.eth.contract(address=Web3.to_checksum_address(address), abi=self.artifact["abi"])
+
+    # ------------------------------------------------------------ plumbing
+    def _rpc(self, fn, *args, **kwargs):
+        """Call ``fn``, retrying connection failures with backoff for up to ``retry_seconds``."""
+        deadline = time.monotonic() + self.retry_seconds
+        delay = 0.25
+        while True:
+            try:
+                return fn(*args, **kwargs)
+            except ContractLogicError as exc:
+                decoded = self._errors.decode(exc.data)
+                raise decoded or E.ContractError(f"contract rejected the call: {exc.message or exc}") from None
+            except Exception as exc:
+                if not _is_connection_error(exc):
+                    raise
+                if time.monotonic() + delay > deadline:
+                    raise E.ChainUnavailable(f"cannot reach the chain at {self.rpc_url}") from None
+                time.sleep(delay)
+                delay = min(delay * 2, 5.0)
+
+    def _call(self, name: str, *args):
+        return self._rpc(lambda: getattr(self.contract.functions, name)(*args).call())
+
+    @property
+    def address(self) -> str:
+        if self.account is None:
+            raise E.KeyLoadError("this command needs a key")
+        return self.account.address
+
+    def chain_id(self) -> int:
+        return self._rpc(lambda: self.w3.eth.chain_id)
+
+    def block_number(self) -> int:
+        return self._rpc(lambda: self.w3.eth.block_number)
+
+    def check_deployed(self) -> None:
+        code = self._rpc(lambda: self.w3.eth.get_code(self.contract.address))
+        if not code:
+            raise E.ConfigError(f"no contract at {self.contract.address} on {self.rpc_url}")
+
+    # ------------------------------------------------------------ views
+    def config(self) -> dict:
+        task, submit, vote, quorum, rounds, members, rule, deploy_block = self._call("config")
+        return {
+            "task": bytes(task), "submit_blocks": submit, "vote_blocks": vote, "quorum_bps": quorum,
+            "max_rounds": rounds, "member_count": members, "rule": rule, "deploy_block": deploy_block,
+        }
+
+    def round_state(self) -> RoundState:
+        r, phase, start, sd, vd, subs, total = self._call("roundState")
+        return RoundState(r, Phase(phase), start, sd, vd, subs, total)
+
+    def global_model(self) -> tuple[int, bytes]:
+        r, digest = self._call("globalModel")
+        return r, bytes(digest)
+
+    def members(self) -> list[str]:
+        return list(self._call("members"))
+
+    def member_info(self, peer: str) -> MemberInfo:
+        index, rep, sub, voted, settled = self._call("memberInfo", Web3.to_checksum_address(peer))
+        return MemberInfo(Web3.to_checksum_address(peer), index, rep, sub, voted, settled)
+
+    def submission_of(self, digest: bytes) -> tuple[int, str, int]:
+        r, peer, rep = self._call("submissionOf", digest)
+        return r, peer, rep
+
+    def is_outcome(self, round_: int, model: bytes, included: int) -> bool:
+        return bool(self._call("isOutcome", round_, model, included))
+
+    def is_finalized(self, round_: int) -> bool:
+        return bool(self._call("isFinalized", round_))
+
+    def candidate_weight(self, round_: int, model: bytes, included: int) -> int:
+        return self._call("candidateWeight", round_, model, included)
+
+    # ------------------------------------------------------------ events
+    def events(self, name: str, *, from_block: int, to_block: int | str = "latest", **filters) -> list:
+        event = getattr(self.contract.events, name)
+        return self._rpc(
+            lambda: list(event.get_logs(argument_filters=filters or None, from_block=from_block, to_block=to_block))
+        )
+
+    def outcome(self, round_: int, *, from_block: int = 0) -> Outcome | None:
+        """The finalized (model, included) of ``round_``, from its event checked by a view call."""
+        for ev in self.events("RoundFinalized", from_block=from_block, round=round_):
+            out = Outcome(bytes(ev.args.model), int(ev.args.included))
+            if self.is_outcome(round_, out.model, out.included):
+                return out
+        return None
+
+    # ------------------------------------------------------------ transactions
+    def _fees(self) -> dict:
+        block = self._rpc(lambda: self.w3.eth.get_block("latest"))
+        base = block.get("baseFeePerGas")
+        if base is None:
+            return {"gasPrice": self._rpc(lambda: self.w3.eth.gas_price)}
+        tip = self._rpc(lambda: self.w3.eth.max_priority_fee)
+        return {"maxFeePerGas": 2 * base + tip, "maxPriorityFeePerGas": tip}
+
+    def transact(self, name: str, *args) -> dict:
+        """Sign and send ``name(*args)``; wait for the receipt; decode any revert."""
+        sender = self.address
+        fn = getattr(self.contract.functions, name)(*args)
+        estimate = self._rpc(lambda: fn.estimate_gas({"from": sender}))
+        gas = min(int(estimate * 1.25) + 10_000, self.gas_cap)
+        if estimate > self.gas_cap:
+            raise E.ContractError(f"{name} needs {estimate} gas, over the cap of {self.gas_cap}")
+        nonce = self._rpc(lambda: self.w3.eth.get_transaction_count(sender, "pending"))
+        tx = fn.build_transaction(
+            {"from": sender, "nonce": nonce, "gas": gas, "chainId": self.chain_id(), **self._fees()}
+        )
+        signed = self.account.sign_transaction(tx)
+        try:
+            tx_hash = self._rpc(lambda: self.w3.eth.send_raw_transaction(signed.raw_transaction))
+        except Web3RPCError as exc:
+            if "nonce too low" in str(exc) or "already known" in str(exc):
+                tx_hash = signed.hash  # an earlier attempt of ours got through
+            else:
+                raise E.ChainUnavailable(f"transaction refused: {exc}") from None
+        try:
+            receipt = self._rpc(lambda: self.w3.eth.wait_for_transaction_receipt(tx_hash, timeout=self.tx_timeout, poll_latency=0.1))
+        except TimeExhausted:
+            raise E.ChainUnavailable(f"{name}: no receipt within {self.tx_timeout:.0f}s") from None
+        self.gas_spent += receipt["gasUsed"]
+        if receipt["status"] != 1:
+            # Transactions ahead of ours in the block changed the state; replaying against the
+            # latest state usually names the custom error.
+            self._rpc(lambda: fn.call({"from": sender}))
+            raise E.ContractError(f"{name} reverted in block {receipt['blockNumber']}")
+        self._wait_confirmations(receipt["blockNumber"])
+        return receipt
+
+    def _wait_confirmations(self, block: int) -> None:
+        while self.confirmations and self.block_number() < block + self.confirmations:
+            time.sleep(0.2)
+
+    def submit(self, round_: int, digest: bytes, previous: Outcome) -> dict:
+        return self.transact("submit", round_, digest, (previous.model, previous.included))
+
+    def vote(self, round_: int, model: bytes, included: int, previous: Outcome) -> dict:
+        return self.transact("vote", round_, model, included, (previous.model, previous.included))
+
+    def finalize(self, round_: int, model: bytes, included: int) -> dict:
+        return self.transact("finalize", round_, model, included)
+
+    def advance(self) -> dict:
+        return self.transact("advance")
+
+    def settle(self, peer: str, previous: Outcome) -> dict:
+        return self.transact("settle", Web3.to_checksum_address(peer), (previous.model, previous.included))
+
+
+def deploy_contract(
+    client: ChainClient,
+    *,
+    members: list[str],
+    initial_model: bytes,
+    task: bytes,
+    submit_blocks: int,
+    vote_blocks: int,
+    quorum_bps: int,
+    max_rounds: int,
+    rule: int,
+) -> tuple[str, int]:
+    """Deploy FedChain from ``client``'s account; returns (address, block)."""
+    art = client.artifact
+    factory = client.w3.eth.contract(abi=art["abi"], bytecode=art["bytecode"])
+    config = ([Web3.to_checksum_address(m) for m in members], initial_model, task, submit_blocks, vote_blocks, quorum_bps, max_rounds, rule)
+    sender = client.address
+    ctor = factory.constructor(config)
+    estimate = client._rpc(lambda: ctor.estimate_gas({"from": sender}))
+    tx = ctor.build_transaction(
+        {"from": sender, "nonce": client._rpc(lambda: client.w3.eth.get_transaction_count(sender, "pending")),
+         "gas": int(estimate * 1.2), "chainId": client.chain_id(), **client._fees()}
+    )
+    signed = client.account.sign_transaction(tx)
+    tx_hash = client._rpc(lambda: client.w3.eth.send_raw_transaction(signed.raw_transaction))
+    receipt = client._rpc(lambda: client.w3.eth.wait_for_transaction_receipt(tx_hash, timeout=client.tx_timeout, poll_latency=0.1))
+    if receipt["status"] != 1:
+        raise E.ContractError("deployment reverted")
+    address = receipt["contractAddress"]
+    client.contract = client.w3.eth.contract(address=address, abi=art["abi"])
+    return address, receipt["blockNumber"]

@@ -1,0 +1,215 @@
+"""Content identifiers exactly as Kubo's ``ipfs add`` makes them by default.
+
+Defaults reproduced: CIDv0 (base58btc of a sha2-256 multihash), dag-pb nodes holding UnixFS
+``File`` data, fixed 262144-byte chunks, balanced layout with at most 174 links per node, leaves
+wrapped in dag-pb (no raw leaves). On chain a CID is stored as the 32-byte sha256 digest inside
+its multihash; ``cid_to_digest``/``digest_to_cid`` convert between the two.
+"""
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from .errors import InvalidCID
+
+__all__ = [
+    "CHUNK_SIZE",
+    "MAX_LINKS",
+    "Block",
+    "b58encode",
+    "b58decode",
+    "cid_of_block",
+    "cid_to_digest",
+    "digest_to_cid",
+    "validate_cid",
+    "build_dag",
+    "cid_of_bytes",
+    "parse_node",
+]
+
+CHUNK_SIZE = 262_144
+MAX_LINKS = 174
+_ALPHABET = "123456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz"
+_INDEX = {c: i for i, c in enumerate(_ALPHABET)}
+_MULTIHASH_PREFIX = b"\x12\x20"  # sha2-256, 32 bytes
+
+
+def b58encode(data: bytes) -> str:
+    n = int.from_bytes(data, "big")
+    out = []
+    while n:
+        n, r = divmod(n, 58)
+        out.append(_ALPHABET[r])
+    pad = len(data) - len(data.lstrip(b"\0"))
+    return "1" * pad + "".join(reversed(out))
+
+
+def b58decode(text: str) -> bytes:
+    n = 0
+    for c in text:
+        if c not in _INDEX:
+            raise InvalidCID(f"not base58: {text!r}")
+        n = n * 58 + _INDEX[c]
+    pad = len(text) - len(text.lstrip("1"))
+    body = n.to_bytes((n.bit_length() + 7) // 8, "big") if n else b""
+    return b"\0" * pad + body
+
+
+def digest_to_cid(digest: bytes) -> str:
+    if len(digest) != 32:
+        raise InvalidCID("a CIDv0 digest is 32 bytes")
+    return b58encode(_MULTIHASH_PREFIX + digest)
+
+
+def cid_to_digest(cid: str) -> bytes:
+    """The sha256 digest inside a CIDv0; raises ``InvalidCID`` for anything else."""
+    if not isinstance(cid, str) or len(cid) != 46 or not cid.startswith("Qm"):
+        raise InvalidCID(f"malformed CID {cid!r}: expected a CIDv0 (46 characters starting 'Qm')")
+    raw = b58decode(cid)
+    if len(raw) != 34 or not raw.startswith(_MULTIHASH_PREFIX):
+        raise InvalidCID(f"malformed CID {cid!r}: not a sha2-256 multihash")
+    return raw[2:]
+
+
+def validate_cid(cid: str) -> str:
+    cid_to_digest(cid)
+    return cid
+
+
+def cid_of_block(block: bytes) -> str:
+    return digest_to_cid(hashlib.sha256(block).digest())
+
+
+# ---------------------------------------------------------------- protobuf, just what dag-pb needs
+def _varint(n: int) -> bytes:
+    out = bytearray()
+    while True:
+        b = n & 0x7F
+        n >>= 7
+        if n:
+            out.append(b | 0x80)
+        else:
+            out.append(b)
+            return bytes(out)
+
+
+def _field_bytes(number: int, payload: bytes) -> bytes:
+    return _varint(number << 3 | 2) + _varint(len(payload)) + payload
+
+
+def _field_varint(number: int, value: int) -> bytes:
+    return _varint(number << 3) + _varint(value)
+
+
+def _read_varint(buf: bytes, pos: int) -> tuple[int, int]:
+    shift = value = 0
+    while True:
+        if pos >= len(buf) or shift > 63:
+            raise ValueError("truncated varint")
+        b = buf[pos]
+        pos += 1
+        value |= (b & 0x7F) << shift
+        if not b & 0x80:
+            return value, pos
+        shift += 7
+
+
+def _fields(buf: bytes) -> Iterator[tuple[int, int, int | bytes]]:
+    pos = 0
+    while pos < len(buf):
+        key, pos = _read_varint(buf, pos)
+        number, wire = key >> 3, key & 7
+        if wire == 0:
+            value, pos = _read_varint(buf, pos)
+            yield number, wire, value
+        elif wire == 2:
+            size, pos = _read_varint(buf, pos)
+            if pos + size > len(buf):
+                raise ValueError("truncated field")
+            yield number, wire, buf[pos : pos + size]
+            pos += size
+        else:
+            raise ValueError(f"unsupported wire type {wire}")
+
+
+# ---------------------------------------------------------------- UnixFS over dag-pb
+_UNIXFS_FILE = 2
+
+
+@dataclass(frozen=True)
+class Block:
+    cid: str
+    data: bytes  # the serialized dag-pb node
+    file_size: int  # bytes of file content below this node
+    tree_size: int  # serialized size of this node and everything below it (a link's Tsize)
+
+
+def _leaf(chunk: bytes) -> Block:
+    unixfs = _field_varint(1, _UNIXFS_FILE)
+    if chunk:
+        unixfs += _field_bytes(2, chunk)
+    unixfs += _field_varint(3, len(chunk))
+    node = _field_bytes(1, unixfs)
+    return Block(cid_of_block(node), node, len(chunk), len(node))
+
+
+def _parent(children: list[Block]) -> Block:
+    links = b""
+    for child in children:
+        link = _field_bytes(1, _MULTIHASH_PREFIX + cid_to_digest(child.cid))
+        link += _field_bytes(2, b"")
+        link += _field_varint(3, child.tree_size)
+        links += _field_bytes(2, link)
+    file_size = sum(c.file_size for c in children)
+    unixfs = _field_varint(1, _UNIXFS_FILE) + _field_varint(3, file_size)
+    for child in children:
+        unixfs += _field_varint(4, child.file_size)
+    node = links + _field_bytes(1, unixfs)
+    return Block(cid_of_block(node), node, file_size, len(node) + sum(c.tree_size for c in children))
+
+
+def build_dag(data: bytes) -> tuple[str, list[Block]]:
+    """Chunk ``data`` and build Kubo's balanced DAG; returns the root CID and every block."""
+    level = [_leaf(data[i : i + CHUNK_SIZE]) for i in range(0, max(len(data), 1), CHUNK_SIZE)]
+    blocks = list(level)
+    while len(level) > 1:
+        level = [_parent(level[i : i + MAX_LINKS]) for i in range(0, len(level), MAX_LINKS)]
+        blocks.extend(level)
+    return level[0].cid, blocks
+
+
+def cid_of_bytes(data: bytes) -> str:
+    """The CID ``ipfs add -Q`` prints for a file with these bytes."""
+    return build_dag(data)[0]
+
+
+def parse_node(block: bytes) -> tuple[list[str], bytes | None, int]:
+    """Decode a dag-pb UnixFS file node: (child CIDs, inline data or None, file size)."""
+    links: list[str] = []
+    unixfs = b""
+    try:
+        for number, wire, value in _fields(block):
+            if number == 2 and wire == 2:
+                for n, w, v in _fields(value):  # PBLink
+                    if n == 1 and w == 2:
+                        if not v.startswith(_MULTIHASH_PREFIX) or len(v) != 34:
+                            raise ValueError("link is not a sha2-256 multihash")
+                        links.append(digest_to_cid(v[2:]))
+            elif number == 1 and wire == 2:
+                unixfs = value
+        data: bytes | None = None
+        size = 0
+        kind = None
+        for n, w, v in _fields(unixfs):
+            if n == 1 and w == 0:
+                kind = v
+            elif n == 2 and w == 2:
+                data = v
+            elif n == 3 and w == 0:
+                size = v
+    except ValueError as exc:
+        raise ValueError(f"not a dag-pb UnixFS node: {exc}") from None
+    if kind not in (_UNIXFS_FILE, 0):  # 0: Raw, as in older leaves
+        raise ValueError(f"unsupported UnixFS node type {kind}")
+    return links, data, size

@@ -1,0 +1,90 @@
+"""Deploying a task, and the deployment file that every other command reads."""
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from .artifact import encode
+from .chain import ChainClient, deploy_contract
+from .cid import cid_to_digest
+from .errors import ConfigError, DeploymentNotFound
+from .models import init_state
+from .store import ArtifactStore
+from .task import Task
+
+__all__ = ["Deployment", "deploy_task", "model_metadata"]
+
+
+@dataclass(frozen=True)
+class Deployment:
+    chain_id: int
+    rpc_url: str
+    contract: str
+    deploy_block: int
+    task_cid: str
+    initial_model: str
+    store: str
+    task: dict
+    version: int = 1
+
+    def save(self, path: str | Path) -> Path:
+        p = Path(path)
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_text(json.dumps(asdict(self), indent=2, sort_keys=True) + "\n")
+        return p
+
+    @classmethod
+    def load(cls, path: str | Path) -> "Deployment":
+        p = Path(path)
+        try:
+            data = json.loads(p.read_text())
+        except FileNotFoundError:
+            raise DeploymentNotFound(f"deployment file {p} not found (run `fedchain deploy` first, or pass --deployment)") from None
+        except (OSError, json.JSONDecodeError) as exc:
+            raise ConfigError(f"deployment file {p} is unreadable: {exc}") from None
+        try:
+            return cls(**{k: data[k] for k in cls.__dataclass_fields__ if k in data})
+        except TypeError as exc:
+            raise ConfigError(f"deployment file {p} is incomplete: {exc}") from None
+
+    def task_object(self) -> Task:
+        return Task.from_dict(self.task)
+
+
+def model_metadata(task_cid: str, round_: int, base: str, **extra) -> dict:
+    return {"kind": "model", "task": task_cid, "round": round_, "base": base, **extra}
+
+
+def deploy_task(
+    client: ChainClient,
+    store: ArtifactStore,
+    task: Task,
+    members: list[str],
+    *,
+    seed: int = 0,
+    rpc_url: str | None = None,
+) -> Deployment:
+    """Pin the task description and initial model, deploy the contract, return the deployment."""
+    if not members:
+        raise ConfigError("a task needs at least one member")
+    if len(set(m.lower() for m in members)) != len(members):
+        raise ConfigError("member list has duplicates")
+    task_cid = store.add(task.to_bytes())
+    initial = encode(init_state(task.model, seed), model_metadata(task_cid, 0, "", rule=task.rule))
+    model_cid = store.add(initial)
+    address, block = deploy_contract(
+        client,
+        members=members,
+        initial_model=cid_to_digest(model_cid),
+        task=cid_to_digest(task_cid),
+        submit_blocks=task.submit_blocks,
+        vote_blocks=task.vote_blocks,
+        quorum_bps=task.quorum_bps,
+        max_rounds=task.rounds,
+        rule=task.rule_id,
+    )
+    return Deployment(
+        chain_id=client.chain_id(), rpc_url=rpc_url or client.rpc_url, contract=address, deploy_block=block,
+        task_cid=task_cid, initial_model=model_cid, store=store.spec, task=task.to_dict(),
+    )

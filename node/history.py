@@ -1,0 +1,79 @@
+"""Round history rebuilt from the contract's events and checked with view calls."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from .chain import ChainClient, Phase
+from .cid import digest_to_cid
+from .errors import UnknownRound
+
+__all__ = ["RoundRecord", "round_history", "round_record"]
+
+
+@dataclass
+class RoundRecord:
+    round: int
+    status: str  # open | finalized | failed
+    start_block: int
+    base_model: str
+    submissions: list[dict] = field(default_factory=list)
+    votes: list[dict] = field(default_factory=list)
+    model: str | None = None
+    included: int = 0
+    weight: int = 0
+    total_reputation: int = 0
+    end_block: int | None = None
+
+    @property
+    def included_count(self) -> int:
+        return bin(self.included).count("1")
+
+    def to_dict(self) -> dict:
+        return {
+            "round": self.round, "status": self.status, "start_block": self.start_block, "end_block": self.end_block,
+            "base_model": self.base_model, "model": self.model, "included": hex(self.included),
+            "included_count": self.included_count, "vote_weight": self.weight, "total_reputation": self.total_reputation,
+            "submissions": self.submissions, "votes": self.votes,
+        }
+
+
+def round_history(chain: ChainClient, *, from_block: int | None = None) -> list[RoundRecord]:
+    start = chain.config()["deploy_block"] if from_block is None else from_block
+    records: dict[int, RoundRecord] = {}
+    for ev in chain.events("RoundStarted", from_block=start):
+        r = int(ev.args.round)
+        records[r] = RoundRecord(r, "open", ev.blockNumber, digest_to_cid(bytes(ev.args.baseModel)))
+    for ev in chain.events("UpdateSubmitted", from_block=start):
+        rec = records.get(int(ev.args.round))
+        if rec:
+            rec.submissions.append({"peer": ev.args.peer, "cid": digest_to_cid(bytes(ev.args.update)), "reputation": int(ev.args.reputation), "block": ev.blockNumber})
+    for ev in chain.events("VoteCast", from_block=start):
+        rec = records.get(int(ev.args.round))
+        if rec:
+            rec.votes.append({"peer": ev.args.peer, "model": digest_to_cid(bytes(ev.args.model)), "included": hex(int(ev.args.included)), "weight": int(ev.args.weight), "block": ev.blockNumber})
+    for ev in chain.events("RoundFinalized", from_block=start):
+        rec = records.get(int(ev.args.round))
+        if rec and chain.is_outcome(rec.round, bytes(ev.args.model), int(ev.args.included)):
+            rec.status = "finalized"
+            rec.model = digest_to_cid(bytes(ev.args.model))
+            rec.included = int(ev.args.included)
+            rec.weight = int(ev.args.weight)
+            rec.total_reputation = int(ev.args.totalReputation)
+            rec.end_block = ev.blockNumber
+    for ev in chain.events("RoundFailed", from_block=start):
+        rec = records.get(int(ev.args.round))
+        if rec:
+            rec.status = "failed"
+            rec.end_block = ev.blockNumber
+    state = chain.round_state()
+    current = records.get(state.round)
+    if current and current.status == "open" and state.phase is Phase.EXPIRED:
+        current.status = "expired"
+    return [records[r] for r in sorted(records)]
+
+
+def round_record(chain: ChainClient, round_: int) -> RoundRecord:
+    for rec in round_history(chain):
+        if rec.round == round_:
+            return rec
+    raise UnknownRound(f"round {round_} does not exist on this task (rounds so far: {chain.round_state().round})")

@@ -1,0 +1,240 @@
+"""``fedchain simulate``: a devnet, a deployment and N peer processes on one machine.
+
+The simulation is only an observer: peers are separate OS processes, each with its own key and
+its own shard, talking to the chain and the store exactly as they would across organizations.
+The observer reads the chain to show progress and evaluates each finalized model on a held-out
+test split that no peer sees.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from eth_account import Account
+
+from .chain import ChainClient, Phase
+from .cid import digest_to_cid
+from .data import load_dataset, partition, save_shard, train_test_split
+from .deployment import deploy_task
+from .devnet import Devnet
+from .errors import FedChainError
+from .history import round_history
+from .models import ModelSpec
+from .peer import load_model
+from .store import EmbeddedStore
+from .task import Task
+from .training import TrainConfig, evaluate
+
+__all__ = ["SimulationConfig", "run_simulation", "gas_report"]
+
+
+@dataclass
+class SimulationConfig:
+    peers: int = 4
+    rounds: int = 5
+    dataset: str = "digits"
+    partition: str = "iid"
+    alpha: float = 0.5
+    seed: int = 0
+    rule: str = "fedavg"
+    hidden: tuple[int, ...] = (64,)
+    epochs: int = 5
+    lr: float = 0.05
+    block_time: float = 1.0
+    submit_blocks: int = 60
+    vote_blocks: int = 60
+    quorum_bps: int = 6_667
+    workdir: str | None = None
+    timeout: float = 900.0
+    extra_node_args: dict[int, list[str]] = field(default_factory=dict)
+
+
+def _spawn_peer(cfg: SimulationConfig, i: int, key: str, deployment: Path, shard: Path, logdir: Path) -> subprocess.Popen:
+    env = {**os.environ, "FEDCHAIN_KEY": key, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "fedchain.cli.main", "node", "run", "--deployment", str(deployment),
+           "--data", str(shard), "--key-env", "FEDCHAIN_KEY", "--json-log", "--seed", str(cfg.seed * 1000 + i),
+           *cfg.extra_node_args.get(i, [])]
+    log = open(logdir / f"peer-{i}.log", "wb")
+    return subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
+
+
+def gas_report(chain: ChainClient, from_block: int, members: list[str]) -> dict:
+    """Gas by transaction kind and per peer per round, read back from the chain's receipts."""
+    w3 = chain.w3
+    by_kind: dict[str, list[int]] = defaultdict(list)
+    per_peer_round: dict[tuple[str, int], int] = defaultdict(int)
+    member_set = {m.lower() for m in members}
+    for number in range(from_block, w3.eth.block_number + 1):
+        block = w3.eth.get_block(number, full_transactions=True)
+        for tx in block.transactions:
+            if not tx.get("to") or tx["to"].lower() != chain.contract.address.lower():
+                continue
+            receipt = w3.eth.get_transaction_receipt(tx["hash"])
+            fn, args = chain.contract.decode_function_input(tx["input"])
+            kind = fn.fn_name
+            by_kind[kind].append(receipt["gasUsed"])
+            sender = tx["from"].lower()
+            # Per round: what a peer's submit and vote cost. The once-per-task final settle and
+            # the occasional advance are reported by kind only.
+            if sender in member_set and "round" in args and kind in ("submit", "vote"):
+                per_peer_round[(sender, int(args["round"]))] += receipt["gasUsed"]
+    values = list(per_peer_round.values())
+    return {
+        "by_kind": {k: {"count": len(v), "mean": round(sum(v) / len(v)), "max": max(v), "total": sum(v)} for k, v in sorted(by_kind.items())},
+        "per_peer_per_round": {
+            "mean": round(sum(values) / len(values)) if values else 0,
+            "max": max(values, default=0),
+            "samples": len(values),
+        },
+    }
+
+
+def run_simulation(cfg: SimulationConfig, progress=print) -> dict:
+    """Run a whole simulated network; returns the summary that ``--json`` prints."""
+    work = Path(cfg.workdir or tempfile.mkdtemp(prefix="fedchain-sim-"))
+    (work / "shards").mkdir(parents=True, exist_ok=True)
+    (work / "logs").mkdir(exist_ok=True)
+    store = EmbeddedStore(work / "store")
+
+    ds = load_dataset(cfg.dataset)
+    train, test = train_test_split(ds, seed=cfg.seed)
+    parts = partition(train, cfg.peers, alpha=None if cfg.partition == "iid" else cfg.alpha, seed=cfg.seed)
+    shards = []
+    for i, idx in enumerate(parts):
+        path = work / "shards" / f"peer-{i}.safetensors"
+        save_shard(path, train, idx)
+        shards.append(path)
+    progress(f"data: {cfg.dataset}, {len(train.y)} training samples in {cfg.peers} {cfg.partition} shards "
+             f"({', '.join(str(len(p)) for p in parts)}), {len(test.y)} held out for testing")
+
+    task = Task(
+        name=f"{cfg.dataset}-mlp", dataset=cfg.dataset,
+        model=ModelSpec(inputs=ds.features, classes=ds.classes, hidden=tuple(cfg.hidden)),
+        train=TrainConfig(epochs=cfg.epochs, lr=cfg.lr), rule=cfg.rule,
+        sample_cap=math.ceil(1.5 * len(train.y) / cfg.peers), rounds=cfg.rounds,
+        submit_blocks=cfg.submit_blocks, vote_blocks=cfg.vote_blocks, quorum_bps=cfg.quorum_bps,
+    )
+    devnet = Devnet(accounts=cfg.peers + 1, block_time=cfg.block_time)
+    procs: list[subprocess.Popen] = []
+    t_start = time.monotonic()
+    try:
+        devnet.start()
+        progress(f"devnet: anvil at {devnet.rpc_url} (block time {cfg.block_time or 'automine'})")
+        deployer = ChainClient(devnet.rpc_url, account=Account.from_key(devnet.keys[0]), retry_seconds=10)
+        members = devnet.addresses[1 : cfg.peers + 1]
+        dep = deploy_task(deployer, store, task, members, seed=cfg.seed)
+        dep_path = dep.save(work / "deployment.json")
+        progress(f"deployed FedChain at {dep.contract} (block {dep.deploy_block}); task {dep.task_cid}; initial model {dep.initial_model}")
+        chain = ChainClient(devnet.rpc_url, dep.contract, retry_seconds=10)
+
+        for i in range(cfg.peers):
+            procs.append(_spawn_peer(cfg, i, devnet.keys[i + 1], dep_path, shards[i], work / "logs"))
+        progress(f"started {cfg.peers} peer processes (logs in {work / 'logs'})")
+
+        accuracy: dict[int, float] = {}
+        seen_rounds: dict[int, str] = {}
+        round_seen_at: dict[int, float] = {1: time.monotonic()}
+        round_wall: dict[int, float] = {}
+        last_line = ""
+        while True:
+            state = chain.round_state()
+            history = round_history(chain, from_block=dep.deploy_block)
+            for rec in history:
+                if rec.status in ("finalized", "failed") and rec.round not in seen_rounds:
+                    seen_rounds[rec.round] = rec.status
+                    now = time.monotonic()
+                    round_wall[rec.round] = now - round_seen_at.get(rec.round, now)
+                    round_seen_at[rec.round + 1] = now
+                    if rec.status == "finalized":
+                        accuracy[rec.round] = evaluate(task.model, load_model(store, rec.model, task), test)
+                        progress(f"round {rec.round}: finalized {rec.model}  updates {rec.included_count}/{len(rec.submissions)}  "
+                                 f"votes {len(rec.votes)} (weight {rec.weight}/{rec.total_reputation})  test accuracy {accuracy[rec.round]:.4f}")
+                    else:
+                        progress(f"round {rec.round}: failed without quorum; previous model carries over")
+            if state.phase is not Phase.COMPLETE:
+                line = f"round {state.round}: {state.phase.name.lower()}  updates {state.submissions}/{cfg.peers}"
+                current = next((r for r in history if r.round == state.round), None)
+                if current:
+                    line += f"  votes {len(current.votes)}/{cfg.peers}"
+                if line != last_line:
+                    progress(line)
+                    last_line = line
+            alive = [p for p in procs if p.poll() is None]
+            if state.phase is Phase.COMPLETE and not alive:
+                break
+            if not alive and state.phase is not Phase.COMPLETE:
+                raise FedChainError(f"every peer process exited before the task completed; see {work / 'logs'}")
+            if time.monotonic() - t_start > cfg.timeout:
+                raise FedChainError(f"simulation timed out after {cfg.timeout:.0f}s; see {work / 'logs'}")
+            time.sleep(0.5)
+
+        failures = [i for i, p in enumerate(procs) if p.returncode != 0]
+        history = round_history(chain, from_block=dep.deploy_block)
+        timings = _collect_timings(work / "logs", cfg.peers)
+        gas = gas_report(chain, dep.deploy_block + 1, members)
+        final_round, final_digest = chain.global_model()
+        final_cid = digest_to_cid(final_digest)
+        final_acc = evaluate(task.model, load_model(store, final_cid, task), test)
+        peers = []
+        for m in members:
+            info = chain.member_info(m)
+            peers.append({"address": m, "index": info.index, "reputation": info.reputation,
+                          "submitted": sum(1 for r in history for s in r.submissions if s["peer"] == m),
+                          "included": sum(1 for r in history if r.status == "finalized" and (r.included >> info.index) & 1)})
+        rounds = []
+        for rec in history:
+            rounds.append({
+                "round": rec.round, "status": rec.status, "model": rec.model, "updates": len(rec.submissions),
+                "included": rec.included_count, "votes": len(rec.votes), "vote_weight": rec.weight,
+                "total_reputation": rec.total_reputation, "test_accuracy": accuracy.get(rec.round),
+                "wall_seconds": round(round_wall.get(rec.round, 0.0), 3), "seconds": timings.get(rec.round, {}),
+            })
+        return {
+            "peers": cfg.peers, "rounds_requested": cfg.rounds, "dataset": cfg.dataset, "partition": cfg.partition,
+            "alpha": cfg.alpha if cfg.partition != "iid" else None, "seed": cfg.seed, "rule": cfg.rule,
+            "rounds_finalized": sum(1 for r in history if r.status == "finalized"),
+            "rounds_failed": sum(1 for r in history if r.status == "failed"),
+            "final_model": final_cid, "final_model_round": final_round, "final_test_accuracy": final_acc,
+            "rounds": rounds, "gas": gas, "peer_reputation": peers,
+            "peer_exit_codes": [p.returncode for p in procs], "peer_failures": failures,
+            "wall_seconds": round(time.monotonic() - t_start, 2), "workdir": str(work), "contract": dep.contract,
+            "deployment": str(dep_path),
+        }
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                os.killpg(p.pid, signal.SIGTERM)
+        for p in procs:
+            try:
+                p.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                os.killpg(p.pid, signal.SIGKILL)
+        devnet.stop()
+
+
+def _collect_timings(logdir: Path, peers: int) -> dict[int, dict[str, float]]:
+    """Mean over peers of each phase's seconds per round, from the peers' JSON logs."""
+    sums: dict[int, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
+    for i in range(peers):
+        path = logdir / f"peer-{i}.log"
+        if not path.exists():
+            continue
+        for line in path.read_text(errors="replace").splitlines():
+            try:
+                rec = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if rec.get("event") == "round_timing":
+                for phase in ("train", "store", "chain", "aggregate"):
+                    if phase in rec:
+                        sums[rec["round"]][phase].append(float(rec[phase]))
+    return {r: {p: round(sum(v) / len(v), 4) for p, v in phases.items()} for r, phases in sums.items()}

@@ -1,0 +1,64 @@
+"""Local training and evaluation on a peer's own data. Nothing here leaves the peer."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from .data import Dataset
+from .models import ModelSpec, build_model
+
+__all__ = ["TrainConfig", "train_local", "evaluate"]
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    epochs: int = 2
+    batch_size: int = 32
+    lr: float = 0.05
+    momentum: float = 0.9
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "TrainConfig":
+        return cls(**{k: type(getattr(cls, k))(v) for k, v in d.items() if k in cls.__dataclass_fields__})
+
+    def to_dict(self) -> dict:
+        return {"epochs": self.epochs, "batch_size": self.batch_size, "lr": self.lr, "momentum": self.momentum}
+
+
+def train_local(
+    spec: ModelSpec, base: dict[str, torch.Tensor], data: Dataset, cfg: TrainConfig, *, seed: int
+) -> tuple[dict[str, torch.Tensor], float]:
+    """Train from ``base`` on ``data``; return (delta = trained - base, mean loss of last epoch)."""
+    torch.manual_seed(seed)
+    model = build_model(spec)
+    model.load_state_dict(base)
+    opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum)
+    loss_fn = nn.CrossEntropyLoss()
+    x, y = torch.from_numpy(data.x), torch.from_numpy(data.y)
+    last = 0.0
+    model.train()
+    for _ in range(cfg.epochs):
+        perm = torch.randperm(len(y))
+        total, batches = 0.0, 0
+        for start in range(0, len(y), cfg.batch_size):
+            idx = perm[start : start + cfg.batch_size]
+            opt.zero_grad()
+            loss = loss_fn(model(x[idx]), y[idx])
+            loss.backward()
+            opt.step()
+            total += loss.item()
+            batches += 1
+        last = total / max(batches, 1)
+    trained = model.state_dict()
+    return {k: (trained[k] - base[k]).detach() for k in base}, last
+
+
+@torch.no_grad()
+def evaluate(spec: ModelSpec, state: dict[str, torch.Tensor], data: Dataset) -> float:
+    model = build_model(spec)
+    model.load_state_dict(state)
+    model.eval()
+    pred = model(torch.from_numpy(data.x)).argmax(1)
+    return float((pred == torch.from_numpy(data.y)).float().mean())
