@@ -362,6 +362,35 @@ def model_pull(round_, output, deployment, rpc, store_spec):
     click.echo(f"round {round_}: {cid} verified against the chain, {len(data)} bytes -> {output}")
 
 
+# ---------------------------------------------------------------------------- data
+@cli.group()
+def data():
+    """Datasets shipped with the installed packages."""
+
+
+@data.command("split")
+@click.option("--dataset", default="digits", show_default=True, type=click.Choice(["digits", "breast_cancer", "wine", "mnist"]))
+@click.option("--peers", type=click.IntRange(1, 256), default=4, show_default=True)
+@click.option("--partition", default="iid", show_default=True, type=click.Choice(["iid", "dirichlet"]))
+@click.option("--alpha", type=float, default=0.5, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False), help="Folder for peer-N.safetensors and test.safetensors.")
+def data_split(dataset, peers, partition, alpha, seed, out_dir):
+    """Write one private shard per peer plus the held-out test split."""
+    from fedchain.node.data import load_dataset, partition as split, save_shard, train_test_split
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    train, test = train_test_split(load_dataset(dataset), seed=seed)
+    parts = split(train, peers, alpha=None if partition == "iid" else alpha, seed=seed)
+    for i, idx in enumerate(parts):
+        save_shard(out / f"peer-{i}.safetensors", train, idx)
+    import numpy as np
+
+    save_shard(out / "test.safetensors", test, np.arange(len(test.y)))
+    click.echo(f"wrote {peers} shards ({', '.join(str(len(p)) for p in parts)} samples) and test.safetensors ({len(test.y)}) to {out}")
+
+
 # ---------------------------------------------------------------------------- store
 @cli.group()
 @click.option("--store", "store_spec", default=".fedchain/store", envvar="FEDCHAIN_STORE", show_default=True, help="A path (embedded store) or kubo:MULTIADDR [env FEDCHAIN_STORE].")

@@ -1,0 +1,108 @@
+"""A whole network through the CLI, as a user runs it: deploy, three peer processes, history.
+
+One module-scoped run (three `fedchain node run` processes on a real anvil) serves the
+read-only checks; each test only reads.
+"""
+import json
+import subprocess
+import sys
+import time
+
+import pytest
+
+from fedchain.node.cid import cid_of_bytes
+from fedchain.node.devnet import Devnet
+
+from _support import clean_env, run_cli
+
+PEERS = 3
+ROUNDS = 2
+
+
+@pytest.fixture(scope="module")
+def network(tmp_path_factory):
+    work = tmp_path_factory.mktemp("net")
+    with Devnet(accounts=PEERS + 2, block_time=0) as net:
+        env = clean_env(FEDCHAIN_KEY=net.keys[0])
+        r = run_cli(["data", "split", "--peers", str(PEERS), "--out", str(work / "shards")], env=env)
+        assert r.returncode == 0, r.stderr
+        r = run_cli(["deploy", "--rpc", net.rpc_url, "--members", ",".join(net.addresses[1 : PEERS + 1]),
+                     "--rounds", str(ROUNDS), "--epochs", "3", "--store", str(work / "store"),
+                     "-o", str(work / "deployment.json")], env=env)
+        assert r.returncode == 0, r.stderr
+        procs = []
+        for i in range(PEERS):
+            penv = clean_env(FEDCHAIN_KEY=net.keys[i + 1], FEDCHAIN_DEPLOYMENT=str(work / "deployment.json"))
+            procs.append(subprocess.Popen(
+                [sys.executable, "-m", "fedchain.cli.main", "node", "run", "--data", str(work / "shards" / f"peer-{i}.safetensors"),
+                 "--json-log", "--poll", "0.2"], env=penv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
+        deadline = time.monotonic() + 240
+        for p in procs:
+            p.wait(timeout=max(1, deadline - time.monotonic()))
+        logs = [p.stdout.read() for p in procs]
+        assert all(p.returncode == 0 for p in procs), logs
+        yield {"work": work, "net": net, "env": clean_env(FEDCHAIN_DEPLOYMENT=str(work / "deployment.json")), "logs": logs}
+
+
+def test_every_round_finalizes_with_all_updates(network):
+    r = run_cli(["rounds", "list", "--json"], env=network["env"])
+    assert r.returncode == 0, r.stderr
+    rounds = json.loads(r.stdout)
+    assert [x["status"] for x in rounds] == ["finalized"] * ROUNDS
+    assert all(x["included_count"] == PEERS and len(x["votes"]) == PEERS for x in rounds)
+
+
+def test_every_peer_computed_the_identical_aggregate(network):
+    for rec in json.loads(run_cli(["rounds", "list", "--json"], env=network["env"]).stdout):
+        assert {v["model"] for v in rec["votes"]} == {rec["model"]}
+
+
+def test_round_show_lists_updates_and_votes(network):
+    r = run_cli(["rounds", "show", "1"], env=network["env"])
+    assert r.returncode == 0, r.stderr
+    assert "finalized" in r.stdout and r.stdout.count("yes") == PEERS
+
+
+def test_reputation_rose_for_every_honest_peer(network):
+    peers = json.loads(run_cli(["peers", "--json"], env=network["env"]).stdout)
+    assert len(peers) == PEERS
+    # included (+100) and agreeing (+50) in both rounds, settled at the end: 1000 + 2 * 150
+    assert [p["reputation"] for p in peers] == [1300] * PEERS
+    assert all(p["submitted"] == ROUNDS and p["included"] == ROUNDS for p in peers)
+
+
+def test_model_pull_verifies_against_the_chain(network, tmp_path):
+    out = tmp_path / "model.safetensors"
+    r = run_cli(["model", "pull", "--round", str(ROUNDS), "-o", str(out)], env=network["env"])
+    assert r.returncode == 0, r.stderr
+    final = json.loads(run_cli(["rounds", "list", "--json"], env=network["env"]).stdout)[-1]["model"]
+    assert cid_of_bytes(out.read_bytes()) == final
+
+
+def test_model_pull_of_a_round_that_has_not_ended_fails_cleanly(network, tmp_path):
+    r = run_cli(["model", "pull", "--round", "99", "-o", str(tmp_path / "x")], env=network["env"])
+    assert r.returncode == 1
+    assert r.stderr.startswith("error: ") and "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1
+
+
+def test_unknown_round_fails_cleanly(network):
+    r = run_cli(["rounds", "show", "42"], env=network["env"])
+    assert r.returncode == 1 and "round 42" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_peer_logs_are_structured_and_carry_round_and_peer(network):
+    for log in network["logs"]:
+        records = [json.loads(line) for line in log.splitlines() if line.startswith("{")]
+        assert {"submitted", "voted", "task_complete"} <= {rec["event"] for rec in records}
+        assert all("peer" in rec and "round" in rec for rec in records)
+
+
+def test_store_cli_matches_ipfs_add(network, tmp_path):
+    f = tmp_path / "file.bin"
+    f.write_bytes(b"x" * 300_000)
+    store = str(network["work"] / "store")
+    r = run_cli(["store", "--store", store, "add", str(f)])
+    assert r.returncode == 0 and r.stdout.strip() == cid_of_bytes(f.read_bytes())
+    out = tmp_path / "back.bin"
+    assert run_cli(["store", "--store", store, "get", r.stdout.strip(), "-o", str(out)]).returncode == 0
+    assert out.read_bytes() == f.read_bytes()
