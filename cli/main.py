@@ -193,23 +193,40 @@ def node():
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed for local training.")
 @click.option("--poll", type=float, default=0.5, show_default=True, help="Seconds between chain polls.")
 @click.option("--json-log", is_flag=True, envvar="FEDCHAIN_JSON_LOG", help="Log one JSON object per line.")
-def node_run(deployment, key_env, keystore, password_env, password_file, rpc, store_spec, data_path, seed, poll, json_log):
+@click.option("--wait-deployment", type=float, default=0, show_default=True, help="Seconds to wait for the deployment file to appear.")
+@click.option("--health-port", type=int, default=None, envvar="FEDCHAIN_HEALTH_PORT", help="Serve /healthz and /metrics on this port (0: any free port) [env FEDCHAIN_HEALTH_PORT].")
+@click.option("--health-host", default="127.0.0.1", envvar="FEDCHAIN_HEALTH_HOST", show_default=True, help="Interface for /healthz and /metrics [env FEDCHAIN_HEALTH_HOST].")
+def node_run(deployment, key_env, keystore, password_env, password_file, rpc, store_spec, data_path, seed, poll, json_log, wait_deployment, health_port, health_host):
     """Run one peer until the task's last round (or until stopped)."""
     from fedchain.node.data import load_shard
     from fedchain.node.deployment import Deployment
     from fedchain.node.peer import EventLog, Peer
     from fedchain.node.store import open_store
 
-    dep = Deployment.load(deployment)
+    shard = load_shard(data_path)
     account = _account(key_env, keystore, password_env, password_file)
+    deadline = time.monotonic() + wait_deployment
+    while not Path(deployment).exists() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    dep = Deployment.load(deployment)
     chain = _chain(rpc or dep.rpc_url, dep.contract, account, retry_seconds=60)
     store = open_store(store_spec or dep.store)
     task_bytes = store.get(dep.task_cid)
     from fedchain.node.task import Task
 
-    peer = Peer(chain, store, Task.from_bytes(task_bytes), dep.task_cid, load_shard(data_path), seed=seed, poll=poll,
-                log=EventLog(account.address, json_lines=json_log))
-    peer.run()
+    log = EventLog(account.address, json_lines=json_log)
+    peer = Peer(chain, store, Task.from_bytes(task_bytes), dep.task_cid, shard, seed=seed, poll=poll, log=log)
+    server = None
+    if health_port is not None:
+        from fedchain.node.observability import HealthServer
+
+        server = HealthServer(peer.metrics, peer.health, host=health_host, port=health_port).start()
+        log("serving", None, health=f"http://{server.host}:{server.port}/healthz", metrics=f"http://{server.host}:{server.port}/metrics")
+    try:
+        peer.run()
+    finally:
+        if server:
+            server.stop()
 
 
 # ---------------------------------------------------------------------------- simulate
@@ -360,6 +377,71 @@ def model_pull(round_, output, deployment, rpc, store_spec):
     assert cid_of_bytes(data) == cid  # store.get verified it already; this documents the guarantee
     Path(output).write_bytes(data)
     click.echo(f"round {round_}: {cid} verified against the chain, {len(data)} bytes -> {output}")
+
+
+# ---------------------------------------------------------------------------- keys
+@cli.group()
+@click.option("--dir", "key_dir", default="~/.fedchain/keys", envvar="FEDCHAIN_KEY_DIR", show_default=True, help="Keystore folder [env FEDCHAIN_KEY_DIR].")
+@click.pass_context
+def keys(ctx, key_dir):
+    """Encrypted keystores (eth-account). Keys are never printed."""
+    ctx.obj = Path(key_dir).expanduser()
+
+
+def _new_password(password_env, password_file):
+    if password_env:
+        value = os.environ.get(password_env)
+        if value is None:
+            raise E.KeyLoadError(f"environment variable {password_env} is not set")
+        return value
+    if password_file:
+        return Path(password_file).read_text().rstrip("\n")
+    return click.prompt("Keystore password", hide_input=True, confirmation_prompt=True)
+
+
+@keys.command("new")
+@click.argument("name")
+@click.option("--password-env", help="Environment variable holding the new keystore's password.")
+@click.option("--password-file", type=click.Path(dir_okay=False), help="File holding the new keystore's password.")
+@click.pass_obj
+def keys_new(key_dir, name, password_env, password_file):
+    """Create a new key in an encrypted keystore NAME.json; print its address."""
+    from eth_account import Account
+
+    from fedchain.node.keys import write_keystore
+
+    account = Account.create()
+    path = write_keystore(account, key_dir / f"{name}.json", _new_password(password_env, password_file))
+    click.echo(f"{account.address}  {path}")
+
+
+@keys.command("import")
+@click.argument("name")
+@click.option("--key-env", default="FEDCHAIN_KEY", show_default=True, help="Environment variable holding the raw key to import.")
+@click.option("--password-env", help="Environment variable holding the new keystore's password.")
+@click.option("--password-file", type=click.Path(dir_okay=False), help="File holding the new keystore's password.")
+@click.pass_obj
+def keys_import(key_dir, name, key_env, password_env, password_file):
+    """Encrypt the raw key in $KEY_ENV into keystore NAME.json; print its address."""
+    from fedchain.node.keys import account_from_env, write_keystore
+
+    account = account_from_env(key_env)
+    path = write_keystore(account, key_dir / f"{name}.json", _new_password(password_env, password_file))
+    click.echo(f"{account.address}  {path}")
+
+
+@keys.command("list")
+@_json_option
+@click.pass_obj
+def keys_list(key_dir, as_json):
+    """Keystores in the folder with their addresses."""
+    from fedchain.node.keys import list_keystores
+
+    rows = list_keystores(key_dir)
+    if as_json:
+        emit_json([{"name": n, "address": a} for n, a in rows])
+    else:
+        click.echo(table(["name", "address"], [list(r) for r in rows]))
 
 
 # ---------------------------------------------------------------------------- data

@@ -31,7 +31,9 @@ class Deployment:
     def save(self, path: str | Path) -> Path:
         p = Path(path)
         p.parent.mkdir(parents=True, exist_ok=True)
-        p.write_text(json.dumps(asdict(self), indent=2, sort_keys=True) + "\n")
+        tmp = p.with_name(f".{p.name}.tmp")
+        tmp.write_text(json.dumps(asdict(self), indent=2, sort_keys=True) + "\n")
+        tmp.replace(p)  # readers waiting for the file never see half of it
         return p
 
     @classmethod

@@ -12,7 +12,9 @@ from eth_account import Account
 
 from .errors import KeyLoadError
 
-__all__ = ["load_account", "account_from_env", "account_from_keystore", "write_keystore"]
+__all__ = ["load_account", "account_from_env", "account_from_keystore", "write_keystore", "list_keystores", "DEFAULT_KEY_DIR"]
+
+DEFAULT_KEY_DIR = Path("~/.fedchain/keys")
 
 
 def account_from_env(var: str):
@@ -54,11 +56,30 @@ def load_account(*, key_env: str | None, keystore: str | None, password: str | N
 
 
 def write_keystore(account, path: str | os.PathLike, password: str, *, iterations: int | None = None) -> Path:
+    """Encrypt ``account`` into a new keystore file readable by its owner only."""
+    if not password:
+        raise KeyLoadError("refusing to write a keystore with an empty password")
     kwargs = {"iterations": iterations} if iterations else {}
     data = Account.encrypt(account.key, password, **kwargs)
-    p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(p, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    p = Path(path).expanduser()
+    p.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    try:
+        fd = os.open(p, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        raise KeyLoadError(f"keystore {p} already exists") from None
     with os.fdopen(fd, "w") as fh:
         json.dump(data, fh)
     return p
+
+
+def list_keystores(directory: str | os.PathLike) -> list[tuple[str, str]]:
+    """(name, address) of every keystore in ``directory``; reads only the public address field."""
+    d = Path(directory).expanduser()
+    out = []
+    for p in sorted(d.glob("*.json")) if d.exists() else []:
+        try:
+            address = json.loads(p.read_text()).get("address", "")
+        except (OSError, json.JSONDecodeError):
+            continue
+        out.append((p.stem, "0x" + address if address and not address.startswith("0x") else address))
+    return out

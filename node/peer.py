@@ -21,6 +21,7 @@ from .cid import cid_to_digest, digest_to_cid
 from .data import Dataset
 from .deployment import model_metadata
 from .models import schema_of
+from .observability import Metrics, describe_peer_metrics
 from .store import ArtifactStore
 from .task import Task
 from .training import train_local
@@ -143,6 +144,7 @@ class Peer:
         poll: float = 0.5,
         log: EventLog | None = None,
         fetch_timeout: float = 10.0,
+        metrics: Metrics | None = None,
     ):
         self.chain = chain
         self.store = store
@@ -154,6 +156,10 @@ class Peer:
         self.fetch_timeout = fetch_timeout
         self.address = chain.address
         self.log = log or EventLog(self.address)
+        self.metrics = metrics or Metrics()
+        describe_peer_metrics(self.metrics)
+        self.last_poll = 0.0
+        self.last_error = ""
         cfg = chain.config()
         if cfg["task"] != cid_to_digest(task_cid):
             raise E.ConfigError("the deployment's task does not match the contract's task digest")
@@ -172,6 +178,9 @@ class Peer:
         while not (stop and stop()):
             try:
                 state = self.chain.round_state()
+                self.last_poll = time.time()
+                self.metrics.set("last_poll_timestamp", self.last_poll)
+                self.metrics.set("rounds_seen", state.round)
                 if state.phase is Phase.COMPLETE:
                     self._settle_last()
                     self.log("task_complete", state.round - 1)
@@ -181,6 +190,8 @@ class Peer:
             except (E.ChainUnavailable, E.StoreError, E.ContractError) as exc:
                 # Nothing a peer does is lost by retrying: the chain says what is still owed.
                 failures += 1
+                self.last_error = str(exc)
+                self.metrics.inc("errors_total", kind=type(exc).__name__)
                 self.log("retrying", None, error=str(exc), attempt=failures)
                 time.sleep(min(self.poll * 2**failures, 10.0))
                 continue
@@ -195,6 +206,7 @@ class Peer:
                 self.log("advanced", state.round, reason="windows ran out without quorum")
                 return True
             me = self.chain.member_info(self.address)
+            self.metrics.set("reputation", me.reputation)
             if state.phase is Phase.SUBMISSION and me.submitted_round != state.round:
                 self.submit(state, me)
                 return True
@@ -216,6 +228,7 @@ class Peer:
     def _timing(self, round_: int, phase: str, seconds: float) -> None:
         t = self.timings.setdefault(round_, {"train": 0.0, "store": 0.0, "chain": 0.0, "aggregate": 0.0})
         t[phase] += seconds
+        self.metrics.inc("phase_seconds_total", seconds, phase=phase)
 
     def _previous(self, me) -> Outcome:
         last = max(me.submitted_round, me.voted_round)
@@ -243,6 +256,9 @@ class Peer:
         self._timing(r, "store", (t1 - t0) + (t3 - t2))
         self._timing(r, "train", t2 - t1)
         self._timing(r, "chain", t4 - t3)
+        self.metrics.inc("submissions_total")
+        self.metrics.set("training_loss", loss)
+        self.metrics.inc("gas_spent_total", receipt["gasUsed"])
         self.log("submitted", r, cid=cid, loss=round(loss, 4), samples=len(self.data.y), gas=receipt["gasUsed"])
 
     def vote(self, state: RoundState, me) -> None:
@@ -255,6 +271,7 @@ class Peer:
             from_block=start, members=self.members, fetch_retry_until=time.monotonic() + self.fetch_timeout,
         )
         for ex in inputs.excluded:
+            self.metrics.inc("exclusions_total", reason=ex.reason.split(":")[0][:40])
             self.log("excluded", r, member=ex.member, cid=ex.cid, reason=ex.reason)
         t1 = time.perf_counter()
         data, bitmap, included = build_aggregate(self.store, self.task, self.task_cid, inputs)
@@ -266,8 +283,24 @@ class Peer:
         self._timing(r, "store", (t1 - t0) + (t3 - t2))  # fetching updates is store time
         self._timing(r, "aggregate", t2 - t1)
         self._timing(r, "chain", t4 - t3)
+        self.metrics.inc("votes_total")
+        self.metrics.inc("gas_spent_total", receipt["gasUsed"])
         self.log("voted", r, model=cid, included=len(included), excluded=len(inputs.excluded), gas=receipt["gasUsed"])
         self.log("round_timing", r, **{k: round(v, 4) for k, v in self.timings.get(r, {}).items()})
+
+    def health(self, *, max_silence: float = 30.0) -> dict:
+        """Liveness and readiness: chain polled recently, store usable."""
+        chain_ok = time.time() - self.last_poll < max_silence
+        try:
+            self.store.ping()
+            store_ok, store_error = True, ""
+        except E.StoreError as exc:
+            store_ok, store_error = False, str(exc)
+        report = {"ok": chain_ok and store_ok, "chain": chain_ok, "store": store_ok, "synced": chain_ok,
+                  "last_poll": self.last_poll, "round": int(self.metrics.get("rounds_seen")), "peer": self.address}
+        if store_error or (not chain_ok and self.last_error):
+            report["error"] = store_error or self.last_error
+        return report
 
     def _round_start_block(self, round_: int) -> int:
         """Start block of ``round_``; also records the base model it was opened with."""

@@ -25,7 +25,7 @@ from .chain import ChainClient, Phase
 from .cid import digest_to_cid
 from .data import load_dataset, partition, save_shard, train_test_split
 from .deployment import deploy_task
-from .devnet import Devnet
+from .devnet import Devnet, free_port
 from .errors import FedChainError
 from .history import round_history
 from .models import ModelSpec
@@ -56,14 +56,16 @@ class SimulationConfig:
     workdir: str | None = None
     timeout: float = 900.0
     extra_node_args: dict[int, list[str]] = field(default_factory=dict)
+    health_ports: list[int] = field(default_factory=list)
 
 
-def _spawn_peer(cfg: SimulationConfig, i: int, key: str, deployment: Path, shard: Path, logdir: Path) -> subprocess.Popen:
+def _spawn_peer(cfg: SimulationConfig, i: int, key: str, deployment: Path, shard: Path, logdir: Path, *, mode: str = "wb") -> subprocess.Popen:
     env = {**os.environ, "FEDCHAIN_KEY": key, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
     cmd = [sys.executable, "-m", "fedchain.cli.main", "node", "run", "--deployment", str(deployment),
            "--data", str(shard), "--key-env", "FEDCHAIN_KEY", "--json-log", "--seed", str(cfg.seed * 1000 + i),
+           "--wait-deployment", "300", "--health-port", str(cfg.health_ports[i]) if cfg.health_ports else "0",
            *cfg.extra_node_args.get(i, [])]
-    log = open(logdir / f"peer-{i}.log", "wb")
+    log = open(logdir / f"peer-{i}.log", mode)
     return subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
 
 
@@ -129,16 +131,21 @@ def run_simulation(cfg: SimulationConfig, progress=print) -> dict:
     try:
         devnet.start()
         progress(f"devnet: anvil at {devnet.rpc_url} (block time {cfg.block_time or 'automine'})")
+        dep_path = work / "deployment.json"
+        dep_path.unlink(missing_ok=True)
+        cfg.health_ports = [free_port() for _ in range(cfg.peers)]
+        # Peers start first (loading torch takes a while) and wait for the deployment file, so
+        # that round 1's submission window is not spent importing libraries.
+        for i in range(cfg.peers):
+            procs.append(_spawn_peer(cfg, i, devnet.keys[i + 1], dep_path, shards[i], work / "logs"))
+        progress(f"started {cfg.peers} peer processes (logs in {work / 'logs'}); "
+                 f"peer 0 serves http://127.0.0.1:{cfg.health_ports[0]}/metrics and /healthz")
         deployer = ChainClient(devnet.rpc_url, account=Account.from_key(devnet.keys[0]), retry_seconds=10)
         members = devnet.addresses[1 : cfg.peers + 1]
         dep = deploy_task(deployer, store, task, members, seed=cfg.seed)
-        dep_path = dep.save(work / "deployment.json")
+        dep.save(dep_path)
         progress(f"deployed FedChain at {dep.contract} (block {dep.deploy_block}); task {dep.task_cid}; initial model {dep.initial_model}")
         chain = ChainClient(devnet.rpc_url, dep.contract, retry_seconds=10)
-
-        for i in range(cfg.peers):
-            procs.append(_spawn_peer(cfg, i, devnet.keys[i + 1], dep_path, shards[i], work / "logs"))
-        progress(f"started {cfg.peers} peer processes (logs in {work / 'logs'})")
 
         accuracy: dict[int, float] = {}
         seen_rounds: dict[int, str] = {}
