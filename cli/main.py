@@ -334,9 +334,9 @@ def peers(deployment, rpc, as_json):
         info = chain.member_info(addr)
         rows.append({
             "address": addr, "index": info.index, "reputation": info.reputation,
-            "submitted": sum(1 for r in history for s in r.submissions if s["peer"] == addr),
+            "submitted": sum(1 for r in history for s in r.submissions if s["peer"].lower() == addr.lower()),
             "included": sum(1 for r in history if r.model and (r.included >> info.index) & 1),
-            "voted": sum(1 for r in history for v in r.votes if v["peer"] == addr),
+            "voted": sum(1 for r in history for v in r.votes if v["peer"].lower() == addr.lower()),
             "last_settled_round": info.settled_round,
         })
     if as_json:

@@ -195,7 +195,7 @@ def run_simulation(cfg: SimulationConfig, progress=print) -> dict:
         for m in members:
             info = chain.member_info(m)
             peers.append({"address": m, "index": info.index, "reputation": info.reputation,
-                          "submitted": sum(1 for r in history for s in r.submissions if s["peer"] == m),
+                          "submitted": sum(1 for r in history for s in r.submissions if s["peer"].lower() == m.lower()),
                           "included": sum(1 for r in history if r.status == "finalized" and (r.included >> info.index) & 1)})
         rounds = []
         for rec in history:

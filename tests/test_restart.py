@@ -1,0 +1,65 @@
+"""A peer keeps no state that matters: killed with SIGKILL and restarted, it catches up."""
+import json
+import signal
+import subprocess
+import sys
+import time
+
+from fedchain.node.chain import ChainClient
+from fedchain.node.deployment import Deployment
+from fedchain.node.devnet import Devnet
+from fedchain.node.history import round_history
+
+from _support import clean_env, run_cli
+
+PEERS, ROUNDS = 3, 3
+
+
+def _start(i, net, work):
+    env = clean_env(FEDCHAIN_KEY=net.keys[i + 1], FEDCHAIN_DEPLOYMENT=str(work / "deployment.json"))
+    log = open(work / f"peer-{i}.log", "a")
+    return subprocess.Popen([sys.executable, "-m", "fedchain.cli.main", "node", "run", "--json-log", "--poll", "0.2",
+                             "--data", str(work / "shards" / f"peer-{i}.safetensors")], env=env, stdout=log, stderr=subprocess.STDOUT)
+
+
+def _wait_for(predicate, timeout, what):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def test_peer_killed_mid_round_restarts_and_catches_up(tmp_path):
+    with Devnet(accounts=PEERS + 1, block_time=0.5) as net:
+        env = clean_env(FEDCHAIN_KEY=net.keys[0])
+        assert run_cli(["data", "split", "--peers", str(PEERS), "--out", str(tmp_path / "shards")], env=env).returncode == 0
+        r = run_cli(["deploy", "--rpc", net.rpc_url, "--members", ",".join(net.addresses[1 : PEERS + 1]), "--rounds", str(ROUNDS),
+                     "--submit-blocks", "120", "--vote-blocks", "120", "--store", str(tmp_path / "store"),
+                     "-o", str(tmp_path / "deployment.json")], env=env)
+        assert r.returncode == 0, r.stderr
+        procs = [_start(i, net, tmp_path) for i in range(PEERS)]
+        victim_log = tmp_path / "peer-0.log"
+
+        # Kill peer 0 right after its first submission, before it can vote.
+        _wait_for(lambda: '"submitted"' in victim_log.read_text(), 120, "peer 0 to submit")
+        procs[0].send_signal(signal.SIGKILL)
+        procs[0].wait()
+        time.sleep(1.0)
+        procs[0] = _start(0, net, tmp_path)
+
+        for p in procs:
+            p.wait(timeout=240)
+        assert [p.returncode for p in procs] == [0] * PEERS, [(tmp_path / f"peer-{i}.log").read_text()[-2000:] for i in range(PEERS)]
+
+        dep = Deployment.load(tmp_path / "deployment.json")
+        history = round_history(ChainClient(net.rpc_url, dep.contract))
+        assert [h.status for h in history] == ["finalized"] * ROUNDS
+        victim = net.addresses[1].lower()
+        for h in history:
+            assert sum(s["peer"].lower() == victim for s in h.submissions) == 1  # never submitted twice
+            assert any(v["peer"].lower() == victim for v in h.votes)  # and voted every round, round 1 after restart
+            assert h.included_count == PEERS
+        events = [json.loads(line)["event"] for line in victim_log.read_text().splitlines() if line.startswith("{")]
+        assert events.count("started") == 2
