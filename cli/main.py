@@ -346,6 +346,39 @@ def peers(deployment, rpc, as_json):
                      [[r["index"], r["address"], r["reputation"], r["submitted"], r["included"], r["voted"], r["last_settled_round"]] for r in rows]))
 
 
+@cli.command()
+@_deployment_option
+@click.option("--round", "round_", type=int, default=None, help="Audit only this round.")
+@click.option("--rpc", default=None, envvar="FEDCHAIN_RPC", help="Override the deployment's RPC URL.")
+@click.option("--store", "store_spec", default=None, envvar="FEDCHAIN_STORE", help="Override the deployment's store.")
+@_json_option
+def verify(deployment, round_, rpc, store_spec, as_json):
+    """Recompute every finalized aggregate from the store and check it against the chain."""
+    from fedchain.node.audit import audit_round
+    from fedchain.node.history import round_history
+    from fedchain.node.store import open_store
+    from fedchain.node.task import Task
+
+    dep, chain = _open(deployment, rpc)
+    store = open_store(store_spec or dep.store)
+    task = Task.from_bytes(store.get(dep.task_cid))
+    history = [r for r in round_history(chain) if r.status == "finalized" and (round_ is None or r.round == round_)]
+    if round_ is not None and not history:
+        raise E.UnknownRound(f"round {round_} is not a finalized round of this task")
+    members = chain.members()
+    audits = [audit_round(chain, store, task, dep.task_cid, rec, members) for rec in history]
+    if as_json:
+        emit_json([a.to_dict() for a in audits])
+    else:
+        for a in audits:
+            click.echo(f"round {a.round}: {'verified' if a.verified else 'MISMATCH'}  {a.expected_model}")
+            for p in a.problems:
+                click.echo(f"    {p}")
+    failed = [a.round for a in audits if not a.verified]
+    if failed:
+        raise E.FedChainError(f"{len(failed)} of {len(audits)} finalized rounds failed verification: {failed}")
+
+
 @cli.group()
 def model():
     """Global models."""

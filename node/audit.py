@@ -1,0 +1,47 @@
+"""Auditing history: recompute every finalized round's aggregate and compare with the chain."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from .chain import ChainClient
+from .cid import cid_of_bytes
+from .history import RoundRecord
+from .peer import build_aggregate, collect_updates
+from .store import ArtifactStore
+from .task import Task
+
+__all__ = ["RoundAudit", "audit_round"]
+
+
+@dataclass
+class RoundAudit:
+    round: int
+    verified: bool
+    expected_model: str
+    recomputed_model: str | None = None
+    problems: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return {"round": self.round, "verified": self.verified, "expected_model": self.expected_model,
+                "recomputed_model": self.recomputed_model, "problems": self.problems}
+
+
+def audit_round(chain: ChainClient, store: ArtifactStore, task: Task, task_cid: str, rec: RoundRecord, members: list[str]) -> RoundAudit:
+    """Fetch the round's updates, re-aggregate with the task's rule and on-chain reputations."""
+    audit = RoundAudit(rec.round, False, rec.model or "")
+    inputs = collect_updates(chain, store, task, task_cid, rec.round, rec.base_model, from_block=rec.start_block, members=members)
+    try:
+        data, bitmap, _ = build_aggregate(store, task, task_cid, inputs)
+    except Exception as exc:  # the base model itself may be missing or damaged
+        audit.problems.append(f"cannot rebuild the aggregate: {exc}")
+        return audit
+    audit.recomputed_model = cid_of_bytes(data)
+    for ex in inputs.excluded:
+        if (rec.included >> ex.member) & 1:
+            audit.problems.append(f"update {ex.cid} of member {ex.member} was included on chain but is now unusable: {ex.reason}")
+    if bitmap != rec.included:
+        audit.problems.append(f"included set differs: chain {hex(rec.included)}, recomputed {hex(bitmap)}")
+    if audit.recomputed_model != rec.model:
+        audit.problems.append(f"aggregate differs: chain {rec.model}, recomputed {audit.recomputed_model}")
+    audit.verified = not audit.problems
+    return audit
