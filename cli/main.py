@@ -193,10 +193,11 @@ def node():
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed for local training.")
 @click.option("--poll", type=float, default=0.5, show_default=True, help="Seconds between chain polls.")
 @click.option("--json-log", is_flag=True, envvar="FEDCHAIN_JSON_LOG", help="Log one JSON object per line.")
+@click.option("--attack", default=None, envvar="FEDCHAIN_ATTACK", help="Behave adversarially (for robustness tests): signflip, scaling, noise, labelflip, backdoor, freeride, malformed, lazyvote, collude.")
 @click.option("--wait-deployment", type=float, default=0, show_default=True, help="Seconds to wait for the deployment file to appear.")
 @click.option("--health-port", type=int, default=None, envvar="FEDCHAIN_HEALTH_PORT", help="Serve /healthz and /metrics on this port (0: any free port) [env FEDCHAIN_HEALTH_PORT].")
 @click.option("--health-host", default="127.0.0.1", envvar="FEDCHAIN_HEALTH_HOST", show_default=True, help="Interface for /healthz and /metrics [env FEDCHAIN_HEALTH_HOST].")
-def node_run(deployment, key_env, keystore, password_env, password_file, rpc, store_spec, data_path, seed, poll, json_log, wait_deployment, health_port, health_host):
+def node_run(deployment, key_env, keystore, password_env, password_file, rpc, store_spec, data_path, seed, poll, json_log, attack, wait_deployment, health_port, health_host):
     """Run one peer until the task's last round (or until stopped)."""
     from fedchain.node.data import load_shard
     from fedchain.node.deployment import Deployment
@@ -215,7 +216,12 @@ def node_run(deployment, key_env, keystore, password_env, password_file, rpc, st
     from fedchain.node.task import Task
 
     log = EventLog(account.address, json_lines=json_log)
-    peer = Peer(chain, store, Task.from_bytes(task_bytes), dep.task_cid, shard, seed=seed, poll=poll, log=log)
+    from fedchain.node.attacks import make_behaviour
+
+    behaviour = make_behaviour(attack)
+    peer = Peer(chain, store, Task.from_bytes(task_bytes), dep.task_cid, shard, seed=seed, poll=poll, log=log, behaviour=behaviour)
+    if attack:
+        log("adversarial", None, attack=behaviour.name)
     server = None
     if health_port is not None:
         from fedchain.node.observability import HealthServer
@@ -241,13 +247,17 @@ def node_run(deployment, key_env, keystore, password_env, password_file, rpc, st
 @click.option("--epochs", type=int, default=5, show_default=True)
 @click.option("--block-time", type=float, default=1.0, show_default=True, help="Devnet seconds per block; 0 for automine.")
 @click.option("--workdir", type=click.Path(file_okay=False), help="Keep the store, shards and logs here.")
+@click.option("--attack", default=None, help="Attack run by the malicious peers (see `node run --help`).")
+@click.option("--malicious", type=click.FloatRange(0, 1), default=0.0, show_default=True, help="Fraction of peers that attack.")
 @_json_option
-def simulate(peers, rounds, dataset, partition, alpha, seed, rule, epochs, block_time, workdir, as_json):
+def simulate(peers, rounds, dataset, partition, alpha, seed, rule, epochs, block_time, workdir, attack, malicious, as_json):
     """Devnet, deployment, N peer processes and R rounds in one command."""
+    from fedchain.node.attacks import make_behaviour
     from fedchain.node.simulate import SimulationConfig, run_simulation
 
+    make_behaviour(attack)  # reject an unknown attack before starting anything
     cfg = SimulationConfig(peers=peers, rounds=rounds, dataset=dataset, partition=partition, alpha=alpha, seed=seed,
-                           rule=rule, epochs=epochs, block_time=block_time, workdir=workdir)
+                           rule=rule, epochs=epochs, block_time=block_time, workdir=workdir, attack=attack, malicious=malicious)
     progress = (lambda msg: click.echo(msg, err=True)) if as_json else click.echo
     summary = run_simulation(cfg, progress=progress)
     if as_json:
@@ -263,6 +273,11 @@ def simulate(peers, rounds, dataset, partition, alpha, seed, rule, epochs, block
     click.echo(f"final test accuracy: {summary['final_test_accuracy']:.4f} "
                f"({summary['rounds_finalized']}/{summary['rounds_requested']} rounds finalized, {summary['wall_seconds']}s)")
     click.echo(f"gas per peer per round: mean {gas['mean']}, max {gas['max']}")
+    if summary["backdoor_success_rate"] is not None:
+        click.echo(f"backdoor attack success rate: {summary['backdoor_success_rate']:.4f}")
+    if summary["malicious_peers"]:
+        reps = {p["index"]: p["reputation"] for p in summary["peer_reputation"]}
+        click.echo("reputation: " + ", ".join(f"{i}{'*' if i in summary['malicious_peers'] else ''}={r}" for i, r in sorted(reps.items())) + "  (* malicious)")
     if summary["peer_failures"]:
         raise E.FedChainError(f"peer processes {summary['peer_failures']} exited with errors; see {summary['workdir']}/logs")
 

@@ -11,6 +11,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 
+import numpy as np
 import torch
 
 from . import errors as E
@@ -113,11 +114,11 @@ def _fetch(store: ArtifactStore, cid: str, retry_until: float) -> bytes:
 
 
 def build_aggregate(
-    store: ArtifactStore, task: Task, task_cid: str, inputs: RoundInputs
+    store: ArtifactStore, task: Task, task_cid: str, inputs: RoundInputs, *, strategy=None
 ) -> tuple[bytes, int, list[Contribution]]:
     """The aggregate artifact bytes, its included-member bitmap, and the included contributions."""
     base = load_model(store, inputs.base_cid, task)
-    strategy = strategy_for(task.rule, sample_cap=task.sample_cap)
+    strategy = strategy or strategy_for(task.rule, sample_cap=task.sample_cap)
     new_state, included = strategy.aggregate(base, inputs.contributions)
     bitmap = 0
     for c in included:
@@ -145,12 +146,16 @@ class Peer:
         log: EventLog | None = None,
         fetch_timeout: float = 10.0,
         metrics: Metrics | None = None,
+        behaviour=None,
     ):
         self.chain = chain
         self.store = store
         self.task = task
         self.task_cid = task_cid
-        self.data = data
+        from .attacks import Behaviour
+
+        self.behaviour = behaviour or Behaviour()
+        self.data = self.behaviour.prepare_data(data, np.random.default_rng(seed))
         self.seed = seed
         self.poll = poll
         self.fetch_timeout = fetch_timeout
@@ -249,7 +254,11 @@ class Peer:
         delta, loss = train_local(self.task.model, base, self.data, self.task.train, seed=self.seed * 100_003 + r)
         t2 = time.perf_counter()
         meta = {"kind": "update", "task": self.task_cid, "round": r, "base": base_cid, "samples": len(self.data.y), "peer": self.address}
-        cid = self.store.add(encode(delta, meta), pin=True)
+        from .attacks import UpdateContext
+
+        ctx = UpdateContext(r, base_cid, base, meta, self)
+        artifact = self.behaviour.update(delta, ctx) or encode(self.behaviour.transform(delta, ctx), meta)
+        cid = self.store.add(artifact, pin=True)
         t3 = time.perf_counter()
         receipt = self.chain.submit(r, cid_to_digest(cid), self._previous(me))
         t4 = time.perf_counter()
@@ -277,8 +286,13 @@ class Peer:
         data, bitmap, included = build_aggregate(self.store, self.task, self.task_cid, inputs)
         t2 = time.perf_counter()
         cid = self.store.add(data, pin=True)
+        digest = cid_to_digest(cid)
+        chosen = self.behaviour.vote(self, r, inputs, (digest, bitmap, cid))
+        if chosen is not None:
+            digest, bitmap = chosen
+            cid = digest_to_cid(digest)
         t3 = time.perf_counter()
-        receipt = self.chain.vote(r, cid_to_digest(cid), bitmap, self._previous(me))
+        receipt = self.chain.vote(r, digest, bitmap, self._previous(me))
         t4 = time.perf_counter()
         self._timing(r, "store", (t1 - t0) + (t3 - t2))  # fetching updates is store time
         self._timing(r, "aggregate", t2 - t1)

@@ -55,8 +55,17 @@ class SimulationConfig:
     quorum_bps: int = 6_667
     workdir: str | None = None
     timeout: float = 900.0
+    attack: str | None = None
+    malicious: float = 0.0
     extra_node_args: dict[int, list[str]] = field(default_factory=dict)
     health_ports: list[int] = field(default_factory=list)
+
+    def malicious_peers(self) -> set[int]:
+        """The highest-indexed round(malicious * peers) peers run ``attack``."""
+        if not self.attack or self.malicious <= 0:
+            return set()
+        k = min(self.peers, round(self.malicious * self.peers))
+        return set(range(self.peers - k, self.peers))
 
 
 def _spawn_peer(cfg: SimulationConfig, i: int, key: str, deployment: Path, shard: Path, logdir: Path, *, mode: str = "wb") -> subprocess.Popen:
@@ -64,7 +73,7 @@ def _spawn_peer(cfg: SimulationConfig, i: int, key: str, deployment: Path, shard
     cmd = [sys.executable, "-m", "fedchain.cli.main", "node", "run", "--deployment", str(deployment),
            "--data", str(shard), "--key-env", "FEDCHAIN_KEY", "--json-log", "--seed", str(cfg.seed * 1000 + i),
            "--wait-deployment", "300", "--health-port", str(cfg.health_ports[i]) if cfg.health_ports else "0",
-           *cfg.extra_node_args.get(i, [])]
+           *(["--attack", cfg.attack] if i in cfg.malicious_peers() else []), *cfg.extra_node_args.get(i, [])]
     log = open(logdir / f"peer-{i}.log", mode)
     return subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
 
@@ -138,6 +147,8 @@ def run_simulation(cfg: SimulationConfig, progress=print) -> dict:
         # that round 1's submission window is not spent importing libraries.
         for i in range(cfg.peers):
             procs.append(_spawn_peer(cfg, i, devnet.keys[i + 1], dep_path, shards[i], work / "logs"))
+        if cfg.malicious_peers():
+            progress(f"adversarial peers {sorted(cfg.malicious_peers())} run attack {cfg.attack!r}")
         progress(f"started {cfg.peers} peer processes (logs in {work / 'logs'}); "
                  f"peer 0 serves http://127.0.0.1:{cfg.health_ports[0]}/metrics and /healthz")
         deployer = ChainClient(devnet.rpc_url, account=Account.from_key(devnet.keys[0]), retry_seconds=10)
@@ -190,11 +201,13 @@ def run_simulation(cfg: SimulationConfig, progress=print) -> dict:
         gas = gas_report(chain, dep.deploy_block + 1, members)
         final_round, final_digest = chain.global_model()
         final_cid = digest_to_cid(final_digest)
-        final_acc = evaluate(task.model, load_model(store, final_cid, task), test)
+        final_state = load_model(store, final_cid, task)
+        final_acc = evaluate(task.model, final_state, test)
+        backdoor_asr = backdoor_success_rate(task.model, final_state, test) if cfg.attack == "backdoor" else None
         peers = []
         for m in members:
             info = chain.member_info(m)
-            peers.append({"address": m, "index": info.index, "reputation": info.reputation,
+            peers.append({"address": m, "index": info.index, "reputation": info.reputation, "malicious": info.index in cfg.malicious_peers(),
                           "submitted": sum(1 for r in history for s in r.submissions if s["peer"].lower() == m.lower()),
                           "included": sum(1 for r in history if r.status == "finalized" and (r.included >> info.index) & 1)})
         rounds = []
@@ -208,6 +221,8 @@ def run_simulation(cfg: SimulationConfig, progress=print) -> dict:
         return {
             "peers": cfg.peers, "rounds_requested": cfg.rounds, "dataset": cfg.dataset, "partition": cfg.partition,
             "alpha": cfg.alpha if cfg.partition != "iid" else None, "seed": cfg.seed, "rule": cfg.rule,
+            "attack": cfg.attack, "malicious_fraction": cfg.malicious, "malicious_peers": sorted(cfg.malicious_peers()),
+            "backdoor_success_rate": backdoor_asr,
             "rounds_finalized": sum(1 for r in history if r.status == "finalized"),
             "rounds_failed": sum(1 for r in history if r.status == "failed"),
             "final_model": final_cid, "final_model_round": final_round, "final_test_accuracy": final_acc,
@@ -226,6 +241,22 @@ def run_simulation(cfg: SimulationConfig, progress=print) -> dict:
             except subprocess.TimeoutExpired:
                 os.killpg(p.pid, signal.SIGKILL)
         devnet.stop()
+
+
+def backdoor_success_rate(spec, state, test) -> float:
+    """Share of test samples not of the target class that the trigger flips to the target."""
+    import numpy as np
+    import torch
+
+    from .attacks import BACKDOOR_TARGET, add_trigger
+    from .models import build_model
+
+    keep = test.y != BACKDOOR_TARGET
+    model = build_model(spec)
+    model.load_state_dict(state)
+    with torch.no_grad():
+        pred = model(torch.from_numpy(add_trigger(test.x[keep]))).argmax(1).numpy()
+    return float(np.mean(pred == BACKDOOR_TARGET))
 
 
 def _collect_timings(logdir: Path, peers: int) -> dict[int, dict[str, float]]:
