@@ -530,47 +530,55 @@ def store(ctx, store_spec):
     ctx.obj = store_spec
 
 
+def _store_override(f):
+    """`--store` is accepted after the subcommand too (`fedchain store add FILE --store X`)."""
+    return click.option("--store", "store_override", default=None, help="Store spec; overrides the group's --store.")(f)
+
+
+def _the_store(ctx_spec: str, override: str | None):
+    from fedchain.node.store import open_store
+
+    return open_store(override or ctx_spec)
+
+
 @store.command("add")
 @click.argument("file", type=click.Path(exists=True, dir_okay=False))
 @click.option("--no-pin", is_flag=True, help="Store without pinning (gc may collect it).")
+@_store_override
 @click.pass_obj
-def store_add(spec, file, no_pin):
+def store_add(spec, file, no_pin, store_override):
     """Add FILE and print its CID (as `ipfs add -Q`)."""
-    from fedchain.node.store import open_store
-
-    click.echo(open_store(spec).add(Path(file).read_bytes(), pin=not no_pin))
+    click.echo(_the_store(spec, store_override).add(Path(file).read_bytes(), pin=not no_pin))
 
 
 @store.command("get")
 @click.argument("cid")
 @click.option("--output", "-o", required=True, type=click.Path(dir_okay=False))
+@_store_override
 @click.pass_obj
-def store_get(spec, cid, output):
+def store_get(spec, cid, output, store_override):
     """Fetch CID, verify it, write it to a file."""
     from fedchain.node.cid import validate_cid
-    from fedchain.node.store import open_store
 
-    data = open_store(spec).get(validate_cid(cid))
+    data = _the_store(spec, store_override).get(validate_cid(cid))
     Path(output).write_bytes(data)
 
 
 @store.command("gc")
+@_store_override
 @click.pass_obj
-def store_gc(spec):
+def store_gc(spec, store_override):
     """Remove every block not reachable from a pin."""
-    from fedchain.node.store import open_store
-
-    removed = open_store(spec).gc()
+    removed = _the_store(spec, store_override).gc()
     click.echo(f"removed {len(removed)} blocks")
 
 
 @store.command("pins")
+@_store_override
 @click.pass_obj
-def store_pins(spec):
+def store_pins(spec, store_override):
     """List pinned CIDs."""
-    from fedchain.node.store import open_store
-
-    for cid in open_store(spec).pins():
+    for cid in _the_store(spec, store_override).pins():
         click.echo(cid)
 
 

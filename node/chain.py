@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from enum import IntEnum
 from importlib import resources
 
-from eth_abi import decode as abi_decode
+from eth_abi import decode as abi_decode, encode
 from eth_utils import function_signature_to_4byte_selector
 from web3 import Web3
 from web3.exceptions import ContractLogicError, TimeExhausted, Web3RPCError
@@ -197,8 +197,20 @@ class ChainClient:
         return RoundState(r, Phase(phase), start, sd, vd, subs, total)
 
     def global_model(self) -> tuple[int, bytes]:
-        r, digest = self._call("globalModel")
-        return r, bytes(digest)
+        """(round that produced it, 20-byte outcome key) of the current global model."""
+        r, key = self._call("globalModel")
+        return r, bytes(key)
+
+    def initial_model(self) -> bytes:
+        return bytes(self._call("initialModel"))
+
+    def round_bases(self, *, from_block: int) -> dict[int, bytes]:
+        """Base model digest of every started round; a failed round's base carries over."""
+        bases: dict[int, bytes] = {}
+        for ev in sorted(self.events("RoundStarted", from_block=from_block), key=lambda e: int(e.args.round)):
+            r, base = int(ev.args.round), bytes(ev.args.baseModel)
+            bases[r] = base if base != ZERO32 else bases.get(r - 1, self.initial_model())
+        return bases
 
     def members(self) -> list[str]:
         return list(self._call("members"))
@@ -213,6 +225,19 @@ class ChainClient:
 
     def is_outcome(self, round_: int, model: bytes, included: int) -> bool:
         return bool(self._call("isOutcome", round_, model, included))
+
+    def outcome_of(self, round_: int) -> tuple[int, bytes]:
+        """(status, 20-byte key): status 0 unknown (too old), 1 finalized, 2 failed, 3 open."""
+        status, key = self._call("outcomeOf", round_)
+        return int(status), bytes(key)
+
+    def outcome_matches(self, round_: int, model: bytes, included: int) -> bool:
+        """Whether a RoundFinalized event agrees with the contract's stored outcome. Outcomes
+        older than the contract's ring are known from the logs alone."""
+        status, key = self.outcome_of(round_)
+        if status == 0:
+            return True
+        return status == 1 and key == Web3.keccak(encode(["bytes32", "uint256"], [model, included]))[:20]
 
     def is_finalized(self, round_: int) -> bool:
         return bool(self._call("isFinalized", round_))
@@ -231,7 +256,7 @@ class ChainClient:
         """The finalized (model, included) of ``round_``, from its event checked by a view call."""
         for ev in self.events("RoundFinalized", from_block=from_block, round=round_):
             out = Outcome(bytes(ev.args.model), int(ev.args.included))
-            if self.is_outcome(round_, out.model, out.included):
+            if self.outcome_matches(round_, out.model, out.included):
                 return out
         return None
 

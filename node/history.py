@@ -40,9 +40,10 @@ class RoundRecord:
 def round_history(chain: ChainClient, *, from_block: int | None = None) -> list[RoundRecord]:
     start = chain.config()["deploy_block"] if from_block is None else from_block
     records: dict[int, RoundRecord] = {}
+    bases = chain.round_bases(from_block=start)
     for ev in chain.events("RoundStarted", from_block=start):
         r = int(ev.args.round)
-        records[r] = RoundRecord(r, "open", ev.blockNumber, digest_to_cid(bytes(ev.args.baseModel)))
+        records[r] = RoundRecord(r, "open", ev.blockNumber, digest_to_cid(bases[r]))
     for ev in chain.events("UpdateSubmitted", from_block=start):
         rec = records.get(int(ev.args.round))
         if rec:
@@ -53,7 +54,7 @@ def round_history(chain: ChainClient, *, from_block: int | None = None) -> list[
             rec.votes.append({"peer": ev.args.peer, "model": digest_to_cid(bytes(ev.args.model)), "included": hex(int(ev.args.included)), "weight": int(ev.args.weight), "block": ev.blockNumber})
     for ev in chain.events("RoundFinalized", from_block=start):
         rec = records.get(int(ev.args.round))
-        if rec and chain.is_outcome(rec.round, bytes(ev.args.model), int(ev.args.included)):
+        if rec and chain.outcome_matches(rec.round, bytes(ev.args.model), int(ev.args.included)):
             rec.status = "finalized"
             rec.model = digest_to_cid(bytes(ev.args.model))
             rec.included = int(ev.args.included)

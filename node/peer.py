@@ -241,15 +241,16 @@ class Peer:
             return Outcome.none()
         return self.chain.outcome(last, from_block=self.deploy_block) or Outcome.none()
 
-    def _global(self) -> tuple[str, dict[str, torch.Tensor]]:
-        _, digest = self.chain.global_model()
-        cid = digest_to_cid(digest)
+    def _global(self, round_: int) -> tuple[str, dict[str, torch.Tensor]]:
+        """The model round ``round_`` trains on: its RoundStarted base."""
+        self._round_start_block(round_)
+        cid = self._round_base[round_]
         return cid, load_model(self.store, cid, self.task)
 
     def submit(self, state: RoundState, me) -> None:
         r = state.round
         t0 = time.perf_counter()
-        base_cid, base = self._global()
+        base_cid, base = self._global(r)
         t1 = time.perf_counter()
         delta, loss = train_local(self.task.model, base, self.data, self.task.train, seed=self.seed * 100_003 + r)
         t2 = time.perf_counter()
@@ -323,7 +324,7 @@ class Peer:
             if not evs:
                 raise E.UnknownRound(f"no RoundStarted event for round {round_}")
             self._round_start[round_] = evs[0].blockNumber
-            self._round_base[round_] = digest_to_cid(bytes(evs[0].args.baseModel))
+            self._round_base[round_] = digest_to_cid(self.chain.round_bases(from_block=self.deploy_block)[round_])
         return self._round_start[round_]
 
     def _settle_last(self) -> None:

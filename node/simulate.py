@@ -199,8 +199,9 @@ def run_simulation(cfg: SimulationConfig, progress=print) -> dict:
         history = round_history(chain, from_block=dep.deploy_block)
         timings = _collect_timings(work / "logs", cfg.peers)
         gas = gas_report(chain, dep.deploy_block + 1, members)
-        final_round, final_digest = chain.global_model()
-        final_cid = digest_to_cid(final_digest)
+        finalized = [r for r in history if r.status == "finalized"]
+        final_round = finalized[-1].round if finalized else 0
+        final_cid = finalized[-1].model if finalized else dep.initial_model
         final_state = load_model(store, final_cid, task)
         final_acc = evaluate(task.model, final_state, test)
         backdoor_asr = backdoor_success_rate(task.model, final_state, test) if cfg.attack == "backdoor" else None

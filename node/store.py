@@ -206,15 +206,21 @@ class KuboStore(ArtifactStore):
             raise ConfigError(f"bad Kubo API address {api!r}: {exc}") from None
 
     def _call(self, fn, *args, **kwargs):
+        import warnings
+
         import ipfshttpclient.exceptions as ipfs_exc
 
         try:
-            return fn(*args, **kwargs)
+            with warnings.catch_warnings():
+                # ipfshttpclient 0.7 passes urllib3 a deprecated argument on every request.
+                warnings.simplefilter("ignore", FutureWarning)
+                warnings.simplefilter("ignore", DeprecationWarning)
+                return fn(*args, **kwargs)
         except (ipfs_exc.ConnectionError, ipfs_exc.TimeoutError) as exc:
             raise StoreUnavailable(f"Kubo at {self.api} unreachable: {exc}") from None
         except ipfs_exc.ErrorResponse as exc:
             message = str(exc)
-            if "not found" in message or "could not resolve" in message or "not pinned" in message:
+            if "not found" in message or "could not resolve" in message or "not pinned" in message or "offline" in message:
                 raise ArtifactNotFound(message) from None
             raise StoreError(f"Kubo: {message}") from None
         except ipfs_exc.Error as exc:
@@ -228,21 +234,22 @@ class KuboStore(ArtifactStore):
         return cid
 
     def _fetch(self, cid: str) -> bytes:
-        # `cat` on a block that no peer has would wait forever: ask the local repo first.
-        if not self.has(cid):
-            raise ArtifactNotFound(f"{cid} is not in the Kubo node at {self.api}")
-        return self._call(self._client.cat, cid)
+        # Offline: a block this node lacks is "not found" at once, instead of a network search
+        # that only ends at the client's timeout.
+        return self._call(self._client.cat, cid, offline=True)
 
     def has(self, cid: str) -> bool:
         validate_cid(cid)
         try:
             self._call(self._client.block.stat, cid, offline=True)
             return True
-        except (ArtifactNotFound, StoreError):
+        except StoreUnavailable:
+            raise
+        except StoreError:
             return False
 
     def pin(self, cid: str) -> None:
-        self._call(self._client.pin.add, validate_cid(cid))
+        self._call(self._client.pin.add, validate_cid(cid), offline=True)
 
     def unpin(self, cid: str) -> None:
         try:
@@ -256,13 +263,33 @@ class KuboStore(ArtifactStore):
 
     def gc(self) -> list[str]:
         result = self._call(self._client.repo.gc)
-        return sorted(item["Key"] if isinstance(item["Key"], str) else item["Key"]["/"] for item in result if "Key" in item)
+        keys = (item["Key"] if isinstance(item["Key"], str) else item["Key"]["/"] for item in result if "Key" in item)
+        return sorted(_as_cidv0(k) for k in keys)
 
     def ping(self) -> None:
         self._call(self._client.id)
 
     def close(self) -> None:
         self._client.close()
+
+
+def _as_cidv0(key: str) -> str:
+    """Kubo 0.12+ reports blocks as raw-codec CIDv1 ('bafkrei...'); give the CIDv0 of the same
+    sha2-256 multihash, as ``add`` returned it."""
+    import base64
+
+    if not key.startswith("b"):
+        return key
+    try:
+        raw = base64.b32decode(key[1:].upper() + "=" * (-len(key[1:]) % 8))
+    except ValueError:
+        return key
+    # <version 0x01><codec varint><multihash 0x12 0x20 digest>
+    if len(raw) >= 36 and raw[0] == 1 and raw[-34:-32] == b"\x12\x20":
+        from .cid import digest_to_cid
+
+        return digest_to_cid(raw[-32:])
+    return key
 
 
 def open_store(spec: str | os.PathLike) -> ArtifactStore:
