@@ -140,6 +140,7 @@ class ChainClient:
         self.tx_timeout = tx_timeout
         self.contract = None
         self.gas_spent = 0
+        self._chain_id: int | None = None
         if address:
             if not Web3.is_address(address):
                 raise E.ConfigError(f"not a contract address: {address!r}")
@@ -174,7 +175,9 @@ class ChainClient:
         return self.account.address
 
     def chain_id(self) -> int:
-        return self._rpc(lambda: self.w3.eth.chain_id)
+        if self._chain_id is None:
+            self._chain_id = self._rpc(lambda: self.w3.eth.chain_id)
+        return self._chain_id
 
     def block_number(self) -> int:
         return self._rpc(lambda: self.w3.eth.block_number)
