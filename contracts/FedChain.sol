@@ -20,6 +20,9 @@ contract FedChain {
     uint32 public constant AGREEMENT_REWARD = 50;
     /// @notice Maximum number of members: the included set is a 256-bit bitmap.
     uint256 public constant MAX_MEMBERS = 256;
+    /// @notice How many past outcomes stay on-chain for settlement; a member that comes back
+    /// after more rounds than this has its old round settled with no change.
+    uint256 public constant OUTCOME_HISTORY = 64;
 
     // ------------------------------------------------------------------ types
     /// @notice Constructor arguments.
@@ -45,7 +48,7 @@ contract FedChain {
         uint32 submittedRound;
         uint32 votedRound;
         uint32 settledRound;
-        uint8 slot; // index + 1; zero means not a member
+        uint16 slot; // index + 1; zero means not a member
         bytes12 voteKey; // leading bytes of keccak256(model, included) last voted for
     }
 
@@ -59,8 +62,33 @@ contract FedChain {
 
     struct Submission {
         uint32 round;
-        uint8 slot;
+        uint16 slot;
         uint32 reputation;
+    }
+
+    /// @dev The first candidate voted for in the latest round with votes, and its tally. Most
+    /// rounds have one candidate, so its tally lives in this reused slot rather than in a new one.
+    /// After finalization the slot holds the winner until the next round's first vote moves it to
+    /// `_outcomes`.
+    struct Lead {
+        uint32 round;
+        bytes20 key;
+        uint64 weight; // top bit: this candidate won the round
+    }
+
+    /// @dev An ended round in the ring of recent outcomes.
+    struct Archived {
+        uint32 round;
+        bytes20 key; // zero for a failed round
+        uint8 status;
+    }
+
+    /// @notice What is known on-chain about how a round ended.
+    enum Status {
+        Unknown,
+        Finalized,
+        Failed,
+        Open
     }
 
     /// @notice Phase of the current round.
@@ -106,8 +134,9 @@ contract FedChain {
     // ------------------------------------------------------------------ events
     /// @notice A member was admitted at deployment.
     event MemberRegistered(address indexed peer, uint256 index, uint256 reputation);
-    /// @notice Round `round` opened at block `startBlock` on top of global model `baseModel`.
-    event RoundStarted(uint256 indexed round, uint256 startBlock, bytes32 baseModel);
+    /// @notice Round `round` opened on top of global model `baseModel`; zero means the previous
+    /// round failed and its base carries over.
+    event RoundStarted(uint256 indexed round, bytes32 baseModel);
     /// @notice A member recorded the digest of its update; `reputation` is its weight this round.
     event UpdateSubmitted(uint256 indexed round, address indexed peer, bytes32 update, uint256 reputation);
     /// @notice A member voted for aggregate `model` built from the members in bitmap `included`.
@@ -120,7 +149,7 @@ contract FedChain {
     event RoundFailed(uint256 indexed round);
     /// @notice A member's reputation was settled for `round`.
     event ReputationChanged(address indexed peer, uint256 indexed round, uint256 previous, uint256 current);
-    /// @notice The last round of the task has ended.
+    /// @notice The last round of the task has ended; `model` is zero if that round failed.
     event TaskCompleted(uint256 rounds, bytes32 model);
 
     // ------------------------------------------------------------------ state
@@ -134,18 +163,13 @@ contract FedChain {
     uint256 private immutable _deployBlock;
 
     Clock private _clock;
-    bytes32 private _globalModel;
+    bytes32 private immutable _initialModel;
+    Lead private _lead;
+    Archived[OUTCOME_HISTORY] private _outcomes;
     address[] private _memberList;
     mapping(address peer => Member) private _members;
     mapping(bytes32 update => Submission) private _submissions;
     mapping(uint256 round => mapping(bytes32 key => uint256 weight)) private _candidates;
-    mapping(uint256 word => uint256 bits) private _failedRounds;
-
-    // ------------------------------------------------------------------ modifiers
-    modifier onlyMember() {
-        _checkMember(msg.sender);
-        _;
-    }
 
     /// @param config Members, initial model digest, task digest, window lengths in blocks,
     /// quorum in basis points of total reputation, number of rounds and aggregation rule id.
@@ -159,7 +183,7 @@ contract FedChain {
         for (uint256 i = 0; i < n; ++i) {
             address peer = config.members[i];
             if (peer == address(0) || _members[peer].slot != 0) revert FedChainInvalidConfig("member");
-            _members[peer] = Member(INITIAL_REPUTATION, 0, 0, 0, uint8(i + 1), bytes12(0));
+            _members[peer] = Member(INITIAL_REPUTATION, 0, 0, 0, uint16(i + 1), bytes12(0));
             _memberList.push(peer);
             emit MemberRegistered(peer, i, INITIAL_REPUTATION);
         }
@@ -171,9 +195,15 @@ contract FedChain {
         _rule = config.rule;
         _task = config.task;
         _deployBlock = block.number;
-        _globalModel = config.initialModel;
+        _initialModel = config.initialModel;
         _clock = Clock(1, uint64(block.number), 0, uint64(n) * INITIAL_REPUTATION, 0);
-        emit RoundStarted(1, block.number, config.initialModel);
+        // Make every ring slot non-zero now, so that archiving an outcome later costs a reused
+        // slot's price, paid at deployment instead of by a peer in some round.
+        for (uint256 i = 0; i < OUTCOME_HISTORY; ++i) {
+            _outcomes[i] = Archived(type(uint32).max, bytes20(0), uint8(Status.Unknown));
+        }
+        _lead = Lead(0, bytes20(0), 1);
+        emit RoundStarted(1, config.initialModel);
     }
 
     // ------------------------------------------------------------------ transactions
@@ -181,13 +211,13 @@ contract FedChain {
     /// @param round The round the update was trained for; must be the open round.
     /// @param update sha256 digest of the update artifact's root block (the CIDv0 multihash digest).
     /// @param previous The finalized outcome of the member's last unsettled round (zeros if none).
-    function submit(uint256 round, bytes32 update, Outcome calldata previous) external onlyMember {
+    function submit(uint256 round, bytes32 update, Outcome calldata previous) external {
+        Member memory m = _loadMember(msg.sender);
         if (update == bytes32(0)) revert FedChainZeroDigest();
-        Clock memory clock = _openRound(round);
+        Clock memory clock = _openRound(_clock, round);
         if (block.number >= clock.startBlock + _submitBlocks) {
             revert FedChainSubmissionClosed(round, clock.startBlock + _submitBlocks);
         }
-        Member memory m = _members[msg.sender];
         if (m.submittedRound == round) revert FedChainAlreadySubmitted(round, msg.sender);
         Submission memory seen = _submissions[update];
         if (seen.round != 0) revert FedChainDuplicateUpdate(update, seen.round);
@@ -209,31 +239,32 @@ contract FedChain {
     /// @param model Digest of the aggregate model artifact.
     /// @param included Bitmap of member indices whose updates the aggregate includes.
     /// @param previous The finalized outcome of the member's last unsettled round (zeros if none).
-    function vote(uint256 round, bytes32 model, uint256 included, Outcome calldata previous)
-        external
-        onlyMember
-    {
+    function vote(uint256 round, bytes32 model, uint256 included, Outcome calldata previous) external {
+        Member memory m = _loadMember(msg.sender);
         if (model == bytes32(0)) revert FedChainZeroDigest();
         Clock memory clock = _clock;
-        bool late = round != 0 && round + 1 == clock.round && !_isFailed(round);
+        bool late = round != 0 && round + 1 == clock.round && _statusOf(round) == Status.Finalized;
         if (!late) {
-            clock = _openRound(round);
+            clock = _openRound(clock, round);
             _checkVotingOpen(clock);
         }
-        Member memory m = _members[msg.sender];
         if (m.votedRound == round) revert FedChainAlreadyVoted(round, msg.sender);
-        if (m.submittedRound > round) revert FedChainRoundClosed(round, clock.round);
+        // A late vote must not overwrite a vote already cast in a later round.
+        if (m.submittedRound > round || m.votedRound > round) revert FedChainRoundClosed(round, clock.round);
 
         clock.totalReputation = _settleInto(m, msg.sender, previous, clock.totalReputation, round);
         bytes32 key = _candidateKey(model, included);
         m.votedRound = uint32(round);
         m.voteKey = bytes12(key);
         _members[msg.sender] = m;
-        uint256 weight = _candidates[round][key] + m.reputation;
-        _candidates[round][key] = weight;
         emit VoteCast(round, msg.sender, model, included, m.reputation);
+        if (late) {
+            if (clock.totalReputation != _clock.totalReputation) _clock.totalReputation = clock.totalReputation;
+            return; // recorded for reputation only
+        }
 
-        if (!late && _quorumReached(weight, clock.totalReputation)) {
+        uint256 weight = _addWeight(round, key, m.reputation);
+        if (_quorumReached(weight, clock.totalReputation)) {
             _finalize(clock, round, key, model, included, weight);
         } else if (clock.totalReputation != _clock.totalReputation) {
             _clock.totalReputation = clock.totalReputation;
@@ -243,10 +274,10 @@ contract FedChain {
     /// @notice Finalize a candidate whose votes reach the quorum (e.g. after reputations settled).
     /// @dev Reverts with `FedChainQuorumNotReached` when the candidate is short of the quorum.
     function finalize(uint256 round, bytes32 model, uint256 included) external {
-        Clock memory clock = _openRound(round);
+        Clock memory clock = _openRound(_clock, round);
         _checkVotingOpen(clock);
         bytes32 key = _candidateKey(model, included);
-        uint256 weight = _candidates[round][key];
+        uint256 weight = _weightOf(round, key);
         if (!_quorumReached(weight, clock.totalReputation)) {
             revert FedChainQuorumNotReached(round, weight, _required(clock.totalReputation));
         }
@@ -323,9 +354,18 @@ contract FedChain {
         else phase = Phase.Submission;
     }
 
-    /// @notice The current global model and the round that produced it (0: the initial model).
-    function globalModel() external view returns (uint256 round, bytes32 model) {
-        return (_clock.modelRound, _globalModel);
+    /// @notice The round that produced the current global model (0: the initial model) and the
+    /// leading 20 bytes of its outcome key keccak256(abi.encode(model, included)).
+    /// @dev The model digest itself is in that round's RoundFinalized event: storing it again
+    /// would cost the finalizing voter a slot write every round. `outcomeOf` commits to it.
+    function globalModel() external view returns (uint256 round, bytes20 key) {
+        round = _clock.modelRound;
+        if (round != 0) (, key) = _outcome(round);
+    }
+
+    /// @notice The digest of the model the task started from.
+    function initialModel() external view returns (bytes32) {
+        return _initialModel;
     }
 
     /// @notice All members in index order.
@@ -361,37 +401,92 @@ contract FedChain {
         return (s.round, _memberList[s.slot - 1], s.reputation);
     }
 
-    /// @notice Total vote weight for a candidate of `round`.
+    /// @notice Vote weight counted for a candidate of `round` (the open round, or the latest
+    /// round with votes; earlier tallies are not kept).
     function candidateWeight(uint256 round, bytes32 model, uint256 included) external view returns (uint256) {
-        return _candidates[round][_candidateKey(model, included)];
+        return _weightOf(round, _candidateKey(model, included)) & ~_WINNER;
     }
 
-    /// @notice Whether `round` ended with a finalized model.
-    function isFinalized(uint256 round) public view returns (bool) {
-        return round != 0 && round < _clock.round && !_isFailed(round);
+    /// @notice How `round` ended and, if finalized, the leading 20 bytes of its winner's key
+    /// keccak256(abi.encode(model, included)). `Unknown` for rounds that never existed or ended
+    /// more than OUTCOME_HISTORY rounds ago (their events remain in the chain's logs).
+    function outcomeOf(uint256 round) public view returns (Status status, bytes20 key) {
+        if (round == 0 || round > _maxRounds) return (Status.Unknown, bytes20(0));
+        if (round >= _clock.round) return (Status.Open, bytes20(0));
+        return _outcome(round);
     }
 
-    /// @notice Whether `round` ended without a quorum.
+    /// @notice Whether `round` ended with a finalized model (as far as `outcomeOf` knows).
+    function isFinalized(uint256 round) external view returns (bool) {
+        (Status status,) = outcomeOf(round);
+        return status == Status.Finalized;
+    }
+
+    /// @notice Whether `round` ended without a quorum (as far as `outcomeOf` knows).
     function isFailed(uint256 round) external view returns (bool) {
-        return _isFailed(round);
+        (Status status,) = outcomeOf(round);
+        return status == Status.Failed;
     }
 
     /// @notice Whether (`model`, `included`) is the candidate that won `round`.
-    function isOutcome(uint256 round, bytes32 model, uint256 included) public view returns (bool) {
-        return _candidates[round][_candidateKey(model, included)] & _WINNER != 0;
+    function isOutcome(uint256 round, bytes32 model, uint256 included) external view returns (bool) {
+        (Status status, bytes20 key) = outcomeOf(round);
+        return status == Status.Finalized && key == bytes20(_candidateKey(model, included));
     }
 
     // ------------------------------------------------------------------ internals
     uint256 private constant _WINNER = 1 << 255;
+    uint64 private constant _LEAD_WINNER = 1 << 63;
 
-    /// @dev Failures, not finalizations, are recorded: they are rare, and the finalizing voter
-    /// then pays for no extra storage.
-    function _isFailed(uint256 round) internal view returns (bool) {
-        return (_failedRounds[round >> 8] >> (round & 255)) & 1 == 1;
+    /// @dev How an ended round finished: the lead slot if it still holds that round's winner,
+    /// else the ring of recent outcomes.
+    function _outcome(uint256 round) internal view returns (Status, bytes20) {
+        Lead memory lead = _lead;
+        if (lead.round == round && lead.weight & _LEAD_WINNER != 0) return (Status.Finalized, lead.key);
+        Archived memory a = _outcomes[round % OUTCOME_HISTORY];
+        if (a.round == round) return (Status(a.status), a.key);
+        return (Status.Unknown, bytes20(0));
+    }
+
+    function _statusOf(uint256 round) internal view returns (Status status) {
+        (status,) = _outcome(round);
+    }
+
+    function _weightOf(uint256 round, bytes32 key) internal view returns (uint256) {
+        Lead memory lead = _lead;
+        if (lead.round == round && lead.key == bytes20(key)) {
+            return (lead.weight & _LEAD_WINNER != 0 ? _WINNER : 0) | (lead.weight & ~_LEAD_WINNER);
+        }
+        return _candidates[round][key];
+    }
+
+    /// @dev Adds `amount` to a candidate's tally and returns the new tally. The round's first
+    /// vote takes over the lead slot, first archiving the winner it held.
+    function _addWeight(uint256 round, bytes32 key, uint256 amount) internal returns (uint256 weight) {
+        Lead memory lead = _lead;
+        if (lead.round != round) {
+            if (lead.weight & _LEAD_WINNER != 0) {
+                _outcomes[lead.round % OUTCOME_HISTORY] = Archived(lead.round, lead.key, uint8(Status.Finalized));
+            }
+            _lead = Lead(uint32(round), bytes20(key), uint64(amount));
+            return amount;
+        }
+        if (lead.key == bytes20(key)) {
+            weight = lead.weight + amount;
+            _lead.weight = uint64(weight);
+            return weight;
+        }
+        weight = _candidates[round][key] + amount;
+        _candidates[round][key] = weight;
     }
 
     function _checkMember(address peer) internal view {
         if (_members[peer].slot == 0) revert FedChainNotMember(peer);
+    }
+
+    function _loadMember(address peer) internal view returns (Member memory m) {
+        m = _members[peer];
+        if (m.slot == 0) revert FedChainNotMember(peer);
     }
 
     function _candidateKey(bytes32 model, uint256 included) internal pure returns (bytes32) {
@@ -407,8 +502,7 @@ contract FedChain {
     }
 
     /// @dev Loads the clock, fails an expired round first, and checks `round` is the open one.
-    function _openRound(uint256 round) internal returns (Clock memory clock) {
-        clock = _clock;
+    function _openRound(Clock memory clock, uint256 round) internal returns (Clock memory) {
         if (clock.round <= _maxRounds && block.number >= clock.startBlock + _submitBlocks + _voteBlocks) {
             _fail(clock);
             clock = _clock;
@@ -416,6 +510,7 @@ contract FedChain {
         if (clock.round > _maxRounds) revert FedChainTaskComplete(_maxRounds);
         if (round < clock.round) revert FedChainRoundClosed(round, clock.round);
         if (round > clock.round) revert FedChainRoundNotOpen(round, clock.round);
+        return clock;
     }
 
     function _checkVotingOpen(Clock memory clock) internal view {
@@ -434,12 +529,11 @@ contract FedChain {
         uint256 last = m.submittedRound > m.votedRound ? m.submittedRound : m.votedRound;
         if (last <= m.settledRound || last >= round) return total;
         m.settledRound = uint32(last);
-        if (previous.model == bytes32(0)) {
-            if (_isFailed(last)) return total; // a failed round changes nothing
-            revert FedChainInvalidOutcome(last);
-        }
+        (Status status, bytes20 winner) = _outcome(last);
+        // A failed round changes nothing; neither does one too old to prove.
+        if (status != Status.Finalized) return total;
         bytes32 key = _candidateKey(previous.model, previous.included);
-        if (_candidates[last][key] & _WINNER == 0) revert FedChainInvalidOutcome(last);
+        if (bytes20(key) != winner) revert FedChainInvalidOutcome(last);
 
         uint256 rep = m.reputation;
         uint256 before = rep;
@@ -466,17 +560,29 @@ contract FedChain {
         uint256 included,
         uint256 weight
     ) internal {
-        _candidates[round][key] = weight | _WINNER;
-        _globalModel = model;
+        Lead memory lead = _lead;
+        if (lead.round == round && lead.key == bytes20(key)) {
+            _lead.weight = lead.weight | _LEAD_WINNER;
+        } else {
+            // A candidate other than the lead won: it takes the lead slot (the lead lost).
+            _lead = Lead(uint32(round), bytes20(key), uint64(weight) | _LEAD_WINNER);
+        }
         emit RoundFinalized(round, model, included, weight & ~_WINNER, clock.totalReputation);
         clock.modelRound = uint32(round);
         _startNext(clock, model);
     }
 
     function _fail(Clock memory clock) internal {
-        _failedRounds[clock.round >> 8] |= 1 << (clock.round & 255);
+        // Archive a winner still held in the lead slot now, so that it can never be archived
+        // later over the record of a newer failed round.
+        Lead memory lead = _lead;
+        if (lead.weight & _LEAD_WINNER != 0) {
+            _outcomes[lead.round % OUTCOME_HISTORY] = Archived(lead.round, lead.key, uint8(Status.Finalized));
+            _lead.weight = lead.weight & ~_LEAD_WINNER;
+        }
+        _outcomes[clock.round % OUTCOME_HISTORY] = Archived(clock.round, bytes20(0), uint8(Status.Failed));
         emit RoundFailed(clock.round);
-        _startNext(clock, _globalModel);
+        _startNext(clock, bytes32(0));
     }
 
     function _startNext(Clock memory clock, bytes32 base) internal {
@@ -485,6 +591,6 @@ contract FedChain {
         clock.submissions = 0;
         _clock = clock;
         if (clock.round > _maxRounds) emit TaskCompleted(_maxRounds, base);
-        else emit RoundStarted(clock.round, block.number, base);
+        else emit RoundStarted(clock.round, base);
     }
 }

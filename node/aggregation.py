@@ -11,15 +11,17 @@ on-chain reputation at submission.
 Speed: the rules work on column blocks of the ``[n, d]`` update matrix so that the data a block
 needs stays in cache, and the exact inner products that Multi-Krum and trust-cosine need come
 from float64 matrix products over small integer pieces whose every partial sum is provably an
-exactly representable integer (see ``_exact_gram``). Every result is an exact integer function
+exactly representable integer (see ``_exact_products``). Every result is an exact integer function
 of the inputs: no rounding depends on the BLAS kernel, blocking or thread count.
 """
 from __future__ import annotations
 
 import math
+from concurrent.futures import ThreadPoolExecutor
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 from .fixedpoint import (
@@ -52,6 +54,7 @@ __all__ = [
 _REFERENCE = (clip_to_norm, exact_sq_norm)
 
 _BLOCK = 1 << 12  # columns per block: n rows of int64 and their float64 pieces stay in cache
+_SELECT_BLOCK = 1 << 11  # columns per block for median and trimmed mean
 _ONE = 1 << WEIGHT_BITS
 
 
@@ -131,120 +134,210 @@ def _scaled(factors: list[int]):
     return lambda x: (x * col).bitwise_right_shift_(WEIGHT_BITS)
 
 
-def _exact_sq_norms(rows: torch.Tensor) -> list[int]:
-    """Exact squared L2 norm of every row (|values| <= LIMIT), as Python ints.
-
-    Same values as ``fixedpoint.exact_sq_norm`` row by row, computed for all rows at once: each
-    value is split as ``x = hi * 2**21 + lo`` with ``lo`` in [-2**20, 2**20) and
-    ``|hi| <= 2**21`` (since |x| <= 2**42), so every product is at most 2**42 in magnitude and
-    a row sum over a block of at most 2**12 columns is at most 2**54 < 2**63. Block sums are
-    added up in Python's unbounded integers.
-    """
-    n, d = rows.shape
-    hh, hl, ll = [0] * n, [0] * n, [0] * n
-    for a, b in _blocks(d):
-        x = rows[:, a:b]
-        hi = (x + (1 << 20)).bitwise_right_shift_(21)
-        lo = x - (hi << 21)
-        for acc, t in ((hh, (hi * hi).sum(1)), (hl, (hi * lo).sum(1)), (ll, (lo * lo).sum(1))):
-            for i, v in enumerate(t.tolist()):
-                acc[i] += v
-    return [(hh[i] << 42) + (hl[i] << 22) + ll[i] for i in range(n)]
-
-
-# Exact inner products with float64 matrix products.
+# Exact inner products and squared norms with float64 arithmetic.
 #
-# Every value x (|x| <= 2**B - 1 <= LIMIT = 2**42, so B <= 43) is split into two balanced
-# digits x = hi * 2**s + lo with s = ceil((B + 1) / 2), lo = x - hi * 2**s in [-2**(s-1), 2**(s-1))
-# and hi = floor((x + 2**(s-1)) / 2**s), so |hi| <= 2**(B-s) <= 2**(s-1) and both pieces are
-# integers of magnitude at most 2**b with b = s - 1 <= 21. The float64 product of the stacked
-# pieces P (2n x k) with its transpose holds, in every entry, a sum of k products of magnitude at
-# most 2**(2b). Whatever order, blocking, vectorization or FMA the BLAS kernel uses, every
-# intermediate value is an integer sum of some of those products, hence of magnitude at most
-# k * 2**(2b). Choosing k <= SPAN = 2**(53 - 2b) keeps that at most 2**53, and binary64
-# represents every integer of magnitude <= 2**53 exactly; IEEE 754 operations whose exact result
-# is representable return it exactly. So each block product is the exact integer, and so is
-# ``addmm`` accumulation over blocks as long as the accumulated column count stays <= SPAN.
-# (Worst case B = 43: s = 22, b = 21, SPAN = 2**11 columns.) Each float64 accumulator is then
-# moved into an int64 accumulator (exact conversion, |entry| <= 2**53); after at most 2**9 such
-# moves (|entry| <= 2**62 < 2**63) the int64 accumulator is moved into Python ints. The piece
-# Gram entries recombine as <x, y> = HH * 2**(2s) + (HL + LH) * 2**s + LL.
+# Every value x has |x| <= 2**B - 1 for some B <= 43 (|x| <= LIMIT = 2**42). Where needed, x is
+# split into two balanced digits x = hi * 2**s + lo, hi = floor((x + 2**(s-1)) / 2**s),
+# lo = x - hi * 2**s, so lo is in [-2**(s-1), 2**(s-1)) and, for s >= (B + 1) / 2,
+# |hi| <= 2**(B-s) <= 2**(s-1). An inner product <a, b> is a sum, over pairs of pieces, of
+# float64 inner products of integer-valued vectors shifted by the pieces' weights. Three plans,
+# the first whose elementwise products are at most 2**e with e <= 42 is used:
+#
+# * direct:    <a, b> as is; products at most 2**(Ba + Bb)          (typical updates: |x| < 2**21)
+# * one-sided: <a, b_hi> * 2**s + <a, b_lo>, s = ceil((Bb + 1) / 2); products at most
+#              2**(Ba + s - 1)                                         (|x| < 2**28, i.e. below 1.0)
+# * two-sided: both split at s = ceil((max(Ba, Bb) + 1) / 2); products at most 2**(2s - 2) <= 2**42.
+#
+# Exactness: a float64 sum of k such products -- a matrix product, ``addmm`` accumulation or a
+# ``sum`` -- has, whatever order, blocking, vectorization, FMA or thread split the kernel uses,
+# only intermediate values that are integer sums of some of those products, so of magnitude at
+# most k * 2**e. With k <= SPAN = 2**(53 - e) (>= 2**11) that is at most 2**53, and binary64
+# represents every integer of magnitude <= 2**53 exactly; an IEEE 754 operation whose exact
+# result is representable returns it exactly. So every float64 accumulator holding at most SPAN
+# columns is the exact integer. It is then moved into an int64 accumulator (exact conversion,
+# |entry| <= 2**53), and after at most 2**9 such moves (|entry| <= 2**62 < 2**63) into Python
+# ints, where the pieces are recombined with their shifts.
 
 _FLUSH = 1 << 9  # float64 accumulators an int64 accumulator may absorb: 2**9 * 2**53 = 2**62
+_MAX_E = 42  # largest product exponent allowed, so that SPAN = 2**(53 - e) >= 2**11 columns
 
 
-def _exact_gram(rows: torch.Tensor, extra: torch.Tensor | None = None) -> list[list[int]]:
-    """Exact Gram matrix ``<r_i, r_j>`` (Python ints) of ``rows`` followed by ``extra``'s rows."""
-    parts = [rows] if extra is None else [rows, extra]
-    n = sum(p.shape[0] for p in parts)
-    d = rows.shape[1]
-    amax = max(_max_abs(p) for p in parts)
-    if amax > LIMIT:
-        raise ValueError(f"fixed-point values exceed the limit 2**42 (max |value| {amax})")
-    if amax == 0 or d == 0:
-        return [[0] * n for _ in range(n)]
-    s = (amax.bit_length() + 2) // 2  # ceil((B + 1) / 2)
-    span = 1 << (53 - 2 * (s - 1))
-    width = min(_BLOCK, span)
-    half = 1 << (s - 1)
-    pieces = torch.empty(2 * n, width, dtype=torch.float64)
-    acc_f = torch.zeros(2 * n, 2 * n, dtype=torch.float64)
-    acc_i = torch.zeros(2 * n, 2 * n, dtype=torch.int64)
-    total = [[0] * (2 * n) for _ in range(2 * n)]
-    cols = moves = 0
+@dataclass(frozen=True)
+class _Plan:
+    left: tuple[int, ...]  # shifts of the left operand's pieces ((0,) = not split)
+    right: tuple[int, ...]  # shifts of the right operand's pieces
+    span: int  # columns a float64 accumulator may hold exactly
 
-    def move_float():
-        nonlocal cols, moves
-        acc_i.add_(acc_f.to(torch.int64))
-        acc_f.zero_()
-        cols, moves = 0, moves + 1
-        if moves == _FLUSH:
-            move_int()
+    @staticmethod
+    def of(amax: int, bmax: int) -> "_Plan":
+        if max(amax, bmax) > LIMIT:
+            raise ValueError(f"fixed-point values exceed the limit 2**42 (max |value| {max(amax, bmax)})")
+        ba, bb = amax.bit_length(), bmax.bit_length()
+        if ba + bb <= _MAX_E:
+            return _Plan((0,), (0,), 1 << (53 - ba - bb))
+        s = (bb + 2) // 2
+        if ba + s - 1 <= _MAX_E:
+            return _Plan((0,), (s, 0), 1 << (53 - (ba + s - 1)))
+        s = (max(ba, bb) + 2) // 2
+        return _Plan((s, 0), (s, 0), 1 << (53 - (2 * s - 2)))
 
-    def move_int():
-        nonlocal moves
-        for row, add in zip(total, acc_i.tolist()):
+
+def _pieces_into(out: torch.Tensor, x: torch.Tensor, shifts: tuple[int, ...]) -> torch.Tensor:
+    """Write x's pieces as float64 into ``out`` (piece-major: rows [p*m, (p+1)*m) hold piece p).
+
+    Float64 arithmetic here is exact: all values are integers below 2**53 in magnitude and the
+    scalings are by powers of two.
+    """
+    m = x.shape[0]
+    if len(shifts) == 1:
+        return out[:m].copy_(x)
+    s = shifts[0]
+    hi, lo = out[:m], out[m : 2 * m]
+    lo.copy_(x)  # x, exactly (|x| < 2**43)
+    torch.add(lo, float(1 << (s - 1)), out=hi).mul_(2.0 ** -s).floor_()
+    lo.sub_(hi * float(1 << s))
+    return out[: 2 * m]
+
+
+class _ExactSum:
+    """Exact running sums of float64 blocks whose entries are integer sums of bounded products."""
+
+    def __init__(self, rows: int, cols: int, span: int):
+        self.span = span
+        self.f = torch.zeros(rows, cols, dtype=torch.float64)
+        self.i = torch.zeros(rows, cols, dtype=torch.int64)
+        self.total = [[0] * cols for _ in range(rows)]
+        self.cols = self.moves = 0
+
+    def reserve(self, k: int) -> torch.Tensor:
+        """The float64 accumulator, with room for ``k`` more columns."""
+        if self.cols + k > self.span:
+            self._move_float()
+        self.cols += k
+        return self.f
+
+    def _move_float(self) -> None:
+        self.i.add_(self.f.to(torch.int64))
+        self.f.zero_()
+        self.cols, self.moves = 0, self.moves + 1
+        if self.moves == _FLUSH:
+            self._move_int()
+
+    def _move_int(self) -> None:
+        for row, add in zip(self.total, self.i.tolist()):
             for j, v in enumerate(add):
                 row[j] += v
-        acc_i.zero_()
-        moves = 0
+        self.i.zero_()
+        self.moves = 0
 
-    for a, b in _blocks(d, width):
-        k = b - a
-        if cols + k > span:
-            move_float()
-        block = pieces[:, :k]
-        r = 0
-        for p in parts:
-            m = p.shape[0]
-            x = p[:, a:b]
-            hi = (x + half).bitwise_right_shift_(s)
-            block[r : r + m].copy_(hi)
-            block[n + r : n + r + m].copy_(x - (hi << s))
-            r += m
-        acc_f.addmm_(block, block.t())
-        cols += k
-    move_float()
-    move_int()
+    def result(self) -> list[list[int]]:
+        self._move_float()
+        self._move_int()
+        return self.total
+
+
+def _exact_products(a: torch.Tensor, b: torch.Tensor | None = None) -> list[list[int]]:
+    """Exact ``<a_i, b_j>`` for all row pairs, as Python ints; ``b`` defaults to ``a`` (Gram)."""
+    same = b is None
+    b = a if same else b
+    na, nb, d = a.shape[0], b.shape[0], a.shape[1]
+    amax = _max_abs(a)
+    plan = _Plan.of(amax, amax if same else _max_abs(b))
+    lp, rp = len(plan.left), len(plan.right)
+    shared = same and plan.left == plan.right
+    width = min(_BLOCK, plan.span)
+    lbuf = torch.empty(lp * na, width, dtype=torch.float64)
+    rbuf = lbuf if shared else torch.empty(rp * nb, width, dtype=torch.float64)
+    acc = _ExactSum(lp * na, rp * nb, plan.span)
+    for lo, hi in _blocks(d, width):
+        k = hi - lo
+        left = _pieces_into(lbuf[:, :k], a[:, lo:hi], plan.left)
+        right = left if shared else _pieces_into(rbuf[:, :k], b[:, lo:hi], plan.right)
+        acc.reserve(k).addmm_(left, right.t())
+    t = acc.result()
     return [
-        [(total[i][j] << (2 * s)) + ((total[i][n + j] + total[n + i][j]) << s) + total[n + i][n + j] for j in range(n)]
+        [sum(t[p * na + i][q * nb + j] << (ls + rs) for p, ls in enumerate(plan.left) for q, rs in enumerate(plan.right))
+         for j in range(nb)]
+        for i in range(na)
+    ]
+
+
+def _exact_sq_norms(rows: torch.Tensor) -> list[int]:
+    """Exact squared L2 norm of every row, as Python ints (same values as fixedpoint.exact_sq_norm)."""
+    n, d = rows.shape
+    amax = _max_abs(rows)
+    plan = _Plan.of(amax, amax)
+    lp, rp = len(plan.left), len(plan.right)
+    width = min(_BLOCK, plan.span)
+    lbuf = torch.empty(lp * n, width, dtype=torch.float64)
+    rbuf = torch.empty(rp * n, width, dtype=torch.float64)
+    acc = _ExactSum(n, lp * rp, plan.span)
+    part = torch.empty(n, dtype=torch.float64)
+    for lo, hi in _blocks(d, width):
+        k = hi - lo
+        x = rows[:, lo:hi]
+        left = _pieces_into(lbuf[:, :k], x, plan.left)
+        right = left if plan.left == plan.right else _pieces_into(rbuf[:, :k], x, plan.right)
+        f = acc.reserve(k)
+        for p in range(lp):
+            for q in range(rp):
+                torch.sum(left[p * n : (p + 1) * n] * right[q * n : (q + 1) * n], dim=1, out=part)
+                f[:, p * rp + q].add_(part)
+    t = acc.result()
+    return [
+        sum(t[i][p * rp + q] << (ls + rs) for p, ls in enumerate(plan.left) for q, rs in enumerate(plan.right))
         for i in range(n)
     ]
 
 
-def _median_rows(rows: torch.Tensor) -> torch.Tensor:
-    """Coordinate-wise lower median (``sorted[(n - 1) // 2]``) of int64 rows, block by block.
+def _parallel_blocks(work, d: int, width: int) -> None:
+    """Run ``work(start, stop)`` over column blocks, on up to torch.get_num_threads() threads.
 
-    ``torch.median`` returns the lower of the two middle values for an even count; on integers
-    the value is exact whatever algorithm picks it.
+    Blocks are disjoint and each writes only its own slice, so the result does not depend on the
+    number of threads or the order the blocks finish in.
+    """
+    spans = list(_blocks(d, width))
+    workers = min(torch.get_num_threads(), len(spans))
+    if workers <= 1:
+        for a, b in spans:
+            work(a, b)
+        return
+    with ThreadPoolExecutor(workers) as pool:
+        for _ in pool.map(lambda ab: work(*ab), spans):
+            pass
+
+
+def _select_sum(rows: torch.Tensor, first: int, stop: int) -> torch.Tensor:
+    """Per coordinate, the sum of the sorted values at positions ``first .. stop - 1``, exactly.
+
+    Each block is transposed to contiguous (coordinates x updates) and partitioned with numpy's
+    introselect (which releases the GIL, so blocks run in parallel); positions ``first`` and
+    ``stop - 1`` then hold their sorted values and the positions between them hold exactly the
+    values in between. Selection on integers returns the same values whatever the algorithm.
+    Sums are at most n * 2**42 in magnitude.
     """
     n, d = rows.shape
-    if n == 1:
-        return rows[0].clone()
-    out = torch.empty(d, dtype=torch.int64)
-    for a, b in _blocks(d):
-        torch.median(rows[:, a:b], dim=0, out=(out[a:b], torch.empty(b - a, dtype=torch.int64)))
-    return out
+    src = rows.detach().cpu().numpy()
+    out = np.empty(d, dtype=np.int64)
+    kth = sorted({first, stop - 1})
+
+    def work(a: int, b: int) -> None:
+        block = np.ascontiguousarray(src[:, a:b].T)
+        if first > 0 or stop < n:
+            block.partition(kth, axis=1)
+        if stop - first == 1:
+            out[a:b] = block[:, first]
+        else:
+            np.sum(block[:, first:stop], axis=1, out=out[a:b])
+
+    _parallel_blocks(work, d, _SELECT_BLOCK)
+    return torch.from_numpy(out)
+
+
+def _median_rows(rows: torch.Tensor) -> torch.Tensor:
+    """Coordinate-wise lower median, ``sorted(column)[(n - 1) // 2]``, of int64 rows."""
+    mid = (rows.shape[0] - 1) // 2
+    return _select_sum(rows, mid, mid + 1)
 
 
 # --------------------------------------------------------------------------- rules
@@ -289,19 +382,9 @@ def trimmed_mean(rows: torch.Tensor, weights: list[int], *, trim: float = 0.2) -
     (ICML 2018). The mean of the kept values is rounded down (floor division).
     """
     _check_rows(rows)
-    n, d = rows.shape
+    n = rows.shape[0]
     k = min(int(n * trim), (n - 1) // 2)
-    out = torch.empty(d, dtype=torch.int64)
-    for a, b in _blocks(d):
-        x = rows[:, a:b]
-        if k:
-            # Sorting the transposed, contiguous block along its last dimension is several
-            # times faster than sorting along dim 0; the values are the same integers.
-            x = torch.sort(x.t().contiguous(), dim=1).values[:, k : n - k]
-            torch.sum(x, dim=1, out=out[a:b])
-        else:
-            torch.sum(x, dim=0, out=out[a:b])
-    return Aggregate(torch.div(out, n - 2 * k, rounding_mode="floor"), tuple(range(n)))
+    return Aggregate(torch.div(_select_sum(rows, k, n - k), n - 2 * k, rounding_mode="floor"), tuple(range(n)))
 
 
 def krum_scores(rows: torch.Tensor, f: int) -> list[int]:
@@ -314,7 +397,7 @@ def krum_scores(rows: torch.Tensor, f: int) -> list[int]:
     k = n - f - 2
     if f < 0 or k < 1:
         raise ValueError(f"Krum needs 0 <= f <= n - 3 (n={n}, f={f})")
-    g = _exact_gram(rows)
+    g = _exact_products(rows)
     scores = []
     for i in range(n):
         dist = sorted(g[i][i] + g[j][j] - 2 * g[i][j] for j in range(n) if j != i)
@@ -360,10 +443,9 @@ def trust_scores(rows: torch.Tensor, reference: torch.Tensor) -> tuple[list[int]
     at most 2**20 by Cauchy-Schwarz; 0 when ``<x, r> <= 0`` or either norm is 0.
     """
     n = rows.shape[0]
-    g = _exact_gram(rows, reference.reshape(1, -1))
-    dots = [g[i][n] for i in range(n)]
-    norms = [g[i][i] for i in range(n)]
-    ref = g[n][n]
+    dots = [row[0] for row in _exact_products(rows, reference.reshape(1, -1))]
+    norms = _exact_sq_norms(rows)
+    ref = _exact_sq_norms(reference.reshape(1, -1))[0]
     scores = []
     for dot, q in zip(dots, norms):
         if dot <= 0 or q == 0 or ref == 0:

@@ -276,7 +276,8 @@ class ChainClient:
         """Sign and send ``name(*args)``; wait for the receipt; decode any revert."""
         sender = self.address
         fn = getattr(self.contract.functions, name)(*args)
-        estimate = self._rpc(lambda: fn.estimate_gas({"from": sender}))
+        # Judge the call by the block it will execute in (the pending one), not the latest.
+        estimate = self._rpc(lambda: fn.estimate_gas({"from": sender}, block_identifier="pending"))
         gas = min(int(estimate * 1.25) + 10_000, self.gas_cap)
         if estimate > self.gas_cap:
             raise E.ContractError(f"{name} needs {estimate} gas, over the cap of {self.gas_cap}")

@@ -1,0 +1,151 @@
+"""Faults a real network meets: the chain going away and coming back from its saved state, and
+a peer whose store is unavailable for a while. The network keeps finalizing rounds, nothing is
+lost, and the affected peer rejoins."""
+import subprocess
+import sys
+import threading
+import time
+
+from eth_account import Account
+
+from fedchain.node.chain import ChainClient
+from fedchain.node.data import load_dataset, partition, train_test_split
+from fedchain.node.deployment import Deployment, deploy_task
+from fedchain.node.devnet import Devnet
+from fedchain.node.errors import StoreUnavailable
+from fedchain.node.history import round_history
+from fedchain.node.models import ModelSpec
+from fedchain.node.peer import Peer
+from fedchain.node.store import EmbeddedStore
+from fedchain.node.task import Task
+from fedchain.node.training import TrainConfig
+
+from _support import clean_env, run_cli
+
+
+def _wait_for(predicate, timeout, what):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if predicate():
+                return
+        except Exception:
+            pass
+        time.sleep(0.3)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def test_rpc_down_20s_and_anvil_restarted_from_its_dump(tmp_path):
+    peers, rounds = 3, 3
+    state = tmp_path / "anvil-state.json"
+    net = Devnet(accounts=peers + 1, block_time=0.5, state_file=str(state)).start()
+    procs = []
+    try:
+        env = clean_env(FEDCHAIN_KEY=net.keys[0])
+        assert run_cli(["data", "split", "--peers", str(peers), "--out", str(tmp_path / "shards")], env=env).returncode == 0
+        r = run_cli(["deploy", "--rpc", net.rpc_url, "--members", ",".join(net.addresses[1 : peers + 1]), "--rounds", str(rounds),
+                     "--submit-blocks", "200", "--vote-blocks", "200", "--store", str(tmp_path / "store"),
+                     "-o", str(tmp_path / "deployment.json")], env=env)
+        assert r.returncode == 0, r.stderr
+        for i in range(peers):
+            penv = clean_env(FEDCHAIN_KEY=net.keys[i + 1], FEDCHAIN_DEPLOYMENT=str(tmp_path / "deployment.json"))
+            procs.append(subprocess.Popen([sys.executable, "-m", "fedchain.cli.main", "node", "run", "--json-log", "--poll", "0.3",
+                                           "--data", str(tmp_path / "shards" / f"peer-{i}.safetensors")],
+                                          env=penv, stdout=open(tmp_path / f"peer-{i}.log", "w"), stderr=subprocess.STDOUT))
+        dep = Deployment.load(tmp_path / "deployment.json")
+        observer = ChainClient(net.rpc_url, dep.contract)
+        _wait_for(lambda: observer.round_state().round >= 2, 180, "round 1 to finalize")
+
+        stopped_at = observer.block_number()
+        net.stop()  # SIGTERM: anvil writes its state file
+        time.sleep(20)
+        assert all(p.poll() is None for p in procs), "a peer died while the chain was down"
+        net = Devnet(port=net.port, accounts=peers + 1, block_time=0.5, state_file=str(state)).start()
+
+        for p in procs:
+            p.wait(timeout=240)
+        logs = [(tmp_path / f"peer-{i}.log").read_text() for i in range(peers)]
+        assert [p.returncode for p in procs] == [0] * peers, [log[-1500:] for log in logs]
+        history = round_history(ChainClient(net.rpc_url, dep.contract))
+        assert [h.status for h in history] == ["finalized"] * rounds
+        assert all(h.included_count == peers for h in history)
+        assert history[-1].end_block > stopped_at, "no round finalized after the chain came back"
+        assert sum(h.start_block > stopped_at for h in history) >= 1
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+        net.stop()
+
+
+class FlakyStore(EmbeddedStore):
+    """The shared embedded store, as seen by one peer whose link to it is down for a while."""
+
+    def __init__(self, root, down_for: float):
+        super().__init__(root)
+        self.down_until = 0.0
+        self.down_for = down_for
+        self.failures = 0
+
+    def break_now(self):
+        self.down_until = time.monotonic() + self.down_for
+
+    def _check(self):
+        if time.monotonic() < self.down_until:
+            self.failures += 1
+            raise StoreUnavailable("store link down (injected fault)")
+
+    def add(self, data, *, pin=True):
+        self._check()
+        return super().add(data, pin=pin)
+
+    def _fetch(self, cid):
+        self._check()
+        return super()._fetch(cid)
+
+
+def test_store_unavailable_to_one_peer(tmp_path, devnet):
+    peers, rounds = 4, 3
+    ds = load_dataset("digits")
+    train, _ = train_test_split(ds)
+    parts = partition(train, peers)
+    task = Task(name="fault", dataset="digits", model=ModelSpec(ds.features, ds.classes, (32,)), train=TrainConfig(epochs=1),
+                rounds=rounds, submit_blocks=400, vote_blocks=400)
+    store = EmbeddedStore(tmp_path / "store")
+    deployer = ChainClient(devnet.rpc_url, account=Account.from_key(devnet.keys[0]))
+    members = devnet.addresses[1 : peers + 1]
+    dep = deploy_task(deployer, store, task, members)
+    flaky = FlakyStore(tmp_path / "store", down_for=6.0)
+    stores = [store, store, store, flaky]
+
+    runners, errors = [], []
+    for i in range(peers):
+        chain = ChainClient(devnet.rpc_url, dep.contract, Account.from_key(devnet.keys[i + 1]), retry_seconds=30)
+        shard = train.__class__(train.name, train.x[parts[i]], train.y[parts[i]], train.classes)
+        peer = Peer(chain, stores[i], task, dep.task_cid, shard, seed=i, poll=0.1, log=lambda *a, **k: None)
+        runners.append(threading.Thread(target=lambda p=peer: _run(p, errors), daemon=True))
+    flaky.break_now()  # the fourth peer starts with its store unreachable
+    for t in runners:
+        t.start()
+    # automine: nudge the chain along so the windows can pass while the flaky peer is away
+    observer = ChainClient(devnet.rpc_url, dep.contract)
+    deadline = time.monotonic() + 180
+    while any(t.is_alive() for t in runners) and time.monotonic() < deadline:
+        observer.w3.provider.make_request("anvil_mine", ["0x5"])
+        time.sleep(0.2)
+    assert not any(t.is_alive() for t in runners), "peers did not finish"
+    assert not errors, errors
+    history = round_history(observer, from_block=dep.deploy_block)
+    assert [h.status for h in history] == ["finalized"] * rounds
+    assert flaky.failures > 0
+    flaky_addr = members[3].lower()
+    late = history[-1]
+    assert any(s["peer"].lower() == flaky_addr for s in late.submissions), "the affected peer did not rejoin"
+    assert late.included_count == peers
+
+
+def _run(peer, errors):
+    try:
+        peer.run()
+    except Exception as exc:  # surfaced by the assertion in the test
+        errors.append(repr(exc))
