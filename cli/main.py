@@ -140,9 +140,10 @@ def devnet(port, host, accounts, block_time, state_file):
 @click.option("--submit-blocks", type=int, default=60, show_default=True)
 @click.option("--vote-blocks", type=int, default=60, show_default=True)
 @click.option("--quorum", type=float, default=2 / 3, show_default=True, help="Fraction of total reputation needed to finalize.")
+@click.option("--reveal-blocks", type=click.IntRange(0), default=0, show_default=True, help="Commit-reveal voting with a reveal window this long (0: plain votes).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the initial model.")
 @click.option("--output", "-o", default="deployment.json", show_default=True, help="Where to write the deployment file.")
-def deploy(rpc, key_env, keystore, password_env, password_file, store_spec, members, dataset, hidden, rule, rounds, epochs, lr, sample_cap, submit_blocks, vote_blocks, quorum, seed, output):
+def deploy(rpc, key_env, keystore, password_env, password_file, store_spec, members, dataset, hidden, rule, rounds, epochs, lr, sample_cap, submit_blocks, vote_blocks, quorum, reveal_blocks, seed, output):
     """Deploy a task: pin its description and initial model, deploy the contract."""
     import math
 
@@ -168,6 +169,7 @@ def deploy(rpc, key_env, keystore, password_env, password_file, store_spec, memb
         name=f"{dataset}-mlp", dataset=dataset, model=ModelSpec(ds.features, ds.classes, widths),
         train=TrainConfig(epochs=epochs, lr=lr), rule=rule, sample_cap=sample_cap, rounds=rounds,
         submit_blocks=submit_blocks, vote_blocks=vote_blocks, quorum_bps=math.ceil(quorum * 10_000),
+        reveal_blocks=reveal_blocks,
     )
     account = _account(key_env, keystore, password_env, password_file)
     client = _chain(rpc, account=account, retry_seconds=5)
@@ -249,15 +251,17 @@ def node_run(deployment, key_env, keystore, password_env, password_file, rpc, st
 @click.option("--workdir", type=click.Path(file_okay=False), help="Keep the store, shards and logs here.")
 @click.option("--attack", default=None, help="Attack run by the malicious peers (see `node run --help`).")
 @click.option("--malicious", type=click.FloatRange(0, 1), default=0.0, show_default=True, help="Fraction of peers that attack.")
+@click.option("--commit-reveal", is_flag=True, help="Votes are committed as salted hashes, then revealed.")
 @_json_option
-def simulate(peers, rounds, dataset, partition, alpha, seed, rule, epochs, block_time, workdir, attack, malicious, as_json):
+def simulate(peers, rounds, dataset, partition, alpha, seed, rule, epochs, block_time, workdir, attack, malicious, commit_reveal, as_json):
     """Devnet, deployment, N peer processes and R rounds in one command."""
     from fedchain.node.attacks import make_behaviour
     from fedchain.node.simulate import SimulationConfig, run_simulation
 
     make_behaviour(attack)  # reject an unknown attack before starting anything
     cfg = SimulationConfig(peers=peers, rounds=rounds, dataset=dataset, partition=partition, alpha=alpha, seed=seed,
-                           rule=rule, epochs=epochs, block_time=block_time, workdir=workdir, attack=attack, malicious=malicious)
+                           rule=rule, epochs=epochs, block_time=block_time, workdir=workdir, attack=attack, malicious=malicious,
+                           commit_reveal=commit_reveal)
     progress = (lambda msg: click.echo(msg, err=True)) if as_json else click.echo
     summary = run_simulation(cfg, progress=progress)
     if as_json:

@@ -35,6 +35,7 @@ contract FedChain {
         uint16 quorumBps;
         uint32 maxRounds;
         uint8 rule;
+        uint32 revealBlocks; // 0: plain votes; otherwise commit-reveal with a reveal window this long
     }
 
     /// @notice The winner of a round, as given back by `settle` callers.
@@ -58,6 +59,7 @@ contract FedChain {
         uint16 submissions;
         uint64 totalReputation;
         uint32 modelRound;
+        uint16 commits;
     }
 
     struct Submission {
@@ -96,7 +98,8 @@ contract FedChain {
         Submission,
         Voting,
         Expired,
-        Complete
+        Complete,
+        Reveal
     }
 
     // ------------------------------------------------------------------ errors
@@ -130,6 +133,16 @@ contract FedChain {
     error FedChainInvalidOutcome(uint256 round);
     /// @notice The constructor arguments are unusable; `reason` says which.
     error FedChainInvalidConfig(string reason);
+    /// @notice This task uses commit-reveal voting: use `commitVote` and `revealVote`.
+    error FedChainCommitRevealRequired();
+    /// @notice This task uses plain votes: use `vote`.
+    error FedChainCommitRevealDisabled();
+    /// @notice Reveals for `round` open at block `opensAt` or once every member has committed.
+    error FedChainRevealNotOpen(uint256 round, uint256 opensAt);
+    /// @notice The peer has no unrevealed commitment for `round`.
+    error FedChainNothingToReveal(uint256 round, address peer);
+    /// @notice The revealed vote does not match the peer's commitment for `round`.
+    error FedChainCommitmentMismatch(uint256 round, address peer);
 
     // ------------------------------------------------------------------ events
     /// @notice A member was admitted at deployment.
@@ -139,6 +152,8 @@ contract FedChain {
     event RoundStarted(uint256 indexed round, bytes32 baseModel);
     /// @notice A member recorded the digest of its update; `reputation` is its weight this round.
     event UpdateSubmitted(uint256 indexed round, address indexed peer, bytes32 update, uint256 reputation);
+    /// @notice A member committed to a vote it will reveal later (commit-reveal tasks).
+    event VoteCommitted(uint256 indexed round, address indexed peer, bytes32 commitment);
     /// @notice A member voted for aggregate `model` built from the members in bitmap `included`.
     event VoteCast(uint256 indexed round, address indexed peer, bytes32 model, uint256 included, uint256 weight);
     /// @notice `model` became the global model; `weight` of `totalReputation` voted for it.
@@ -155,6 +170,7 @@ contract FedChain {
     // ------------------------------------------------------------------ state
     uint256 private immutable _submitBlocks;
     uint256 private immutable _voteBlocks;
+    uint256 private immutable _revealBlocks;
     uint256 private immutable _quorumBps;
     uint256 private immutable _maxRounds;
     uint256 private immutable _memberCount;
@@ -169,6 +185,7 @@ contract FedChain {
     address[] private _memberList;
     mapping(address peer => Member) private _members;
     mapping(bytes32 update => Submission) private _submissions;
+    mapping(address peer => bytes32 commitment) private _commitments;
     mapping(uint256 round => mapping(bytes32 key => uint256 weight)) private _candidates;
 
     /// @param config Members, initial model digest, task digest, window lengths in blocks,
@@ -184,11 +201,14 @@ contract FedChain {
             address peer = config.members[i];
             if (peer == address(0) || _members[peer].slot != 0) revert FedChainInvalidConfig("member");
             _members[peer] = Member(INITIAL_REPUTATION, 0, 0, 0, uint16(i + 1), bytes12(0));
+            // Non-zero now, so that a member's first commitment costs a reused slot's price.
+            if (config.revealBlocks != 0) _commitments[peer] = bytes32(uint256(1));
             _memberList.push(peer);
             emit MemberRegistered(peer, i, INITIAL_REPUTATION);
         }
         _submitBlocks = config.submitBlocks;
         _voteBlocks = config.voteBlocks;
+        _revealBlocks = config.revealBlocks;
         _quorumBps = config.quorumBps;
         _maxRounds = config.maxRounds;
         _memberCount = n;
@@ -196,7 +216,7 @@ contract FedChain {
         _task = config.task;
         _deployBlock = block.number;
         _initialModel = config.initialModel;
-        _clock = Clock(1, uint64(block.number), 0, uint64(n) * INITIAL_REPUTATION, 0);
+        _clock = Clock(1, uint64(block.number), 0, uint64(n) * INITIAL_REPUTATION, 0, 0);
         // Make every ring slot non-zero now, so that archiving an outcome later costs a reused
         // slot's price, paid at deployment instead of by a peer in some round.
         for (uint256 i = 0; i < OUTCOME_HISTORY; ++i) {
@@ -241,6 +261,7 @@ contract FedChain {
     /// @param previous The finalized outcome of the member's last unsettled round (zeros if none).
     function vote(uint256 round, bytes32 model, uint256 included, Outcome calldata previous) external {
         Member memory m = _loadMember(msg.sender);
+        if (_revealBlocks != 0) revert FedChainCommitRevealRequired();
         if (model == bytes32(0)) revert FedChainZeroDigest();
         Clock memory clock = _clock;
         bool late = round != 0 && round + 1 == clock.round && _statusOf(round) == Status.Finalized;
@@ -271,6 +292,57 @@ contract FedChain {
         }
     }
 
+    /// @notice Commit to a vote without showing it (commit-reveal tasks), settling the member's
+    /// previous round. Nobody can copy a vote they cannot see.
+    /// @param commitment keccak256(abi.encode(round, model, included, salt, voter)).
+    function commitVote(uint256 round, bytes32 commitment, Outcome calldata previous) external {
+        Member memory m = _loadMember(msg.sender);
+        if (_revealBlocks == 0) revert FedChainCommitRevealDisabled();
+        if (commitment == bytes32(0)) revert FedChainZeroDigest();
+        Clock memory clock = _openRound(_clock, round);
+        _checkVotingOpen(clock);
+        uint256 commitDeadline = clock.startBlock + _submitBlocks + _voteBlocks;
+        if (block.number >= commitDeadline || clock.commits == _memberCount) {
+            revert FedChainVotingClosed(round, commitDeadline);
+        }
+        if (m.votedRound == round) revert FedChainAlreadyVoted(round, msg.sender);
+
+        clock.totalReputation = _settleInto(m, msg.sender, previous, clock.totalReputation, round);
+        m.votedRound = uint32(round);
+        m.voteKey = bytes12(0); // not revealed yet
+        _members[msg.sender] = m;
+        _commitments[msg.sender] = commitment;
+        clock.commits += 1;
+        _clock = clock;
+        emit VoteCommitted(round, msg.sender, commitment);
+    }
+
+    /// @notice Reveal a committed vote; counts like `vote` and finalizes the round on quorum.
+    /// A vote never revealed counts as dissent when the round is settled.
+    /// @dev As with `vote`, a reveal for the just-finalized round is recorded for reputation only.
+    function revealVote(uint256 round, bytes32 model, uint256 included, bytes32 salt) external {
+        Member memory m = _loadMember(msg.sender);
+        if (_revealBlocks == 0) revert FedChainCommitRevealDisabled();
+        Clock memory clock = _clock;
+        bool late = round != 0 && round + 1 == clock.round && _statusOf(round) == Status.Finalized;
+        if (!late) {
+            clock = _openRound(clock, round);
+            uint256 opensAt = clock.startBlock + _submitBlocks + _voteBlocks;
+            if (block.number < opensAt && clock.commits < _memberCount) revert FedChainRevealNotOpen(round, opensAt);
+        }
+        if (m.votedRound != round || m.voteKey != bytes12(0)) revert FedChainNothingToReveal(round, msg.sender);
+        if (keccak256(abi.encode(round, model, included, salt, msg.sender)) != _commitments[msg.sender]) {
+            revert FedChainCommitmentMismatch(round, msg.sender);
+        }
+        bytes32 key = _candidateKey(model, included);
+        m.voteKey = bytes12(key);
+        _members[msg.sender] = m;
+        emit VoteCast(round, msg.sender, model, included, m.reputation);
+        if (late) return;
+        uint256 weight = _addWeight(round, key, m.reputation);
+        if (_quorumReached(weight, clock.totalReputation)) _finalize(clock, round, key, model, included, weight);
+    }
+
     /// @notice Finalize a candidate whose votes reach the quorum (e.g. after reputations settled).
     /// @dev Reverts with `FedChainQuorumNotReached` when the candidate is short of the quorum.
     function finalize(uint256 round, bytes32 model, uint256 included) external {
@@ -289,7 +361,7 @@ contract FedChain {
     function advance() external {
         Clock memory clock = _clock;
         if (clock.round > _maxRounds) revert FedChainTaskComplete(_maxRounds);
-        uint256 deadline = clock.startBlock + _submitBlocks + _voteBlocks;
+        uint256 deadline = _expiry(clock);
         if (block.number < deadline) revert FedChainRoundStillOpen(clock.round, deadline);
         _fail(clock);
     }
@@ -320,13 +392,17 @@ contract FedChain {
             uint256 maxRounds,
             uint256 memberCount,
             uint256 rule,
-            uint256 deployBlock
+            uint256 deployBlock,
+            uint256 revealBlocks
         )
     {
-        return (_task, _submitBlocks, _voteBlocks, _quorumBps, _maxRounds, _memberCount, _rule, _deployBlock);
+        return (
+            _task, _submitBlocks, _voteBlocks, _quorumBps, _maxRounds, _memberCount, _rule, _deployBlock, _revealBlocks
+        );
     }
 
-    /// @notice The open round, its phase and windows, as of the current block.
+    /// @notice The open round, its phase and windows, as of the current block. `voteDeadline` is
+    /// the block at which the round expires (after the reveal window in commit-reveal tasks).
     /// @dev An expired round shows phase `Expired` until someone advances it.
     function roundState()
         external
@@ -345,11 +421,13 @@ contract FedChain {
         round = c.round;
         startBlock = c.startBlock;
         submitDeadline = c.startBlock + _submitBlocks;
-        voteDeadline = submitDeadline + _voteBlocks;
+        voteDeadline = _expiry(c);
         submissions = c.submissions;
         totalReputation = c.totalReputation;
+        uint256 revealOpens = submitDeadline + _voteBlocks;
         if (c.round > _maxRounds) phase = Phase.Complete;
         else if (block.number >= voteDeadline) phase = Phase.Expired;
+        else if (_revealBlocks != 0 && (block.number >= revealOpens || c.commits == _memberCount)) phase = Phase.Reveal;
         else if (block.number >= submitDeadline || c.submissions == _memberCount) phase = Phase.Voting;
         else phase = Phase.Submission;
     }
@@ -503,7 +581,7 @@ contract FedChain {
 
     /// @dev Loads the clock, fails an expired round first, and checks `round` is the open one.
     function _openRound(Clock memory clock, uint256 round) internal returns (Clock memory) {
-        if (clock.round <= _maxRounds && block.number >= clock.startBlock + _submitBlocks + _voteBlocks) {
+        if (clock.round <= _maxRounds && block.number >= _expiry(clock)) {
             _fail(clock);
             clock = _clock;
         }
@@ -511,6 +589,10 @@ contract FedChain {
         if (round < clock.round) revert FedChainRoundClosed(round, clock.round);
         if (round > clock.round) revert FedChainRoundNotOpen(round, clock.round);
         return clock;
+    }
+
+    function _expiry(Clock memory clock) internal view returns (uint256) {
+        return clock.startBlock + _submitBlocks + _voteBlocks + _revealBlocks;
     }
 
     function _checkVotingOpen(Clock memory clock) internal view {
@@ -589,6 +671,7 @@ contract FedChain {
         clock.round += 1;
         clock.startBlock = uint64(block.number);
         clock.submissions = 0;
+        clock.commits = 0;
         _clock = clock;
         if (clock.round > _maxRounds) emit TaskCompleted(_maxRounds, base);
         else emit RoundStarted(clock.round, base);

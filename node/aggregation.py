@@ -17,22 +17,14 @@ of the inputs: no rounding depends on the BLAS kernel, blocking or thread count.
 from __future__ import annotations
 
 import math
-from concurrent.futures import ThreadPoolExecutor
 from abc import ABC, abstractmethod
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
-from .fixedpoint import (
-    LIMIT,
-    WEIGHT_BITS,
-    clip_to_norm,
-    dequantize,
-    exact_sq_norm,
-    normalized_weights,
-    quantize,
-)
+from .fixedpoint import LIMIT, WEIGHT_BITS, dequantize, normalized_weights, quantize
 from .models import state_to_vector, vector_to_state
 
 __all__ = [
@@ -48,10 +40,6 @@ __all__ = [
     "AggregationStrategy",
     "strategy_for",
 ]
-
-# clip_to_norm and exact_sq_norm are the reference definitions the blocked code below must match
-# bit for bit (the tests check it); they stay imported so callers can keep using them from here.
-_REFERENCE = (clip_to_norm, exact_sq_norm)
 
 _BLOCK = 1 << 12  # columns per block: n rows of int64 and their float64 pieces stay in cache
 _SELECT_BLOCK = 1 << 11  # columns per block for median and trimmed mean

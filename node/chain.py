@@ -28,6 +28,7 @@ class Phase(IntEnum):
     VOTING = 1
     EXPIRED = 2
     COMPLETE = 3
+    REVEAL = 4
 
 
 @dataclass(frozen=True)
@@ -75,6 +76,8 @@ _ERRORS = {
     "FedChainQuorumNotReached": E.QuorumNotReached,
     "FedChainRoundStillOpen": E.RoundStillOpen,
     "FedChainInvalidOutcome": E.InvalidOutcome,
+    "FedChainRevealNotOpen": E.VotingNotOpen,
+    "FedChainNothingToReveal": E.AlreadyVoted,
 }
 
 
@@ -189,10 +192,11 @@ class ChainClient:
 
     # ------------------------------------------------------------ views
     def config(self) -> dict:
-        task, submit, vote, quorum, rounds, members, rule, deploy_block = self._call("config")
+        task, submit, vote, quorum, rounds, members, rule, deploy_block, reveal = self._call("config")
         return {
             "task": bytes(task), "submit_blocks": submit, "vote_blocks": vote, "quorum_bps": quorum,
             "max_rounds": rounds, "member_count": members, "rule": rule, "deploy_block": deploy_block,
+            "reveal_blocks": reveal,
         }
 
     def round_state(self) -> RoundState:
@@ -316,6 +320,17 @@ class ChainClient:
     def vote(self, round_: int, model: bytes, included: int, previous: Outcome) -> dict:
         return self.transact("vote", round_, model, included, (previous.model, previous.included))
 
+    def commit_vote(self, round_: int, commitment: bytes, previous: Outcome) -> dict:
+        return self.transact("commitVote", round_, commitment, (previous.model, previous.included))
+
+    def reveal_vote(self, round_: int, model: bytes, included: int, salt: bytes) -> dict:
+        return self.transact("revealVote", round_, model, included, salt)
+
+    @staticmethod
+    def commitment(round_: int, model: bytes, included: int, salt: bytes, voter: str) -> bytes:
+        return bytes(Web3.keccak(encode(["uint256", "bytes32", "uint256", "bytes32", "address"],
+                                        [round_, model, included, salt, Web3.to_checksum_address(voter)])))
+
     def finalize(self, round_: int, model: bytes, included: int) -> dict:
         return self.transact("finalize", round_, model, included)
 
@@ -337,11 +352,12 @@ def deploy_contract(
     quorum_bps: int,
     max_rounds: int,
     rule: int,
+    reveal_blocks: int = 0,
 ) -> tuple[str, int]:
     """Deploy FedChain from ``client``'s account; returns (address, block)."""
     art = client.artifact
     factory = client.w3.eth.contract(abi=art["abi"], bytecode=art["bytecode"])
-    config = ([Web3.to_checksum_address(m) for m in members], initial_model, task, submit_blocks, vote_blocks, quorum_bps, max_rounds, rule)
+    config = ([Web3.to_checksum_address(m) for m in members], initial_model, task, submit_blocks, vote_blocks, quorum_bps, max_rounds, rule, reveal_blocks)
     sender = client.address
     ctor = factory.constructor(config)
     estimate = client._rpc(lambda: ctor.estimate_gas({"from": sender}))

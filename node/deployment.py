@@ -85,6 +85,7 @@ def deploy_task(
         quorum_bps=task.quorum_bps,
         max_rounds=task.rounds,
         rule=task.rule_id,
+        reveal_blocks=task.reveal_blocks,
     )
     return Deployment(
         chain_id=client.chain_id(), rpc_url=rpc_url or client.rpc_url, contract=address, deploy_block=block,

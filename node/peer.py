@@ -174,6 +174,8 @@ class Peer:
             raise E.NotMember(f"{self.address} is not a member of this task", name="FedChainNotMember")
         self.timings: dict[int, dict[str, float]] = {}
         self._round_start: dict[int, int] = {}
+        self._choices: dict[int, tuple[bytes, int]] = {}  # commit-reveal: what we committed to
+        self.commit_reveal = cfg["reveal_blocks"] > 0
         self._round_base: dict[int, str] = {}
 
     # ---------------------------------------------------------------- the loop
@@ -218,9 +220,17 @@ class Peer:
             if state.phase is Phase.VOTING and me.voted_round != state.round:
                 self.vote(state, me)
                 return True
-            # Finalized before our vote got in: a late vote still counts for reputation.
-            if state.phase is Phase.SUBMISSION and state.round > 1 and me.voted_round < state.round - 1 \
+            if self.commit_reveal:
+                # Reveal what we committed: in the reveal window, or late if the round was
+                # finalized by others' reveals first (it still counts for reputation).
+                for r in (state.round, state.round - 1):
+                    if r >= 1 and me.voted_round == r and not self._revealed(r) and \
+                            (r == state.round and state.phase is Phase.REVEAL or r == state.round - 1):
+                        self.reveal(r)
+                        return True
+            elif state.phase is Phase.SUBMISSION and state.round > 1 and me.voted_round < state.round - 1 \
                     and me.submitted_round == state.round - 1:
+                # Finalized before our vote got in: a late vote still counts for reputation.
                 self.vote(RoundState(state.round - 1, Phase.VOTING, 0, 0, 0, 0, 0), me)
                 return True
         except (E.RoundClosed, E.RoundStillOpen, E.WindowClosed, E.VotingNotOpen, E.TaskComplete) as exc:
@@ -293,15 +303,56 @@ class Peer:
             digest, bitmap = chosen
             cid = digest_to_cid(digest)
         t3 = time.perf_counter()
-        receipt = self.chain.vote(r, digest, bitmap, self._previous(me))
+        if self.commit_reveal:
+            salt = self._salt(r)
+            receipt = self.chain.commit_vote(r, self.chain.commitment(r, digest, bitmap, salt, self.address), self._previous(me))
+            self._choices[r] = (digest, bitmap)
+        else:
+            receipt = self.chain.vote(r, digest, bitmap, self._previous(me))
         t4 = time.perf_counter()
         self._timing(r, "store", (t1 - t0) + (t3 - t2))  # fetching updates is store time
         self._timing(r, "aggregate", t2 - t1)
         self._timing(r, "chain", t4 - t3)
         self.metrics.inc("votes_total")
         self.metrics.inc("gas_spent_total", receipt["gasUsed"])
-        self.log("voted", r, model=cid, included=len(included), excluded=len(inputs.excluded), gas=receipt["gasUsed"])
-        self.log("round_timing", r, **{k: round(v, 4) for k, v in self.timings.get(r, {}).items()})
+        self.log("committed" if self.commit_reveal else "voted", r, model=cid, included=len(included), excluded=len(inputs.excluded), gas=receipt["gasUsed"])
+        if not self.commit_reveal:
+            self.log("round_timing", r, **{k: round(v, 4) for k, v in self.timings.get(r, {}).items()})
+
+    def _salt(self, round_: int) -> bytes:
+        """A per-round salt a restarted peer can derive again; it reveals nothing of the key."""
+        from web3 import Web3
+
+        return bytes(Web3.keccak(self.chain.account.key + b"fedchain/commit-salt" + round_.to_bytes(32, "big")))
+
+    def _revealed(self, round_: int) -> bool:
+        evs = self.chain.events("VoteCast", from_block=self._round_start_block(round_), round=round_, peer=self.address)
+        return bool(evs)
+
+    def reveal(self, round_: int) -> None:
+        """Reveal this peer's committed vote, recomputing it if a restart lost it."""
+        if round_ not in self._choices:
+            inputs = collect_updates(
+                self.chain, self.store, self.task, self.task_cid, round_, self._round_base_of(round_),
+                from_block=self._round_start_block(round_), members=self.members,
+                fetch_retry_until=time.monotonic() + self.fetch_timeout,
+            )
+            data, bitmap, _ = build_aggregate(self.store, self.task, self.task_cid, inputs)
+            digest = cid_to_digest(self.store.add(data, pin=True))
+            chosen = self.behaviour.vote(self, round_, inputs, (digest, bitmap, digest_to_cid(digest)))
+            self._choices[round_] = chosen or (digest, bitmap)
+        digest, bitmap = self._choices[round_]
+        t0 = time.perf_counter()
+        receipt = self.chain.reveal_vote(round_, digest, bitmap, self._salt(round_))
+        self._timing(round_, "chain", time.perf_counter() - t0)
+        self.metrics.inc("votes_total")
+        self.metrics.inc("gas_spent_total", receipt["gasUsed"])
+        self.log("voted", round_, model=digest_to_cid(digest), revealed=True, gas=receipt["gasUsed"])
+        self.log("round_timing", round_, **{k: round(v, 4) for k, v in self.timings.get(round_, {}).items()})
+
+    def _round_base_of(self, round_: int) -> str:
+        self._round_start_block(round_)
+        return self._round_base[round_]
 
     def health(self, *, max_silence: float = 30.0) -> dict:
         """Liveness and readiness: chain polled recently, store usable."""

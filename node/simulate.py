@@ -53,6 +53,7 @@ class SimulationConfig:
     submit_blocks: int = 60
     vote_blocks: int = 60
     quorum_bps: int = 6_667
+    commit_reveal: bool = False
     workdir: str | None = None
     timeout: float = 900.0
     attack: str | None = None
@@ -96,7 +97,7 @@ def gas_report(chain: ChainClient, from_block: int, members: list[str]) -> dict:
             sender = tx["from"].lower()
             # Per round: what a peer's submit and vote cost. The once-per-task final settle and
             # the occasional advance are reported by kind only.
-            if sender in member_set and "round" in args and kind in ("submit", "vote"):
+            if sender in member_set and "round" in args and kind in ("submit", "vote", "commitVote", "revealVote"):
                 per_peer_round[(sender, int(args["round"]))] += receipt["gasUsed"]
     values = list(per_peer_round.values())
     return {
@@ -133,6 +134,7 @@ def run_simulation(cfg: SimulationConfig, progress=print) -> dict:
         train=TrainConfig(epochs=cfg.epochs, lr=cfg.lr), rule=cfg.rule,
         sample_cap=math.ceil(1.5 * len(train.y) / cfg.peers), rounds=cfg.rounds,
         submit_blocks=cfg.submit_blocks, vote_blocks=cfg.vote_blocks, quorum_bps=cfg.quorum_bps,
+        reveal_blocks=cfg.vote_blocks if cfg.commit_reveal else 0,
     )
     devnet = Devnet(accounts=cfg.peers + 1, block_time=cfg.block_time)
     procs: list[subprocess.Popen] = []
@@ -222,7 +224,7 @@ def run_simulation(cfg: SimulationConfig, progress=print) -> dict:
         return {
             "peers": cfg.peers, "rounds_requested": cfg.rounds, "dataset": cfg.dataset, "partition": cfg.partition,
             "alpha": cfg.alpha if cfg.partition != "iid" else None, "seed": cfg.seed, "rule": cfg.rule,
-            "attack": cfg.attack, "malicious_fraction": cfg.malicious, "malicious_peers": sorted(cfg.malicious_peers()),
+            "attack": cfg.attack, "malicious_fraction": cfg.malicious, "commit_reveal": cfg.commit_reveal, "malicious_peers": sorted(cfg.malicious_peers()),
             "backdoor_success_rate": backdoor_asr,
             "rounds_finalized": sum(1 for r in history if r.status == "finalized"),
             "rounds_failed": sum(1 for r in history if r.status == "failed"),

@@ -25,6 +25,7 @@ class Task:
     submit_blocks: int = 60
     vote_blocks: int = 60
     quorum_bps: int = 6_667
+    reveal_blocks: int = 0  # > 0: commit-reveal voting with a reveal window this long
 
     def __post_init__(self):
         if self.rule not in RULE_IDS:
@@ -33,6 +34,8 @@ class Task:
             raise ConfigError("quorum must be in (0, 1]")
         if self.rounds < 1 or self.submit_blocks < 1 or self.vote_blocks < 1:
             raise ConfigError("rounds and window lengths must be at least 1")
+        if self.reveal_blocks < 0:
+            raise ConfigError("reveal window must not be negative")
         if self.sample_cap < 1:
             raise ConfigError("sample cap must be at least 1")
 
@@ -53,6 +56,7 @@ class Task:
             "submit_blocks": self.submit_blocks,
             "vote_blocks": self.vote_blocks,
             "quorum_bps": self.quorum_bps,
+            "reveal_blocks": self.reveal_blocks,
         }
 
     def to_bytes(self) -> bytes:
@@ -73,6 +77,7 @@ class Task:
                 submit_blocks=int(d.get("submit_blocks", 60)),
                 vote_blocks=int(d.get("vote_blocks", 60)),
                 quorum_bps=int(d.get("quorum_bps", 6_667)),
+                reveal_blocks=int(d.get("reveal_blocks", 0)),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise ConfigError(f"malformed task description: {exc}") from None

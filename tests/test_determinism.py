@@ -1,0 +1,209 @@
+"""Every peer must compute the same aggregate bytes: independent of thread counts, and equal to a
+plain-Python, float-free statement of each rule."""
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from fedchain.node import aggregation as agg
+from fedchain.node.aggregation import RULES
+from fedchain.node.fixedpoint import LIMIT, WEIGHT_BITS
+
+from _support import ROOT, clean_env
+
+# Runs in a fresh interpreter: builds seeded updates, aggregates them with every rule through the
+# strategy (as a peer does), and prints the SHA-256 of the canonical model artifact, of the raw
+# delta bytes of the pure rule function, and which exact-arithmetic plan the data needed.
+SCRIPT = r"""
+import hashlib, json, sys
+import torch
+torch.set_num_threads(int(sys.argv[1]))
+from fedchain.node import aggregation as agg
+from fedchain.node.artifact import encode
+from fedchain.node.fixedpoint import quantize
+from fedchain.node.models import state_to_vector
+
+def dataset(n, d, scale, seed):
+    gen = torch.Generator().manual_seed(seed)
+    shapes = {"layer.bias": (d // 10,), "layer.weight": (9, d // 10)}  # d parameters in all
+    base = {k: torch.randn(s, generator=gen) for k, s in shapes.items()}
+    direction = {k: torch.randn(s, generator=gen) * scale for k, s in shapes.items()}
+    out = []
+    for member in range(n):
+        delta = {k: v + torch.randn(v.shape, generator=gen) * scale * 0.5 for k, v in direction.items()}
+        if member == 1:
+            delta = {k: -3 * v for k, v in delta.items()}  # sign-flipped and scaled
+        if member == 4:
+            delta = {k: torch.full(v.shape, 50 * scale) for k, v in delta.items()}  # far outlier
+        out.append(agg.Contribution(member, f"cid{member}", delta, 20 + 7 * member, 1 + member % 3))
+    return base, out[::-1]  # arrival order differs from member order
+
+result = {"threads": torch.get_num_threads(), "rules": {}, "plans": {}}
+for name, (n, d, scale, seed) in {"direct": (7, 50_000, 1e-4, 1), "one-sided": (7, 50_000, 0.01, 2),
+                                  "two-sided": (7, 50_000, 3000.0, 3)}.items():
+    base, contributions = dataset(n, d, scale, seed)
+    rows = torch.stack([quantize(state_to_vector(c.delta)) for c in sorted(contributions, key=lambda c: c.member)])
+    amax = agg._max_abs(rows)
+    plan = agg._Plan.of(amax, amax)
+    result["plans"][name] = [len(plan.left), len(plan.right)]
+    for rule in agg.RULES:
+        strategy = agg.strategy_for(rule, sample_cap=50)
+        new, included = strategy.aggregate(base, contributions)
+        members = [c.member for c in included]
+        artifact = encode(new, {"kind": "model", "rule": rule, "included": members})
+        raw = agg.RULES[rule](rows, strategy.weights(sorted(contributions, key=lambda c: c.member)))
+        result["rules"][f"{name}/{rule}"] = {
+            "artifact": hashlib.sha256(artifact).hexdigest(),
+            "delta": hashlib.sha256(raw.delta.numpy().tobytes()).hexdigest(),
+            "included": members,
+        }
+print(json.dumps(result))
+"""
+
+
+def _run(threads: int) -> dict:
+    env = clean_env(OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
+    proc = subprocess.run([sys.executable, "-c", SCRIPT, str(threads)], env=env, cwd=ROOT,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    return json.loads(proc.stdout)
+
+
+@pytest.fixture(scope="module")
+def runs():
+    return _run(1), _run(2)
+
+
+def test_aggregate_bytes_are_identical_across_thread_counts(runs):
+    one, two = runs
+    assert one["threads"] == 1 and two["threads"] == 2
+    assert set(one["rules"]) == {f"{d}/{r}" for d in ("direct", "one-sided", "two-sided") for r in RULES}
+    for key in one["rules"]:
+        assert one["rules"][key] == two["rules"][key], key
+
+
+def test_the_datasets_cover_every_exact_arithmetic_plan(runs):
+    one, _ = runs
+    assert one["plans"] == {"direct": [1, 1], "one-sided": [1, 2], "two-sided": [2, 2]}
+
+
+def test_robust_rules_drop_the_attackers(runs):
+    one, _ = runs
+    for data in ("direct", "one-sided", "two-sided"):
+        assert one["rules"][f"{data}/multi-krum"]["included"] == [0, 2, 3, 5, 6]
+        assert 1 not in one["rules"][f"{data}/trust-cosine"]["included"]
+
+
+# --------------------------------------------------------------------------- plain-Python reference
+# The rules restated over lists of Python ints: no torch, no floats, no blocking.
+
+
+def _wmean(rows, weights):
+    if sum(weights) <= 0:
+        weights = [1] * len(rows)
+    w = [(x << WEIGHT_BITS) // sum(weights) for x in weights]
+    return [sum(wi * r[j] for wi, r in zip(w, rows)) >> WEIGHT_BITS for j in range(len(rows[0]))]
+
+
+def _sq(v):
+    return sum(x * x for x in v)
+
+
+def _dot(a, b):
+    return sum(x * y for x, y in zip(a, b))
+
+
+def _columns(rows):
+    return [sorted(col) for col in zip(*rows)]
+
+
+def ref_fedavg(rows, weights):
+    norms = [_sq(r) for r in rows]
+    bound = sorted(norms)[(len(rows) - 1) // 2]
+    clipped = []
+    for r, q in zip(rows, norms):
+        if q > bound:
+            factor = math.isqrt((bound << 40) // q)
+            r = [(x * factor) >> 20 for x in r]
+        clipped.append(r)
+    return _wmean(clipped, weights), list(range(len(rows)))
+
+
+def ref_median(rows, weights):
+    return [c[(len(rows) - 1) // 2] for c in _columns(rows)], list(range(len(rows)))
+
+
+def ref_trimmed_mean(rows, weights):
+    n = len(rows)
+    k = min(int(n * 0.2), (n - 1) // 2)
+    return [sum(c[k : n - k]) // (n - 2 * k) for c in _columns(rows)], list(range(n))
+
+
+def ref_multi_krum(rows, weights):
+    n = len(rows)
+    keep = list(range(n))
+    if n > 2:
+        f = max((n - 3) // 2, 0)
+        scores = []
+        for i in range(n):
+            dist = sorted(_sq([x - y for x, y in zip(rows[i], rows[j])]) for j in range(n) if j != i)
+            scores.append(sum(dist[: n - f - 2]))
+        keep = sorted(sorted(range(n), key=lambda i: (scores[i], i))[: n - f])
+    return _wmean([rows[i] for i in keep], [weights[i] for i in keep]), keep
+
+
+def ref_trust_cosine(rows, weights):
+    n = len(rows)
+    r = ref_median(rows, weights)[0]
+    nr = _sq(r)
+    keep, trust = [], []
+    for x in rows:
+        dot, nx = _dot(x, r), _sq(x)
+        trust.append(math.isqrt((dot * dot << 40) // (nx * nr)) if dot > 0 and nx and nr else 0)
+    keep = [i for i in range(n) if trust[i] > 0]
+    if not keep:
+        return [0] * len(r), []
+    base = weights if sum(weights[i] for i in keep) > 0 else [1] * n
+    scaled = []
+    for i in keep:
+        factor = math.isqrt((nr << 40) // _sq(rows[i]))
+        scaled.append([max(-LIMIT, min(LIMIT, (x * factor) >> 20)) for x in rows[i]])
+    return _wmean(scaled, [trust[i] * base[i] for i in keep]), keep
+
+
+REFERENCE = {"fedavg": ref_fedavg, "median": ref_median, "trimmed-mean": ref_trimmed_mean,
+             "multi-krum": ref_multi_krum, "trust-cosine": ref_trust_cosine}
+
+
+def _tiny_case(seed: int, magnitude: int, n: int = 7, d: int = 40) -> tuple[list[list[int]], list[int]]:
+    gen = torch.Generator().manual_seed(seed)
+    g = torch.randint(magnitude // 4, magnitude // 2, (d,), generator=gen)
+    rows = [g + torch.randint(-magnitude // 8, magnitude // 8 + 1, (d,), generator=gen) for _ in range(n)]
+    rows[1] = -rows[1]  # sign-flipped
+    rows[3] = torch.full((d,), magnitude)  # outlier
+    rows[5] = rows[5] // 1000  # a small update, rescaled up by trust-cosine
+    weights = [int(w) for w in torch.randint(0, 100, (n,), generator=gen)]
+    return [r.clamp(-LIMIT, LIMIT).tolist() for r in rows], weights
+
+
+def test_reference_covers_every_rule():
+    assert set(REFERENCE) == set(RULES)
+
+
+@pytest.mark.parametrize("magnitude", [1 << 10, 1 << 27, 1 << 35, LIMIT])
+@pytest.mark.parametrize("rule", list(RULES))
+def test_rules_equal_the_plain_python_reference(rule, magnitude, monkeypatch):
+    monkeypatch.setattr(agg, "_BLOCK", 8)  # cross many block boundaries even in a tiny case
+    monkeypatch.setattr(agg, "_SELECT_BLOCK", 8)
+    for seed in range(3):
+        rows, weights = _tiny_case(seed, magnitude)
+        for w in (weights, [0] * len(weights)):
+            got = RULES[rule](torch.tensor(rows, dtype=torch.int64), w)
+            delta, included = REFERENCE[rule](rows, w)
+            assert got.delta.tolist() == delta
+            assert list(got.included) == included
