@@ -195,11 +195,13 @@ def node():
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed for local training.")
 @click.option("--poll", type=float, default=0.5, show_default=True, help="Seconds between chain polls.")
 @click.option("--json-log", is_flag=True, envvar="FEDCHAIN_JSON_LOG", help="Log one JSON object per line.")
+@click.option("--confirmations", type=click.IntRange(0), default=0, envvar="FEDCHAIN_CONFIRMATIONS", show_default=True, help="Blocks to wait after a transaction and to stay behind the head when reading events [env FEDCHAIN_CONFIRMATIONS].")
+@click.option("--gas-cap", type=click.IntRange(21_000), default=2_000_000, show_default=True, help="Refuse any transaction estimated above this much gas.")
 @click.option("--attack", default=None, envvar="FEDCHAIN_ATTACK", help="Behave adversarially (for robustness tests): signflip, scaling, noise, labelflip, backdoor, freeride, malformed, lazyvote, collude.")
 @click.option("--wait-deployment", type=float, default=0, show_default=True, help="Seconds to wait for the deployment file to appear.")
 @click.option("--health-port", type=int, default=None, envvar="FEDCHAIN_HEALTH_PORT", help="Serve /healthz and /metrics on this port (0: any free port) [env FEDCHAIN_HEALTH_PORT].")
 @click.option("--health-host", default="127.0.0.1", envvar="FEDCHAIN_HEALTH_HOST", show_default=True, help="Interface for /healthz and /metrics [env FEDCHAIN_HEALTH_HOST].")
-def node_run(deployment, key_env, keystore, password_env, password_file, rpc, store_spec, data_path, seed, poll, json_log, attack, wait_deployment, health_port, health_host):
+def node_run(deployment, key_env, keystore, password_env, password_file, rpc, store_spec, data_path, seed, poll, json_log, confirmations, gas_cap, attack, wait_deployment, health_port, health_host):
     """Run one peer until the task's last round (or until stopped)."""
     from fedchain.node.data import load_shard
     from fedchain.node.deployment import Deployment
@@ -212,7 +214,7 @@ def node_run(deployment, key_env, keystore, password_env, password_file, rpc, st
     while not Path(deployment).exists() and time.monotonic() < deadline:
         time.sleep(0.2)
     dep = Deployment.load(deployment)
-    chain = _chain(rpc or dep.rpc_url, dep.contract, account, retry_seconds=60)
+    chain = _chain(rpc or dep.rpc_url, dep.contract, account, retry_seconds=60, confirmations=confirmations, gas_cap=gas_cap)
     store = open_store(store_spec or dep.store)
     task_bytes = store.get(dep.task_cid)
     from fedchain.node.task import Task

@@ -14,7 +14,7 @@ from importlib import resources
 from eth_abi import decode as abi_decode, encode
 from eth_utils import function_signature_to_4byte_selector
 from web3 import Web3
-from web3.exceptions import ContractLogicError, TimeExhausted, Web3RPCError
+from web3.exceptions import ContractLogicError, Web3RPCError
 
 from . import errors as E
 
@@ -131,6 +131,7 @@ class ChainClient:
         confirmations: int = 0,
         gas_cap: int = 2_000_000,
         tx_timeout: float = 120.0,
+        log_range: int = 10_000,
     ):
         self.rpc_url = rpc_url
         self.w3 = Web3(Web3.HTTPProvider(rpc_url, request_kwargs={"timeout": 15}))
@@ -141,6 +142,7 @@ class ChainClient:
         self.confirmations = confirmations
         self.gas_cap = gas_cap
         self.tx_timeout = tx_timeout
+        self.log_range = log_range
         self.contract = None
         self.gas_spent = 0
         self._chain_id: int | None = None
@@ -254,10 +256,18 @@ class ChainClient:
 
     # ------------------------------------------------------------ events
     def events(self, name: str, *, from_block: int, to_block: int | str = "latest", **filters) -> list:
+        """Logs of ``name`` in block ranges of at most ``log_range`` blocks (public RPC
+        providers cap a query's range), up to ``confirmations`` blocks behind the head so that a
+        reorg shallower than that never shows a log that later disappears."""
         event = getattr(self.contract.events, name)
-        return self._rpc(
-            lambda: list(event.get_logs(argument_filters=filters or None, from_block=from_block, to_block=to_block))
-        )
+        head = self.block_number() - self.confirmations if to_block == "latest" else int(to_block)
+        out: list = []
+        start = max(int(from_block), 0)
+        while start <= head:
+            end = min(start + self.log_range - 1, head)
+            out += self._rpc(lambda s=start, e=end: list(event.get_logs(argument_filters=filters or None, from_block=s, to_block=e)))
+            start = end + 1
+        return out
 
     def outcome(self, round_: int, *, from_block: int = 0) -> Outcome | None:
         """The finalized (model, included) of ``round_``, from its event checked by a view call."""
@@ -289,18 +299,7 @@ class ChainClient:
         tx = fn.build_transaction(
             {"from": sender, "nonce": nonce, "gas": gas, "chainId": self.chain_id(), **self._fees()}
         )
-        signed = self.account.sign_transaction(tx)
-        try:
-            tx_hash = self._rpc(lambda: self.w3.eth.send_raw_transaction(signed.raw_transaction))
-        except Web3RPCError as exc:
-            if "nonce too low" in str(exc) or "already known" in str(exc):
-                tx_hash = signed.hash  # an earlier attempt of ours got through
-            else:
-                raise E.ChainUnavailable(f"transaction refused: {exc}") from None
-        try:
-            receipt = self._rpc(lambda: self.w3.eth.wait_for_transaction_receipt(tx_hash, timeout=self.tx_timeout, poll_latency=0.1))
-        except TimeExhausted:
-            raise E.ChainUnavailable(f"{name}: no receipt within {self.tx_timeout:.0f}s") from None
+        receipt = self._send_until_mined(name, tx)
         self.gas_spent += receipt["gasUsed"]
         if receipt["status"] != 1:
             # Transactions ahead of ours in the block changed the state; replaying against the
@@ -309,6 +308,36 @@ class ChainClient:
             raise E.ContractError(f"{name} reverted in block {receipt['blockNumber']}")
         self._wait_confirmations(receipt["blockNumber"])
         return receipt
+
+    def _send_until_mined(self, name: str, tx: dict, *, attempts: int = 3) -> dict:
+        """Send ``tx``; if it is not mined in time, replace it (same nonce, fees raised by a
+        quarter, as EIP-1559 replacement requires at least a tenth) and wait for whichever of
+        the versions lands."""
+        hashes = []
+        for attempt in range(attempts):
+            signed = self.account.sign_transaction(tx)
+            try:
+                hashes.append(self._rpc(lambda: self.w3.eth.send_raw_transaction(signed.raw_transaction)))
+            except Web3RPCError as exc:
+                text = str(exc)
+                if "already known" in text:
+                    hashes.append(signed.hash)
+                elif "nonce too low" not in text:
+                    raise E.ChainUnavailable(f"transaction refused: {exc}") from None
+            deadline = time.monotonic() + self.tx_timeout / attempts
+            while time.monotonic() < deadline:
+                for h in hashes:
+                    try:
+                        return self._rpc(lambda h=h: self.w3.eth.get_transaction_receipt(h))
+                    except Exception as exc:  # TransactionNotFound until it is mined
+                        if isinstance(exc, E.FedChainError):
+                            raise
+                time.sleep(0.1)
+            if "maxFeePerGas" in tx:
+                tx = {**tx, "maxFeePerGas": tx["maxFeePerGas"] * 5 // 4 + 1, "maxPriorityFeePerGas": tx["maxPriorityFeePerGas"] * 5 // 4 + 1}
+            else:
+                tx = {**tx, "gasPrice": tx["gasPrice"] * 5 // 4 + 1}
+        raise E.ChainUnavailable(f"{name}: not mined within {self.tx_timeout:.0f}s despite {attempts} fee bumps")
 
     def _wait_confirmations(self, block: int) -> None:
         while self.confirmations and self.block_number() < block + self.confirmations:

@@ -47,6 +47,7 @@ class TrialConfig:
     epochs: int = 2
     lr: float = 0.05
     hidden: tuple[int, ...] = (64,)
+    commit_reveal: bool = False
 
     def malicious_peers(self) -> list[int]:
         if not self.attack or self.malicious <= 0:
@@ -72,7 +73,7 @@ def run_trial(cfg: TrialConfig, devnet: Devnet, workdir: Path, *, datasets_cache
         name=f"{cfg.dataset}-robustness", dataset=cfg.dataset,
         model=ModelSpec(ds.features, ds.classes, tuple(cfg.hidden)), train=TrainConfig(epochs=cfg.epochs, lr=cfg.lr),
         rule=cfg.rule, sample_cap=math.ceil(1.5 * len(train.y) / cfg.peers), rounds=cfg.rounds,
-        submit_blocks=10_000, vote_blocks=10_000,
+        submit_blocks=10_000, vote_blocks=10_000, reveal_blocks=10_000 if cfg.commit_reveal else 0,
     )
     deployer = ChainClient(devnet.rpc_url, account=Account.from_key(devnet.keys[0]))
     members = devnet.addresses[1 : cfg.peers + 1]
@@ -101,9 +102,17 @@ def run_trial(cfg: TrialConfig, devnet: Devnet, workdir: Path, *, datasets_cache
                 p.vote(state if state.round == r else state.__class__(r, state.phase, 0, 0, 0, 0, 0), p.chain.member_info(p.address))
             except FedChainError:
                 pass
+        if cfg.commit_reveal:
+            if observer.round_state().round == r and observer.round_state().phase.name != "REVEAL":
+                observer.w3.provider.make_request("anvil_mine", [hex(task.vote_blocks)])
+            for p in peers:
+                try:
+                    p.reveal(r)
+                except FedChainError:
+                    pass
         if observer.round_state().round == r:  # no quorum: fail the round like a real network would
             deployer.contract = observer.contract
-            deployer.w3.provider.make_request("anvil_mine", [hex(task.submit_blocks + task.vote_blocks)])
+            deployer.w3.provider.make_request("anvil_mine", [hex(task.submit_blocks + task.vote_blocks + task.reveal_blocks)])
             deployer.advance()
         history = round_history(observer, from_block=dep.deploy_block)
         finalized = [h for h in history if h.status == "finalized"]

@@ -149,3 +149,25 @@ def _run(peer, errors):
         peer.run()
     except Exception as exc:  # surfaced by the assertion in the test
         errors.append(repr(exc))
+
+
+def test_a_stuck_transaction_is_replaced_with_higher_fees(tmp_path):
+    import os
+
+    from fedchain.node.chain import Outcome, deploy_contract
+
+    with Devnet(accounts=3) as net:
+        deployer = ChainClient(net.rpc_url, account=Account.from_key(net.keys[0]))
+        address, _ = deploy_contract(deployer, members=net.addresses[1:3], initial_model=os.urandom(32), task=os.urandom(32),
+                                     submit_blocks=50, vote_blocks=50, quorum_bps=6667, max_rounds=2, rule=0)
+        peer = ChainClient(net.rpc_url, address, Account.from_key(net.keys[1]), tx_timeout=3.0)
+        peer.w3.provider.make_request("evm_setAutomine", [False])  # nothing gets mined for now
+        first_fee = peer._fees()["maxFeePerGas"]  # no block is mined meanwhile, so the base fee holds
+        threading.Timer(1.6, lambda: peer.w3.provider.make_request("evm_mine", [])).start()
+        receipt = peer.submit(1, os.urandom(32), Outcome.none())
+        assert receipt["status"] == 1
+        mined = peer.w3.eth.get_transaction(receipt["transactionHash"])
+        block = peer.w3.eth.get_block(receipt["blockNumber"], full_transactions=True)
+        assert len(block.transactions) == 1  # only one version of the transaction was mined
+        assert mined["nonce"] == 0 and mined["maxFeePerGas"] > first_fee  # the bumped replacement
+        assert peer.member_info(peer.address).submitted_round == 1
