@@ -254,8 +254,9 @@ def node_run(deployment, key_env, keystore, password_env, password_file, rpc, st
 @click.option("--attack", default=None, help="Attack run by the malicious peers (see `node run --help`).")
 @click.option("--malicious", type=click.FloatRange(0, 1), default=0.0, show_default=True, help="Fraction of peers that attack.")
 @click.option("--commit-reveal", is_flag=True, help="Votes are committed as salted hashes, then revealed.")
+@click.option("--resume", is_flag=True, help="Continue the interrupted simulation in --workdir (chain state, store, shards).")
 @_json_option
-def simulate(peers, rounds, dataset, partition, alpha, seed, rule, epochs, block_time, workdir, attack, malicious, commit_reveal, as_json):
+def simulate(peers, rounds, dataset, partition, alpha, seed, rule, epochs, block_time, workdir, attack, malicious, commit_reveal, resume, as_json):
     """Devnet, deployment, N peer processes and R rounds in one command."""
     from fedchain.node.attacks import make_behaviour
     from fedchain.node.simulate import SimulationConfig, run_simulation
@@ -263,7 +264,7 @@ def simulate(peers, rounds, dataset, partition, alpha, seed, rule, epochs, block
     make_behaviour(attack)  # reject an unknown attack before starting anything
     cfg = SimulationConfig(peers=peers, rounds=rounds, dataset=dataset, partition=partition, alpha=alpha, seed=seed,
                            rule=rule, epochs=epochs, block_time=block_time, workdir=workdir, attack=attack, malicious=malicious,
-                           commit_reveal=commit_reveal)
+                           commit_reveal=commit_reveal, resume=resume)
     progress = (lambda msg: click.echo(msg, err=True)) if as_json else click.echo
     summary = run_simulation(cfg, progress=progress)
     if as_json:
@@ -467,7 +468,7 @@ def experiment_robustness(datasets, rules, attacks, fractions, peers, rounds, se
         raise E.ConfigError(f"--fractions must be numbers, got {fractions!r}") from None
     out = Path(out_dir)
     results = run_grid(datasets=[d.strip() for d in datasets.split(",")], rules=rule_list, attacks=["none", *attack_list],
-                       fractions=fraction_list, peers=peers, rounds=rounds, seed=seed, out=out)
+                       fractions=fraction_list, peers=peers, rounds=rounds, seed=seed, out=out, progress=click.echo)
     plots = plot_results(results, out)
     click.echo("")
     click.echo(_robustness_summary(results))

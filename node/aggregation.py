@@ -1,18 +1,19 @@
 """Aggregation rules: how every peer turns the round's valid updates into one global model.
 
 Each rule is a pure function over exact int64 fixed-point updates (rows in canonical member
-order) and integer weights, returning the aggregated delta and which rows it kept. Because
-only integer arithmetic is used, every honest peer gets the same bits on any hardware.
+order) and integer weights, returning the aggregated delta and which rows it kept. Every
+result is an exact integer function of the inputs, so every honest peer gets the same bits on
+any hardware, with any thread count.
 
 Weighting (all rules that weight): ``w_i = min(samples_i, sample_cap) * reputation_i``, the
 sample count the peer reports in its artifact, capped so no single peer dominates, times its
 on-chain reputation at submission.
 
 Speed: the rules work on column blocks of the ``[n, d]`` update matrix so that the data a block
-needs stays in cache, and the exact inner products that Multi-Krum and trust-cosine need come
-from float64 matrix products over small integer pieces whose every partial sum is provably an
-exactly representable integer (see ``_exact_products``). Every result is an exact integer function
-of the inputs: no rounding depends on the BLAS kernel, blocking or thread count.
+needs stays in cache, spread over threads by contiguous column ranges. The exact inner products
+that Multi-Krum and trust-cosine need come from float64 matrix products over small integer
+pieces whose every partial sum is provably an exactly representable integer (see the comment
+above ``_Plan``), so no result depends on the BLAS kernel, the blocking or the thread count.
 """
 from __future__ import annotations
 
@@ -75,10 +76,29 @@ def _check_rows(rows: torch.Tensor) -> None:
         raise ValueError("no updates to aggregate")
 
 
-def _blocks(d: int, size: int = 0):
+def _blocks(stop: int, size: int = 0, start: int = 0):
     size = size or _BLOCK
-    for start in range(0, d, size):
-        yield start, min(start + size, d)
+    for a in range(start, stop, size):
+        yield a, min(a + size, stop)
+
+
+def _in_parallel(work, d: int, width: int) -> list:
+    """``[work(lo, hi) for each column range]``, ranges run on up to torch.get_num_threads() threads.
+
+    The columns are cut into one contiguous range per thread (whole blocks of ``width``). Each
+    call must only read shared inputs and write its own slice or return its own partial result,
+    which the caller combines exactly, so results do not depend on the number of threads. Python
+    threads (torch and numpy release the GIL) synchronize once per range instead of once per
+    tensor operation, which keeps two threads useful on a busy machine.
+    """
+    blocks = -(-d // width) if d else 0
+    workers = max(1, min(torch.get_num_threads(), blocks))
+    if workers == 1:
+        return [work(0, d)]
+    per = -(-blocks // workers) * width
+    ranges = [(a, min(a + per, d)) for a in range(0, d, per)]
+    with ThreadPoolExecutor(len(ranges)) as pool:
+        return list(pool.map(lambda r: work(*r), ranges))
 
 
 def _combine(rows: torch.Tensor, keep: list[int], w: torch.Tensor, transform=None) -> torch.Tensor:
@@ -97,12 +117,17 @@ def _combine(rows: torch.Tensor, keep: list[int], w: torch.Tensor, transform=Non
     every = keep == list(range(rows.shape[0]))
     index = torch.tensor(keep, dtype=torch.int64)
     wcol = w.reshape(-1, 1)
-    for a, b in _blocks(d):
-        x = rows[:, a:b] if every else rows[:, a:b].index_select(0, index)
-        if transform is not None:
-            x = transform(x)
-        torch.sum(x * wcol, dim=0, out=out[a:b])
-    return out.bitwise_right_shift_(WEIGHT_BITS)
+
+    def work(start: int, stop: int) -> None:
+        for a, b in _blocks(stop, _BLOCK, start):
+            x = rows[:, a:b] if every else rows[:, a:b].index_select(0, index)
+            if transform is not None:
+                x = transform(x)
+            torch.sum(x * wcol, dim=0, out=out[a:b])
+            out[a:b].bitwise_right_shift_(WEIGHT_BITS)
+
+    _in_parallel(work, d, _BLOCK)
+    return out
 
 
 def _weighted_sum(rows: torch.Tensor, weights: list[int], keep: list[int]) -> torch.Tensor:
@@ -173,17 +198,18 @@ class _Plan:
 def _pieces_into(out: torch.Tensor, x: torch.Tensor, shifts: tuple[int, ...]) -> torch.Tensor:
     """Write x's pieces as float64 into ``out`` (piece-major: rows [p*m, (p+1)*m) hold piece p).
 
-    Float64 arithmetic here is exact: all values are integers below 2**53 in magnitude and the
-    scalings are by powers of two.
+    ``x`` is int64 or an exact float64 copy. Every float64 operation here is exact: x is an
+    integer below 2**43 in magnitude, ``x * 2**-s + 1/2`` is a dyadic number with fewer than 53
+    significant bits, floor is exact, and ``x - hi * 2**s`` is a small integer.
     """
     m = x.shape[0]
     if len(shifts) == 1:
         return out[:m].copy_(x)
     s = shifts[0]
     hi, lo = out[:m], out[m : 2 * m]
-    lo.copy_(x)  # x, exactly (|x| < 2**43)
-    torch.add(lo, float(1 << (s - 1)), out=hi).mul_(2.0 ** -s).floor_()
-    lo.sub_(hi * float(1 << s))
+    lo.copy_(x)
+    torch.mul(lo, 2.0**-s, out=hi).add_(0.5).floor_()  # floor((x + 2**(s-1)) / 2**s)
+    lo.sub_(hi, alpha=2.0**s)
     return out[: 2 * m]
 
 
@@ -224,6 +250,15 @@ class _ExactSum:
         return self.total
 
 
+def _sum_tables(tables: list[list[list[int]]]) -> list[list[int]]:
+    first, *rest = tables
+    for table in rest:
+        for row, add in zip(first, table):
+            for j, v in enumerate(add):
+                row[j] += v
+    return first
+
+
 def _exact_products(a: torch.Tensor, b: torch.Tensor | None = None) -> list[list[int]]:
     """Exact ``<a_i, b_j>`` for all row pairs, as Python ints; ``b`` defaults to ``a`` (Gram)."""
     same = b is None
@@ -234,15 +269,21 @@ def _exact_products(a: torch.Tensor, b: torch.Tensor | None = None) -> list[list
     lp, rp = len(plan.left), len(plan.right)
     shared = same and plan.left == plan.right
     width = min(_BLOCK, plan.span)
-    lbuf = torch.empty(lp * na, width, dtype=torch.float64)
-    rbuf = lbuf if shared else torch.empty(rp * nb, width, dtype=torch.float64)
-    acc = _ExactSum(lp * na, rp * nb, plan.span)
-    for lo, hi in _blocks(d, width):
-        k = hi - lo
-        left = _pieces_into(lbuf[:, :k], a[:, lo:hi], plan.left)
-        right = left if shared else _pieces_into(rbuf[:, :k], b[:, lo:hi], plan.right)
-        acc.reserve(k).addmm_(left, right.t())
-    t = acc.result()
+
+    def work(start: int, stop: int) -> list[list[int]]:
+        lbuf = torch.empty(lp * na, width, dtype=torch.float64)
+        rbuf = lbuf if shared else torch.empty(rp * nb, width, dtype=torch.float64)
+        acc = _ExactSum(lp * na, rp * nb, plan.span)
+        for lo, hi in _blocks(stop, width, start):
+            k = hi - lo
+            left = _pieces_into(lbuf[:, :k], a[:, lo:hi], plan.left)
+            # with a is b, an unsplit left block is already b as exact float64: split that
+            source = left if same and len(plan.left) == 1 else b[:, lo:hi]
+            right = left if shared else _pieces_into(rbuf[:, :k], source, plan.right)
+            acc.reserve(k).addmm_(left, right.t())
+        return acc.result()
+
+    t = _sum_tables(_in_parallel(work, d, width))
     return [
         [sum(t[p * na + i][q * nb + j] << (ls + rs) for p, ls in enumerate(plan.left) for q, rs in enumerate(plan.right))
          for j in range(nb)]
@@ -257,49 +298,34 @@ def _exact_sq_norms(rows: torch.Tensor) -> list[int]:
     plan = _Plan.of(amax, amax)
     lp, rp = len(plan.left), len(plan.right)
     width = min(_BLOCK, plan.span)
-    lbuf = torch.empty(lp * n, width, dtype=torch.float64)
-    rbuf = torch.empty(rp * n, width, dtype=torch.float64)
-    acc = _ExactSum(n, lp * rp, plan.span)
-    part = torch.empty(n, dtype=torch.float64)
-    for lo, hi in _blocks(d, width):
-        k = hi - lo
-        x = rows[:, lo:hi]
-        left = _pieces_into(lbuf[:, :k], x, plan.left)
-        right = left if plan.left == plan.right else _pieces_into(rbuf[:, :k], x, plan.right)
-        f = acc.reserve(k)
-        for p in range(lp):
-            for q in range(rp):
-                torch.sum(left[p * n : (p + 1) * n] * right[q * n : (q + 1) * n], dim=1, out=part)
-                f[:, p * rp + q].add_(part)
-    t = acc.result()
+
+    def work(start: int, stop: int) -> list[list[int]]:
+        lbuf = torch.empty(lp * n, width, dtype=torch.float64)
+        rbuf = torch.empty(rp * n, width, dtype=torch.float64)
+        acc = _ExactSum(n, lp * rp, plan.span)
+        for lo, hi in _blocks(stop, width, start):
+            k = hi - lo
+            left = _pieces_into(lbuf[:, :k], rows[:, lo:hi], plan.left)
+            source = left if len(plan.left) == 1 else rows[:, lo:hi]
+            right = left if plan.left == plan.right else _pieces_into(rbuf[:, :k], source, plan.right)
+            # Row i's inner products of its own pieces, as a batch of n small matrix products:
+            # [lp, k] @ [k, rp] -> entry (i, p * rp + q) = <piece p of row i, piece q of row i>.
+            acc.reserve(k).view(n, lp, rp).baddbmm_(
+                left.view(lp, n, k).transpose(0, 1), right.view(rp, n, k).permute(1, 2, 0))
+        return acc.result()
+
+    t = _sum_tables(_in_parallel(work, d, width))
     return [
         sum(t[i][p * rp + q] << (ls + rs) for p, ls in enumerate(plan.left) for q, rs in enumerate(plan.right))
         for i in range(n)
     ]
 
 
-def _parallel_blocks(work, d: int, width: int) -> None:
-    """Run ``work(start, stop)`` over column blocks, on up to torch.get_num_threads() threads.
-
-    Blocks are disjoint and each writes only its own slice, so the result does not depend on the
-    number of threads or the order the blocks finish in.
-    """
-    spans = list(_blocks(d, width))
-    workers = min(torch.get_num_threads(), len(spans))
-    if workers <= 1:
-        for a, b in spans:
-            work(a, b)
-        return
-    with ThreadPoolExecutor(workers) as pool:
-        for _ in pool.map(lambda ab: work(*ab), spans):
-            pass
-
-
 def _select_sum(rows: torch.Tensor, first: int, stop: int) -> torch.Tensor:
     """Per coordinate, the sum of the sorted values at positions ``first .. stop - 1``, exactly.
 
     Each block is transposed to contiguous (coordinates x updates) and partitioned with numpy's
-    introselect (which releases the GIL, so blocks run in parallel); positions ``first`` and
+    introselect (which releases the GIL, so column ranges run in parallel); positions ``first`` and
     ``stop - 1`` then hold their sorted values and the positions between them hold exactly the
     values in between. Selection on integers returns the same values whatever the algorithm.
     Sums are at most n * 2**42 in magnitude.
@@ -309,16 +335,17 @@ def _select_sum(rows: torch.Tensor, first: int, stop: int) -> torch.Tensor:
     out = np.empty(d, dtype=np.int64)
     kth = sorted({first, stop - 1})
 
-    def work(a: int, b: int) -> None:
-        block = np.ascontiguousarray(src[:, a:b].T)
-        if first > 0 or stop < n:
-            block.partition(kth, axis=1)
-        if stop - first == 1:
-            out[a:b] = block[:, first]
-        else:
-            np.sum(block[:, first:stop], axis=1, out=out[a:b])
+    def work(begin: int, end: int) -> None:
+        for a, b in _blocks(end, _SELECT_BLOCK, begin):
+            block = np.ascontiguousarray(src[:, a:b].T)
+            if first > 0 or stop < n:
+                block.partition(kth, axis=1)
+            if stop - first == 1:
+                out[a:b] = block[:, first]
+            else:
+                np.sum(block[:, first:stop], axis=1, out=out[a:b])
 
-    _parallel_blocks(work, d, _SELECT_BLOCK)
+    _in_parallel(work, d, _SELECT_BLOCK)
     return torch.from_numpy(out)
 
 

@@ -15,7 +15,18 @@ from pathlib import Path
 
 from .errors import ChainUnavailable, ConfigError
 
-__all__ = ["Devnet", "find_anvil", "free_port", "repo_root"]
+__all__ = ["Devnet", "find_anvil", "free_port", "repo_root", "die_with_parent"]
+
+
+def die_with_parent() -> None:
+    """For ``preexec_fn``: on Linux, end the child when the process that started it dies, so a
+    crashed simulation leaves no orphaned devnet or peers behind. Elsewhere, nothing."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
 
 
 def repo_root() -> Path | None:
@@ -56,6 +67,7 @@ class Devnet:
     accounts: int = 10
     block_time: float = 0
     state_file: str | None = None
+    state_interval: int = 0  # seconds between state dumps (0: only at exit)
     chain_id: int = 31337
     keys: list[str] = field(default_factory=list, repr=False)
     addresses: list[str] = field(default_factory=list)
@@ -74,7 +86,10 @@ class Devnet:
             cmd += ["--block-time", str(self.block_time)]
         if self.state_file:
             cmd += ["--state", self.state_file]
-        self.process = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
+            if self.state_interval:
+                cmd += ["--state-interval", str(self.state_interval)]
+        self.process = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                                        start_new_session=True, preexec_fn=die_with_parent)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:

@@ -25,8 +25,8 @@ from .chain import ChainClient, Phase
 from .cid import digest_to_cid
 from .data import load_dataset, partition, save_shard, train_test_split
 from .deployment import deploy_task
-from .devnet import Devnet, free_port
-from .errors import FedChainError
+from .devnet import Devnet, die_with_parent, free_port
+from .errors import ConfigError, FedChainError
 from .history import round_history
 from .models import ModelSpec
 from .peer import load_model
@@ -54,6 +54,7 @@ class SimulationConfig:
     vote_blocks: int = 60
     quorum_bps: int = 6_667
     commit_reveal: bool = False
+    resume: bool = False
     workdir: str | None = None
     timeout: float = 900.0
     attack: str | None = None
@@ -69,14 +70,15 @@ class SimulationConfig:
         return set(range(self.peers - k, self.peers))
 
 
-def _spawn_peer(cfg: SimulationConfig, i: int, key: str, deployment: Path, shard: Path, logdir: Path, *, mode: str = "wb") -> subprocess.Popen:
+def _spawn_peer(cfg: SimulationConfig, i: int, key: str, deployment: Path, shard: Path, logdir: Path, *, mode: str = "ab") -> subprocess.Popen:
     env = {**os.environ, "FEDCHAIN_KEY": key, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
     cmd = [sys.executable, "-m", "fedchain.cli.main", "node", "run", "--deployment", str(deployment),
            "--data", str(shard), "--key-env", "FEDCHAIN_KEY", "--json-log", "--seed", str(cfg.seed * 1000 + i),
            "--wait-deployment", "300", "--health-port", str(cfg.health_ports[i]) if cfg.health_ports else "0",
            *(["--attack", cfg.attack] if i in cfg.malicious_peers() else []), *cfg.extra_node_args.get(i, [])]
     log = open(logdir / f"peer-{i}.log", mode)
-    return subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
+    return subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                            start_new_session=True, preexec_fn=die_with_parent)
 
 
 def gas_report(chain: ChainClient, from_block: int, members: list[str]) -> dict:
@@ -112,7 +114,11 @@ def gas_report(chain: ChainClient, from_block: int, members: list[str]) -> dict:
 
 def run_simulation(cfg: SimulationConfig, progress=print) -> dict:
     """Run a whole simulated network; returns the summary that ``--json`` prints."""
+    if cfg.resume:
+        return _resume(cfg, progress)
     work = Path(cfg.workdir or tempfile.mkdtemp(prefix="fedchain-sim-"))
+    if (work / "deployment.json").exists():
+        raise ConfigError(f"{work} already holds a simulation: use --resume to continue it, or another --workdir")
     (work / "shards").mkdir(parents=True, exist_ok=True)
     (work / "logs").mkdir(exist_ok=True)
     store = EmbeddedStore(work / "store")
@@ -136,7 +142,8 @@ def run_simulation(cfg: SimulationConfig, progress=print) -> dict:
         submit_blocks=cfg.submit_blocks, vote_blocks=cfg.vote_blocks, quorum_bps=cfg.quorum_bps,
         reveal_blocks=cfg.vote_blocks if cfg.commit_reveal else 0,
     )
-    devnet = Devnet(accounts=cfg.peers + 1, block_time=cfg.block_time)
+    # The chain's state is saved in the work folder every second, so `--resume` can continue.
+    devnet = Devnet(accounts=cfg.peers + 1, block_time=cfg.block_time, state_file=str(work / "anvil-state.json"), state_interval=1)
     procs: list[subprocess.Popen] = []
     t_start = time.monotonic()
     try:
@@ -159,91 +166,139 @@ def run_simulation(cfg: SimulationConfig, progress=print) -> dict:
         dep.save(dep_path)
         progress(f"deployed FedChain at {dep.contract} (block {dep.deploy_block}); task {dep.task_cid}; initial model {dep.initial_model}")
         chain = ChainClient(devnet.rpc_url, dep.contract, retry_seconds=10)
-
-        accuracy: dict[int, float] = {}
-        seen_rounds: dict[int, str] = {}
-        round_seen_at: dict[int, float] = {1: time.monotonic()}
-        round_wall: dict[int, float] = {}
-        last_line = ""
-        while True:
-            state = chain.round_state()
-            history = round_history(chain, from_block=dep.deploy_block)
-            for rec in history:
-                if rec.status in ("finalized", "failed") and rec.round not in seen_rounds:
-                    seen_rounds[rec.round] = rec.status
-                    now = time.monotonic()
-                    round_wall[rec.round] = now - round_seen_at.get(rec.round, now)
-                    round_seen_at[rec.round + 1] = now
-                    if rec.status == "finalized":
-                        accuracy[rec.round] = evaluate(task.model, load_model(store, rec.model, task), test)
-                        progress(f"round {rec.round}: finalized {rec.model}  updates {rec.included_count}/{len(rec.submissions)}  "
-                                 f"votes {len(rec.votes)} (weight {rec.weight}/{rec.total_reputation})  test accuracy {accuracy[rec.round]:.4f}")
-                    else:
-                        progress(f"round {rec.round}: failed without quorum; previous model carries over")
-            if state.phase is not Phase.COMPLETE:
-                line = f"round {state.round}: {state.phase.name.lower()}  updates {state.submissions}/{cfg.peers}"
-                current = next((r for r in history if r.round == state.round), None)
-                if current:
-                    line += f"  votes {len(current.votes)}/{cfg.peers}"
-                if line != last_line:
-                    progress(line)
-                    last_line = line
-            alive = [p for p in procs if p.poll() is None]
-            if state.phase is Phase.COMPLETE and not alive:
-                break
-            if not alive and state.phase is not Phase.COMPLETE:
-                raise FedChainError(f"every peer process exited before the task completed; see {work / 'logs'}")
-            if time.monotonic() - t_start > cfg.timeout:
-                raise FedChainError(f"simulation timed out after {cfg.timeout:.0f}s; see {work / 'logs'}")
-            time.sleep(0.5)
-
-        failures = [i for i, p in enumerate(procs) if p.returncode != 0]
-        history = round_history(chain, from_block=dep.deploy_block)
-        timings = _collect_timings(work / "logs", cfg.peers)
-        gas = gas_report(chain, dep.deploy_block + 1, members)
-        finalized = [r for r in history if r.status == "finalized"]
-        final_round = finalized[-1].round if finalized else 0
-        final_cid = finalized[-1].model if finalized else dep.initial_model
-        final_state = load_model(store, final_cid, task)
-        final_acc = evaluate(task.model, final_state, test)
-        backdoor_asr = backdoor_success_rate(task.model, final_state, test) if cfg.attack == "backdoor" else None
-        peers = []
-        for m in members:
-            info = chain.member_info(m)
-            peers.append({"address": m, "index": info.index, "reputation": info.reputation, "malicious": info.index in cfg.malicious_peers(),
-                          "submitted": sum(1 for r in history for s in r.submissions if s["peer"].lower() == m.lower()),
-                          "included": sum(1 for r in history if r.status == "finalized" and (r.included >> info.index) & 1)})
-        rounds = []
-        for rec in history:
-            rounds.append({
-                "round": rec.round, "status": rec.status, "model": rec.model, "updates": len(rec.submissions),
-                "included": rec.included_count, "votes": len(rec.votes), "vote_weight": rec.weight,
-                "total_reputation": rec.total_reputation, "test_accuracy": accuracy.get(rec.round),
-                "wall_seconds": round(round_wall.get(rec.round, 0.0), 3), "seconds": timings.get(rec.round, {}),
-            })
-        return {
-            "peers": cfg.peers, "rounds_requested": cfg.rounds, "dataset": cfg.dataset, "partition": cfg.partition,
-            "alpha": cfg.alpha if cfg.partition != "iid" else None, "seed": cfg.seed, "rule": cfg.rule,
-            "attack": cfg.attack, "malicious_fraction": cfg.malicious, "commit_reveal": cfg.commit_reveal, "malicious_peers": sorted(cfg.malicious_peers()),
-            "backdoor_success_rate": backdoor_asr,
-            "rounds_finalized": sum(1 for r in history if r.status == "finalized"),
-            "rounds_failed": sum(1 for r in history if r.status == "failed"),
-            "final_model": final_cid, "final_model_round": final_round, "final_test_accuracy": final_acc,
-            "rounds": rounds, "gas": gas, "peer_reputation": peers,
-            "peer_exit_codes": [p.returncode for p in procs], "peer_failures": failures,
-            "wall_seconds": round(time.monotonic() - t_start, 2), "workdir": str(work), "contract": dep.contract,
-            "deployment": str(dep_path),
-        }
+        return _observe(cfg, progress, work, store, task, test, dep, dep_path, chain, procs, members, t_start)
     finally:
-        for p in procs:
-            if p.poll() is None:
-                os.killpg(p.pid, signal.SIGTERM)
-        for p in procs:
-            try:
-                p.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                os.killpg(p.pid, signal.SIGKILL)
-        devnet.stop()
+        _shutdown(procs, devnet)
+
+
+def _resume(cfg: SimulationConfig, progress) -> dict:
+    """Continue an interrupted simulation from its work folder: the chain's saved state, the
+    store, the shards and the deployment file are all it needs."""
+    from urllib.parse import urlparse
+
+    from .deployment import Deployment
+
+    if not cfg.workdir:
+        raise ConfigError("--resume needs the --workdir of the interrupted simulation")
+    work = Path(cfg.workdir)
+    dep_path = work / "deployment.json"
+    dep = Deployment.load(dep_path)
+    if not (work / "anvil-state.json").exists():
+        raise ConfigError(f"{work} has no saved chain state (anvil-state.json) to resume from")
+    task = Task.from_dict(dep.task)
+    shards = sorted((work / "shards").glob("peer-*.safetensors"), key=lambda p: int(p.stem.split("-")[1]))
+    cfg.peers, cfg.rounds, cfg.dataset, cfg.rule = len(shards), task.rounds, task.dataset, task.rule
+    ds = load_dataset(task.dataset)
+    _, test = train_test_split(ds, seed=cfg.seed)
+    store = EmbeddedStore(work / "store")
+    devnet = Devnet(port=urlparse(dep.rpc_url).port or 0, accounts=cfg.peers + 1, block_time=cfg.block_time,
+                    state_file=str(work / "anvil-state.json"), state_interval=1)
+    procs: list[subprocess.Popen] = []
+    t_start = time.monotonic()
+    try:
+        devnet.start()
+        chain = ChainClient(devnet.rpc_url, dep.contract, retry_seconds=10)
+        chain.check_deployed()
+        state = chain.round_state()
+        progress(f"resuming {work}: chain restored at block {chain.block_number()}, round {state.round} ({state.phase.name.lower()})")
+        cfg.health_ports = [free_port() for _ in range(cfg.peers)]
+        members = devnet.addresses[1 : cfg.peers + 1]
+        for i in range(cfg.peers):
+            procs.append(_spawn_peer(cfg, i, devnet.keys[i + 1], dep_path, shards[i], work / "logs"))
+        progress(f"restarted {cfg.peers} peer processes")
+        return _observe(cfg, progress, work, store, task, test, dep, dep_path, chain, procs, members, t_start)
+    finally:
+        _shutdown(procs, devnet)
+
+
+def _shutdown(procs: list[subprocess.Popen], devnet: Devnet) -> None:
+    for p in procs:
+        if p.poll() is None:
+            os.killpg(p.pid, signal.SIGTERM)
+    for p in procs:
+        try:
+            p.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            os.killpg(p.pid, signal.SIGKILL)
+    devnet.stop()
+
+
+def _observe(cfg, progress, work, store, task, test, dep, dep_path, chain, procs, members, t_start) -> dict:
+    """Show progress until the task completes; then gather the summary."""
+    accuracy: dict[int, float] = {}
+    seen_rounds: dict[int, str] = {}
+    round_seen_at: dict[int, float] = {1: time.monotonic()}
+    round_wall: dict[int, float] = {}
+    last_line = ""
+    while True:
+        state = chain.round_state()
+        history = round_history(chain, from_block=dep.deploy_block)
+        for rec in history:
+            if rec.status in ("finalized", "failed") and rec.round not in seen_rounds:
+                seen_rounds[rec.round] = rec.status
+                now = time.monotonic()
+                round_wall[rec.round] = now - round_seen_at.get(rec.round, now)
+                round_seen_at[rec.round + 1] = now
+                if rec.status == "finalized":
+                    accuracy[rec.round] = evaluate(task.model, load_model(store, rec.model, task), test)
+                    progress(f"round {rec.round}: finalized {rec.model}  updates {rec.included_count}/{len(rec.submissions)}  "
+                             f"votes {len(rec.votes)} (weight {rec.weight}/{rec.total_reputation})  test accuracy {accuracy[rec.round]:.4f}")
+                else:
+                    progress(f"round {rec.round}: failed without quorum; previous model carries over")
+        if state.phase is not Phase.COMPLETE:
+            line = f"round {state.round}: {state.phase.name.lower()}  updates {state.submissions}/{cfg.peers}"
+            current = next((r for r in history if r.round == state.round), None)
+            if current:
+                line += f"  votes {len(current.votes)}/{cfg.peers}"
+            if line != last_line:
+                progress(line)
+                last_line = line
+        alive = [p for p in procs if p.poll() is None]
+        if state.phase is Phase.COMPLETE and not alive:
+            break
+        if not alive and state.phase is not Phase.COMPLETE:
+            raise FedChainError(f"every peer process exited before the task completed; see {work / 'logs'}")
+        if time.monotonic() - t_start > cfg.timeout:
+            raise FedChainError(f"simulation timed out after {cfg.timeout:.0f}s; see {work / 'logs'}")
+        time.sleep(0.5)
+
+    failures = [i for i, p in enumerate(procs) if p.returncode != 0]
+    history = round_history(chain, from_block=dep.deploy_block)
+    timings = _collect_timings(work / "logs", cfg.peers)
+    gas = gas_report(chain, dep.deploy_block + 1, members)
+    finalized = [r for r in history if r.status == "finalized"]
+    final_round = finalized[-1].round if finalized else 0
+    final_cid = finalized[-1].model if finalized else dep.initial_model
+    final_state = load_model(store, final_cid, task)
+    final_acc = evaluate(task.model, final_state, test)
+    backdoor_asr = backdoor_success_rate(task.model, final_state, test) if cfg.attack == "backdoor" else None
+    peers = []
+    for m in members:
+        info = chain.member_info(m)
+        peers.append({"address": m, "index": info.index, "reputation": info.reputation, "malicious": info.index in cfg.malicious_peers(),
+                      "submitted": sum(1 for r in history for s in r.submissions if s["peer"].lower() == m.lower()),
+                      "included": sum(1 for r in history if r.status == "finalized" and (r.included >> info.index) & 1)})
+    rounds = []
+    for rec in history:
+        rounds.append({
+            "round": rec.round, "status": rec.status, "model": rec.model, "updates": len(rec.submissions),
+            "included": rec.included_count, "votes": len(rec.votes), "vote_weight": rec.weight,
+            "total_reputation": rec.total_reputation, "test_accuracy": accuracy.get(rec.round),
+            "wall_seconds": round(round_wall.get(rec.round, 0.0), 3), "seconds": timings.get(rec.round, {}),
+        })
+    return {
+        "peers": cfg.peers, "rounds_requested": cfg.rounds, "dataset": cfg.dataset, "partition": cfg.partition,
+        "alpha": cfg.alpha if cfg.partition != "iid" else None, "seed": cfg.seed, "rule": cfg.rule,
+        "attack": cfg.attack, "malicious_fraction": cfg.malicious, "commit_reveal": cfg.commit_reveal, "malicious_peers": sorted(cfg.malicious_peers()),
+        "backdoor_success_rate": backdoor_asr,
+        "rounds_finalized": sum(1 for r in history if r.status == "finalized"),
+        "rounds_failed": sum(1 for r in history if r.status == "failed"),
+        "final_model": final_cid, "final_model_round": final_round, "final_test_accuracy": final_acc,
+        "rounds": rounds, "gas": gas, "peer_reputation": peers,
+        "peer_exit_codes": [p.returncode for p in procs], "peer_failures": failures,
+        "wall_seconds": round(time.monotonic() - t_start, 2), "workdir": str(work), "contract": dep.contract,
+        "deployment": str(dep_path),
+    }
 
 
 def backdoor_success_rate(spec, state, test) -> float:
