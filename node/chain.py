@@ -82,9 +82,22 @@ _ERRORS = {
 
 
 def load_artifact() -> dict:
-    """The committed compiled contract (ABI and bytecode)."""
-    text = resources.files("fedchain.contracts").joinpath("FedChain.json").read_text()
-    return json.loads(text)
+    """The compiled contract (ABI and bytecode), compiled first if the source has changed since
+    the committed artifact was built (which needs a Solidity compiler; see contracts/build.py)."""
+    import hashlib
+
+    pkg = resources.files("fedchain.contracts")
+    artifact = json.loads(pkg.joinpath("FedChain.json").read_text())
+    source = pkg.joinpath("FedChain.sol")
+    if source.is_file() and hashlib.sha256(source.read_bytes()).hexdigest() != artifact.get("sourceSha256"):
+        from fedchain.contracts.build import compile_contract, write_artifact
+
+        try:
+            artifact = compile_contract()
+        except Exception as exc:
+            raise E.ConfigError(f"FedChain.sol changed since FedChain.json was built, and compiling failed: {exc}") from None
+        write_artifact(artifact)
+    return artifact
 
 
 class _ErrorDecoder:
