@@ -38,6 +38,7 @@ __all__ = [
     "trimmed_mean",
     "multi_krum",
     "trust_cosine",
+    "plain_fedavg",
     "AggregationStrategy",
     "strategy_for",
 ]
@@ -156,9 +157,9 @@ def _scaled(factors: list[int]):
 # float64 inner products of integer-valued vectors shifted by the pieces' weights. Three plans,
 # the first whose elementwise products are at most 2**e with e <= 42 is used:
 #
-# * direct:    <a, b> as is; products at most 2**(Ba + Bb)          (typical updates: |x| < 2**21)
+# * direct:    <a, b> as is; products at most 2**(Ba + Bb)     (|x| < 2**21, i.e. below 1/128)
 # * one-sided: <a, b_hi> * 2**s + <a, b_lo>, s = ceil((Bb + 1) / 2); products at most
-#              2**(Ba + s - 1)                                         (|x| < 2**28, i.e. below 1.0)
+#              2**(Ba + s - 1)                                  (|x| < 2**28, i.e. below 1.0)
 # * two-sided: both split at s = ceil((max(Ba, Bb) + 1) / 2); products at most 2**(2s - 2) <= 2**42.
 #
 # Exactness: a float64 sum of k such products -- a matrix product, ``addmm`` accumulation or a
@@ -537,12 +538,24 @@ def trust_cosine(rows: torch.Tensor, weights: list[int]) -> Aggregate:
     return Aggregate(_combine(rows, keep, w, _rescaled(factors)), tuple(keep))
 
 
+def plain_fedavg(rows: torch.Tensor, weights: list[int]) -> Aggregate:
+    """Plain FedAvg: the weighted mean of every update, with no clipping and no exclusion.
+
+    McMahan et al., "Communication-Efficient Learning of Deep Networks from Decentralized
+    Data" (AISTATS 2017). The undefended baseline: one scaled update can steer it.
+    """
+    _check_rows(rows)
+    keep = list(range(rows.shape[0]))
+    return Aggregate(_weighted_sum(rows, weights, keep), tuple(keep))
+
+
 RULES = {
     "fedavg": fedavg_clipped,
     "median": coordinate_median,
     "trimmed-mean": trimmed_mean,
     "multi-krum": multi_krum,
     "trust-cosine": trust_cosine,
+    "fedavg-plain": plain_fedavg,
 }
 RULE_IDS = {name: i for i, name in enumerate(RULES)}  # stable: append new rules at the end
 
@@ -625,7 +638,14 @@ class _TrustCosine(AggregationStrategy):
         return trust_cosine(rows, weights)
 
 
-_STRATEGIES = {cls.name: cls for cls in (_FedAvg, _Median, _TrimmedMean, _MultiKrum, _TrustCosine)}
+class _PlainFedAvg(AggregationStrategy):
+    name = "fedavg-plain"
+
+    def combine(self, rows, weights):
+        return plain_fedavg(rows, weights)
+
+
+_STRATEGIES = {cls.name: cls for cls in (_FedAvg, _Median, _TrimmedMean, _MultiKrum, _TrustCosine, _PlainFedAvg)}
 
 
 def strategy_for(name: str, *, sample_cap: int) -> AggregationStrategy:

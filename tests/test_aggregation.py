@@ -39,7 +39,7 @@ def ref_weighted_mean(rows: list[list[int]], weights: list[int]) -> list[int]:
 
 
 def test_rule_ids_are_stable_and_every_rule_has_a_strategy():
-    assert RULE_IDS == {"fedavg": 0, "median": 1, "trimmed-mean": 2, "multi-krum": 3, "trust-cosine": 4}
+    assert RULE_IDS == {"fedavg": 0, "median": 1, "trimmed-mean": 2, "multi-krum": 3, "trust-cosine": 4, "fedavg-plain": 5}
     assert list(RULES) == list(RULE_IDS)
     for name in RULES:
         assert strategy_for(name, sample_cap=10).name == name
@@ -393,3 +393,12 @@ def test_threaded_selection_matches_single_threaded():
     finally:
         torch.set_num_threads(before)
     assert all(torch.equal(x, y) for x, y in zip(one, two))
+
+
+def test_plain_fedavg_is_the_weighted_mean_and_a_scaled_update_steers_it():
+    from fedchain.node.aggregation import plain_fedavg
+
+    rows = torch.tensor([[10, 10], [12, 8], [-1000, 1000]], dtype=torch.int64)
+    out = plain_fedavg(rows, [1, 1, 2])
+    assert out.included == (0, 1, 2)
+    assert out.delta.tolist() == [(10 + 12 - 2000) // 4, (10 + 8 + 2000) // 4]

@@ -176,8 +176,12 @@ def ref_trust_cosine(rows, weights):
     return _wmean(scaled, [trust[i] * base[i] for i in keep]), keep
 
 
+def ref_fedavg_plain(rows, weights):
+    return _wmean(rows, weights), list(range(len(rows)))
+
+
 REFERENCE = {"fedavg": ref_fedavg, "median": ref_median, "trimmed-mean": ref_trimmed_mean,
-             "multi-krum": ref_multi_krum, "trust-cosine": ref_trust_cosine}
+             "multi-krum": ref_multi_krum, "trust-cosine": ref_trust_cosine, "fedavg-plain": ref_fedavg_plain}
 
 
 def _tiny_case(seed: int, magnitude: int, n: int = 7, d: int = 40) -> tuple[list[list[int]], list[int]]:
