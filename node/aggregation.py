@@ -458,7 +458,6 @@ def trust_scores(rows: torch.Tensor, reference: torch.Tensor) -> tuple[list[int]
     ``isqrt(floor(2**40 <x, r>**2 / (|x|**2 |r|**2)))`` (``isqrt(floor(y)) == floor(sqrt(y))``),
     at most 2**20 by Cauchy-Schwarz; 0 when ``<x, r> <= 0`` or either norm is 0.
     """
-    n = rows.shape[0]
     dots = [row[0] for row in _exact_products(rows, reference.reshape(1, -1))]
     norms = _exact_sq_norms(rows)
     ref = _exact_sq_norms(reference.reshape(1, -1))[0]

@@ -13,7 +13,7 @@ import json
 import math
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from eth_account import Account
@@ -25,7 +25,7 @@ from .devnet import Devnet
 from .errors import FedChainError
 from .history import round_history
 from .models import ModelSpec
-from .peer import EventLog, Peer, load_model
+from .peer import Peer, load_model
 from .simulate import backdoor_success_rate
 from .store import EmbeddedStore
 from .task import Task

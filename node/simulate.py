@@ -22,7 +22,6 @@ from pathlib import Path
 from eth_account import Account
 
 from .chain import ChainClient, Phase
-from .cid import digest_to_cid
 from .data import load_dataset, partition, save_shard, train_test_split
 from .deployment import deploy_task
 from .devnet import Devnet, die_with_parent, free_port
