@@ -15,7 +15,7 @@ import torch
 from .artifact import encode
 from .data import Dataset
 
-__all__ = ["Behaviour", "ATTACKS", "make_behaviour", "add_trigger", "BACKDOOR_TARGET"]
+__all__ = ["Behaviour", "ATTACKS", "make_behaviour", "malicious_indices", "add_trigger", "BACKDOOR_TARGET"]
 
 BACKDOOR_TARGET = 0
 
@@ -211,3 +211,11 @@ def make_behaviour(name: str | None) -> Behaviour:
         from .errors import ConfigError
 
         raise ConfigError(f"unknown attack {name!r} (known: {', '.join(a for a in ATTACKS if a != 'honest')})") from None
+
+
+def malicious_indices(peers: int, attack: str | None, fraction: float) -> list[int]:
+    """The highest-indexed round(fraction * peers) members run ``attack``."""
+    if not attack or fraction <= 0:
+        return []
+    k = min(peers, round(fraction * peers))
+    return list(range(peers - k, peers))

@@ -30,7 +30,7 @@ from .simulate import backdoor_success_rate
 from .store import EmbeddedStore
 from .task import Task
 from .training import TrainConfig, evaluate
-from .attacks import make_behaviour
+from .attacks import make_behaviour, malicious_indices
 
 __all__ = ["TrialConfig", "run_trial", "run_grid", "plot_results"]
 
@@ -50,10 +50,7 @@ class TrialConfig:
     commit_reveal: bool = False
 
     def malicious_peers(self) -> list[int]:
-        if not self.attack or self.malicious <= 0:
-            return []
-        k = min(self.peers, round(self.malicious * self.peers))
-        return list(range(self.peers - k, self.peers))
+        return malicious_indices(self.peers, self.attack, self.malicious)
 
 
 class _Quiet:

@@ -21,6 +21,7 @@ from pathlib import Path
 
 from eth_account import Account
 
+from .attacks import malicious_indices
 from .chain import ChainClient, Phase
 from .data import load_dataset, partition, save_shard, train_test_split
 from .deployment import deploy_task
@@ -62,11 +63,7 @@ class SimulationConfig:
     health_ports: list[int] = field(default_factory=list)
 
     def malicious_peers(self) -> set[int]:
-        """The highest-indexed round(malicious * peers) peers run ``attack``."""
-        if not self.attack or self.malicious <= 0:
-            return set()
-        k = min(self.peers, round(self.malicious * self.peers))
-        return set(range(self.peers - k, self.peers))
+        return set(malicious_indices(self.peers, self.attack, self.malicious))
 
 
 def _spawn_peer(cfg: SimulationConfig, i: int, key: str, deployment: Path, shard: Path, logdir: Path, *, mode: str = "ab") -> subprocess.Popen:

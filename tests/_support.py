@@ -9,7 +9,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 SHARED = ROOT.parent / "shared"
 
-__all__ = ["ROOT", "SHARED", "run_cli", "clean_env"]
+__all__ = ["ROOT", "SHARED", "run_cli", "clean_env", "deploy_with_cli", "wait_for"]
 
 
 def clean_env(**extra: str) -> dict:
@@ -24,3 +24,31 @@ def run_cli(args: list[str], *, env: dict | None = None, cwd=None, timeout: floa
     """Run the `fedchain` CLI in a fresh process, as a user would."""
     return subprocess.run([sys.executable, "-m", "fedchain.cli.main", *args], env=env or clean_env(), cwd=cwd,
                           capture_output=True, text=True, timeout=timeout)
+
+
+def deploy_with_cli(net, work: Path, *, peers: int, rounds: int, windows: int, extra: list[str] = ()) -> Path:
+    """`fedchain data split` and `fedchain deploy` against ``net``, as a user would; returns the
+    deployment file. Shards land in ``work/shards``, the store in ``work/store``."""
+    env = clean_env(FEDCHAIN_KEY=net.keys[0])
+    r = run_cli(["data", "split", "--peers", str(peers), "--out", str(work / "shards")], env=env)
+    assert r.returncode == 0, r.stderr
+    r = run_cli(["deploy", "--rpc", net.rpc_url, "--members", ",".join(net.addresses[1 : peers + 1]), "--rounds", str(rounds),
+                 "--submit-blocks", str(windows), "--vote-blocks", str(windows), "--store", str(work / "store"),
+                 "-o", str(work / "deployment.json"), *extra], env=env)
+    assert r.returncode == 0, r.stderr
+    return work / "deployment.json"
+
+
+def wait_for(predicate, timeout: float, what: str, *, interval: float = 0.2) -> None:
+    """Poll ``predicate`` (errors count as not yet) until true, or fail after ``timeout``."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if predicate():
+                return
+        except Exception:
+            pass
+        time.sleep(interval)
+    raise AssertionError(f"timed out waiting for {what}")

@@ -20,19 +20,9 @@ from fedchain.node.store import EmbeddedStore
 from fedchain.node.task import Task
 from fedchain.node.training import TrainConfig
 
-from _support import clean_env, run_cli
+from _support import clean_env, deploy_with_cli, wait_for
 
 
-def _wait_for(predicate, timeout, what):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if predicate():
-                return
-        except Exception:
-            pass
-        time.sleep(0.3)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def test_rpc_down_20s_and_anvil_restarted_from_its_dump(tmp_path):
@@ -41,12 +31,7 @@ def test_rpc_down_20s_and_anvil_restarted_from_its_dump(tmp_path):
     net = Devnet(accounts=peers + 1, block_time=0.5, state_file=str(state)).start()
     procs = []
     try:
-        env = clean_env(FEDCHAIN_KEY=net.keys[0])
-        assert run_cli(["data", "split", "--peers", str(peers), "--out", str(tmp_path / "shards")], env=env).returncode == 0
-        r = run_cli(["deploy", "--rpc", net.rpc_url, "--members", ",".join(net.addresses[1 : peers + 1]), "--rounds", str(rounds),
-                     "--submit-blocks", "200", "--vote-blocks", "200", "--store", str(tmp_path / "store"),
-                     "-o", str(tmp_path / "deployment.json")], env=env)
-        assert r.returncode == 0, r.stderr
+        deploy_with_cli(net, tmp_path, peers=peers, rounds=rounds, windows=200)
         for i in range(peers):
             penv = clean_env(FEDCHAIN_KEY=net.keys[i + 1], FEDCHAIN_DEPLOYMENT=str(tmp_path / "deployment.json"))
             procs.append(subprocess.Popen([sys.executable, "-m", "fedchain.cli.main", "node", "run", "--json-log", "--poll", "0.3",
@@ -54,7 +39,7 @@ def test_rpc_down_20s_and_anvil_restarted_from_its_dump(tmp_path):
                                           env=penv, stdout=open(tmp_path / f"peer-{i}.log", "w"), stderr=subprocess.STDOUT))
         dep = Deployment.load(tmp_path / "deployment.json")
         observer = ChainClient(net.rpc_url, dep.contract)
-        _wait_for(lambda: observer.round_state().round >= 2, 180, "round 1 to finalize")
+        wait_for(lambda: observer.round_state().round >= 2, 180, "round 1 to finalize")
 
         stopped_at = observer.block_number()
         net.stop()  # SIGTERM: anvil writes its state file

@@ -10,7 +10,7 @@ from fedchain.node.deployment import Deployment
 from fedchain.node.devnet import Devnet
 from fedchain.node.history import round_history
 
-from _support import clean_env, run_cli
+from _support import clean_env, deploy_with_cli, wait_for
 
 PEERS, ROUNDS = 3, 3
 
@@ -22,28 +22,16 @@ def _start(i, net, work):
                              "--data", str(work / "shards" / f"peer-{i}.safetensors")], env=env, stdout=log, stderr=subprocess.STDOUT)
 
 
-def _wait_for(predicate, timeout, what):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def test_peer_killed_mid_round_restarts_and_catches_up(tmp_path):
     with Devnet(accounts=PEERS + 1, block_time=0.5) as net:
-        env = clean_env(FEDCHAIN_KEY=net.keys[0])
-        assert run_cli(["data", "split", "--peers", str(PEERS), "--out", str(tmp_path / "shards")], env=env).returncode == 0
-        r = run_cli(["deploy", "--rpc", net.rpc_url, "--members", ",".join(net.addresses[1 : PEERS + 1]), "--rounds", str(ROUNDS),
-                     "--submit-blocks", "120", "--vote-blocks", "120", "--store", str(tmp_path / "store"),
-                     "-o", str(tmp_path / "deployment.json")], env=env)
-        assert r.returncode == 0, r.stderr
+        deploy_with_cli(net, tmp_path, peers=PEERS, rounds=ROUNDS, windows=120)
         procs = [_start(i, net, tmp_path) for i in range(PEERS)]
         victim_log = tmp_path / "peer-0.log"
 
         # Kill peer 0 right after its first submission, before it can vote.
-        _wait_for(lambda: '"submitted"' in victim_log.read_text(), 120, "peer 0 to submit")
+        wait_for(lambda: '"submitted"' in victim_log.read_text(), 120, "peer 0 to submit")
         procs[0].send_signal(signal.SIGKILL)
         procs[0].wait()
         time.sleep(1.0)
