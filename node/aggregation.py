@@ -39,6 +39,7 @@ __all__ = [
     "multi_krum",
     "trust_cosine",
     "plain_fedavg",
+    "drop_copies",
     "AggregationStrategy",
     "strategy_for",
 ]
@@ -571,6 +572,29 @@ class Contribution:
     delta: dict[str, torch.Tensor]
     samples: int
     reputation: int
+    position: int = 0  # order of its submission on chain; earlier submissions win ties as originals
+
+
+def drop_copies(rows: torch.Tensor, positions: list[int], *, tolerance_bits: int = 10) -> list[int]:
+    """Rows to keep, dropping free-riders: zero updates (the global model resubmitted) and any
+    update within a relative L2 distance of 2**-tolerance_bits of one submitted earlier (a
+    stale or slightly perturbed copy). Exact integer arithmetic, so every peer drops the same.
+
+    The threat is described by Lin et al., "Free-riders in Federated Learning: Attacks and
+    Defenses" (arXiv:1911.12560, 2019); this test is our own, simpler one.
+    """
+    n = rows.shape[0]
+    if n == 0:
+        return []
+    gram = _exact_products(rows)
+    keep: list[int] = []
+    for i in sorted(range(n), key=lambda k: (positions[k], k)):
+        if gram[i][i] == 0:
+            continue
+        near = any((gram[i][i] + gram[j][j] - 2 * gram[i][j]) << (2 * tolerance_bits) <= gram[j][j] for j in keep)
+        if not near:
+            keep.append(i)
+    return sorted(keep)
 
 
 class AggregationStrategy(ABC):
@@ -597,6 +621,11 @@ class AggregationStrategy(ABC):
         if not ordered:
             return {k: v.clone() for k, v in base.items()}, []
         rows = torch.stack([quantize(state_to_vector(c.delta)) for c in ordered])
+        originals = drop_copies(rows, [c.position for c in ordered])
+        if not originals:
+            return {k: v.clone() for k, v in base.items()}, []
+        if len(originals) < len(ordered):
+            rows, ordered = rows[originals], [ordered[i] for i in originals]
         result = self.combine(rows, self.weights(ordered))
         new = quantize(state_to_vector(base)) + result.delta
         return vector_to_state(dequantize(new), base), [ordered[i] for i in result.included]

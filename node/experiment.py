@@ -186,6 +186,7 @@ def plot_results(results: list[dict], out: Path) -> list[Path]:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     written = []
     for d in sorted({r["dataset"] for r in results}):
@@ -203,6 +204,7 @@ def plot_results(results: list[dict], out: Path) -> list[Path]:
             if base:
                 ax.axhline(max(b["final_accuracy"] for b in base), color="grey", ls=":", lw=1, label="no attack (best)")
             ax.set_title(f"{attack}, {frac:.0%} malicious")
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
             ax.set_xlabel("round")
             ax.set_ylabel("test accuracy")
             ax.set_ylim(0, 1)
@@ -226,6 +228,7 @@ def plot_results(results: list[dict], out: Path) -> list[Path]:
                 ax.plot(range(1, len(series) + 1), series, color="tab:red" if bad else "tab:blue", alpha=0.8,
                         label=("malicious" if bad else "honest") if i in (0, r["peers"] - 1) else None)
             ax.set_title(f"reputation per peer: {r['attack']}, {r['rule']}, {frac:.0%} malicious")
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
             ax.set_xlabel("round")
             ax.set_ylabel("reputation")
             ax.legend()

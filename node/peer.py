@@ -79,7 +79,7 @@ def collect_updates(
     schema = schema_of(task.model)
     index = {m.lower(): i for i, m in enumerate(members)}
     inputs = RoundInputs(round_, base_cid)
-    for ev in chain.events("UpdateSubmitted", from_block=from_block, round=round_):
+    for position, ev in enumerate(chain.events("UpdateSubmitted", from_block=from_block, round=round_)):
         member = index[ev.args.peer.lower()]
         cid = digest_to_cid(bytes(ev.args.update))
         try:
@@ -95,7 +95,7 @@ def collect_updates(
         except (E.ArtifactInvalid, E.StoreError, ValueError) as exc:
             inputs.excluded.append(Exclusion(member, cid, str(exc)))
             continue
-        inputs.contributions.append(Contribution(member, cid, art.tensors, samples, int(ev.args.reputation)))
+        inputs.contributions.append(Contribution(member, cid, art.tensors, samples, int(ev.args.reputation), position))
     inputs.contributions.sort(key=lambda c: c.member)
     inputs.excluded.sort(key=lambda x: x.member)
     return inputs

@@ -402,3 +402,16 @@ def test_plain_fedavg_is_the_weighted_mean_and_a_scaled_update_steers_it():
     out = plain_fedavg(rows, [1, 1, 2])
     assert out.included == (0, 1, 2)
     assert out.delta.tolist() == [(10 + 12 - 2000) // 4, (10 + 8 + 2000) // 4]
+
+
+def test_free_riders_are_dropped_the_copy_not_the_original():
+    from fedchain.node.aggregation import drop_copies
+
+    honest = torch.tensor([1000, -2000, 3000, 500], dtype=torch.int64)
+    other = torch.tensor([-700, 900, 100, 2500], dtype=torch.int64)
+    copy = honest + torch.tensor([0, 1, 0, -1])  # a slightly perturbed copy
+    zero = torch.zeros(4, dtype=torch.int64)  # the global model resubmitted
+    rows = torch.stack([copy, honest, zero, other])
+    # the copy was submitted after the original, so it is the one dropped
+    assert drop_copies(rows, positions=[3, 0, 1, 2]) == [1, 3]
+    assert drop_copies(torch.stack([honest, other]), positions=[0, 1]) == [0, 1]
