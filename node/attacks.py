@@ -15,7 +15,7 @@ import torch
 from .artifact import encode
 from .data import Dataset
 
-__all__ = ["Behaviour", "ATTACKS", "make_behaviour", "malicious_indices", "add_trigger", "BACKDOOR_TARGET"]
+__all__ = ["ABSTAIN", "Behaviour", "ATTACKS", "make_behaviour", "malicious_indices", "add_trigger", "BACKDOOR_TARGET"]
 
 BACKDOOR_TARGET = 0
 
@@ -36,6 +36,9 @@ class UpdateContext:
     peer: object  # the Peer, for attacks that read the chain or the store
 
 
+ABSTAIN = (b"", -1)  # a vote hook's answer meaning: send no vote this round
+
+
 class Behaviour:
     """Honest by default; subclasses override one or more hooks."""
 
@@ -52,7 +55,8 @@ class Behaviour:
         return delta
 
     def vote(self, peer, round_: int, inputs, honest: tuple[bytes, int, str]) -> tuple[bytes, int] | None:
-        """Return (model digest, included bitmap) to vote for instead of the honest aggregate."""
+        """Return (model digest, included bitmap) to vote for instead of the honest aggregate,
+        ``ABSTAIN`` to cast no vote, or None to vote honestly."""
         return None
 
 
@@ -165,7 +169,8 @@ class Malformed(Behaviour):
 
 
 class LazyVoter(Behaviour):
-    """Votes without computing: copies the first vote another peer cast in this round."""
+    """Votes without computing: copies the first vote another peer cast in this round, and
+    abstains when there is none to copy (always, under commit-reveal)."""
 
     name = "lazyvote"
 
@@ -173,7 +178,7 @@ class LazyVoter(Behaviour):
         for ev in peer.chain.events("VoteCast", from_block=peer._round_start_block(round_), round=round_):
             if ev.args.peer.lower() != peer.address.lower():
                 return bytes(ev.args.model), int(ev.args.included)
-        return None  # nobody voted yet: a lazy peer would wait; here it falls back to honesty
+        return ABSTAIN
 
 
 class Colluder(SignFlip):

@@ -70,7 +70,7 @@ def run_trial(cfg: TrialConfig, devnet: Devnet, workdir: Path, *, datasets_cache
         name=f"{cfg.dataset}-robustness", dataset=cfg.dataset,
         model=ModelSpec(ds.features, ds.classes, tuple(cfg.hidden)), train=TrainConfig(epochs=cfg.epochs, lr=cfg.lr),
         rule=cfg.rule, sample_cap=math.ceil(1.5 * len(train.y) / cfg.peers), rounds=cfg.rounds,
-        submit_blocks=10_000, vote_blocks=10_000, reveal_blocks=10_000 if cfg.commit_reveal else 0,
+        submit_blocks=300, vote_blocks=300, reveal_blocks=300 if cfg.commit_reveal else 0,
     )
     deployer = ChainClient(devnet.rpc_url, account=Account.from_key(devnet.keys[0]))
     members = devnet.addresses[1 : cfg.peers + 1]
@@ -100,8 +100,10 @@ def run_trial(cfg: TrialConfig, devnet: Devnet, workdir: Path, *, datasets_cache
             except FedChainError:
                 pass
         if cfg.commit_reveal:
-            if observer.round_state().round == r and observer.round_state().phase.name != "REVEAL":
-                observer.w3.provider.make_request("anvil_mine", [hex(task.vote_blocks)])
+            st = observer.round_state()
+            if st.round == r and st.phase.name != "REVEAL":  # not everyone committed: wait out the window
+                reveal_opens = st.vote_deadline - task.reveal_blocks
+                observer.w3.provider.make_request("anvil_mine", [hex(max(reveal_opens - observer.block_number(), 1))])
             for p in peers:
                 try:
                     p.reveal(r)

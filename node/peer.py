@@ -17,6 +17,7 @@ import torch
 from . import errors as E
 from .aggregation import Contribution, strategy_for
 from .artifact import decode, encode, validate
+from .attacks import ABSTAIN, Behaviour, UpdateContext
 from .chain import ChainClient, Outcome, Phase, RoundState
 from .cid import cid_to_digest, digest_to_cid
 from .data import Dataset
@@ -152,8 +153,6 @@ class Peer:
         self.store = store
         self.task = task
         self.task_cid = task_cid
-        from .attacks import Behaviour
-
         self.behaviour = behaviour or Behaviour()
         self.data = self.behaviour.prepare_data(data, np.random.default_rng(seed))
         self.seed = seed
@@ -175,6 +174,7 @@ class Peer:
         self.timings: dict[int, dict[str, float]] = {}
         self._round_start: dict[int, int] = {}
         self._choices: dict[int, tuple[bytes, int]] = {}  # commit-reveal: what we committed to
+        self._abstained: set[int] = set()
         self.commit_reveal = cfg["reveal_blocks"] > 0
         self._round_base: dict[int, str] = {}
 
@@ -217,7 +217,7 @@ class Peer:
             if state.phase is Phase.SUBMISSION and me.submitted_round != state.round:
                 self.submit(state, me)
                 return True
-            if state.phase is Phase.VOTING and me.voted_round != state.round:
+            if state.phase is Phase.VOTING and me.voted_round != state.round and state.round not in self._abstained:
                 self.vote(state, me)
                 return True
             if self.commit_reveal:
@@ -229,7 +229,7 @@ class Peer:
                         self.reveal(r)
                         return True
             elif state.phase is Phase.SUBMISSION and state.round > 1 and me.voted_round < state.round - 1 \
-                    and me.submitted_round == state.round - 1:
+                    and me.submitted_round == state.round - 1 and state.round - 1 not in self._abstained:
                 # Finalized before our vote got in: a late vote still counts for reputation.
                 self.vote(RoundState(state.round - 1, Phase.VOTING, 0, 0, 0, 0, 0), me)
                 return True
@@ -265,8 +265,6 @@ class Peer:
         delta, loss = train_local(self.task.model, base, self.data, self.task.train, seed=self.seed * 100_003 + r)
         t2 = time.perf_counter()
         meta = {"kind": "update", "task": self.task_cid, "round": r, "base": base_cid, "samples": len(self.data.y), "peer": self.address}
-        from .attacks import UpdateContext
-
         ctx = UpdateContext(r, base_cid, base, meta, self)
         artifact = self.behaviour.update(delta, ctx) or encode(self.behaviour.transform(delta, ctx), meta)
         cid = self.store.add(artifact, pin=True)
@@ -299,6 +297,10 @@ class Peer:
         cid = self.store.add(data, pin=True)
         digest = cid_to_digest(cid)
         chosen = self.behaviour.vote(self, r, inputs, (digest, bitmap, cid))
+        if chosen == ABSTAIN:
+            self._abstained.add(r)
+            self.log("abstained", r)
+            return
         if chosen is not None:
             digest, bitmap = chosen
             cid = digest_to_cid(digest)
@@ -331,6 +333,8 @@ class Peer:
 
     def reveal(self, round_: int) -> None:
         """Reveal this peer's committed vote, recomputing it if a restart lost it."""
+        if round_ in self._abstained:
+            return
         if round_ not in self._choices:
             inputs = collect_updates(
                 self.chain, self.store, self.task, self.task_cid, round_, self._round_base_of(round_),
@@ -340,7 +344,7 @@ class Peer:
             data, bitmap, _ = build_aggregate(self.store, self.task, self.task_cid, inputs)
             digest = cid_to_digest(self.store.add(data, pin=True))
             chosen = self.behaviour.vote(self, round_, inputs, (digest, bitmap, digest_to_cid(digest)))
-            self._choices[round_] = chosen or (digest, bitmap)
+            self._choices[round_] = chosen if chosen not in (None, ABSTAIN) else (digest, bitmap)
         digest, bitmap = self._choices[round_]
         t0 = time.perf_counter()
         receipt = self.chain.reveal_vote(round_, digest, bitmap, self._salt(round_))
