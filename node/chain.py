@@ -407,9 +407,7 @@ def deploy_contract(
         {"from": sender, "nonce": client._rpc(lambda: client.w3.eth.get_transaction_count(sender, "pending")),
          "gas": int(estimate * 1.2), "chainId": client.chain_id(), **client._fees()}
     )
-    signed = client.account.sign_transaction(tx)
-    tx_hash = client._rpc(lambda: client.w3.eth.send_raw_transaction(signed.raw_transaction))
-    receipt = client._rpc(lambda: client.w3.eth.wait_for_transaction_receipt(tx_hash, timeout=client.tx_timeout, poll_latency=0.1))
+    receipt = client._send_until_mined("deploy", tx)
     if receipt["status"] != 1:
         raise E.ContractError("deployment reverted")
     address = receipt["contractAddress"]
