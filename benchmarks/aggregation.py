@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from fedchain.node.aggregation import RULES
-from fedchain.node.fixedpoint import LIMIT, quantize
+from fedchain.node.protocol.fixedpoint import LIMIT, quantize
 
 
 def make_rows(n: int, d: int, *, wide: bool, seed: int = 0) -> torch.Tensor:

@@ -17,7 +17,7 @@ from collections import defaultdict
 from eth_account import Account
 
 from fedchain.node.chain import ChainClient, Outcome, deploy_contract
-from fedchain.node.devnet import Devnet
+from fedchain.node.tools.devnet import Devnet
 
 
 def measure(peers: int, rounds: int) -> dict:

@@ -59,7 +59,7 @@ def _key_options(f):
 
 
 def _account(key_env, keystore, password_env, password_file):
-    from fedchain.node.keys import load_account
+    from fedchain.node.chain.keys import load_account
 
     password = None
     if password_env:
@@ -85,7 +85,7 @@ def _chain(rpc: str, address: str | None = None, account=None, **kwargs):
 
 
 def _open(deployment: str, rpc: str | None = None):
-    from fedchain.node.deployment import Deployment
+    from fedchain.node.tools.deployment import Deployment
 
     dep = Deployment.load(deployment)
     return dep, _chain(rpc or dep.rpc_url, dep.contract)
@@ -107,7 +107,7 @@ def cli(debug):
 @click.option("--state", "state_file", type=click.Path(dir_okay=False), help="Load and save chain state in this file.")
 def devnet(port, host, accounts, block_time, state_file):
     """Start a local anvil devnet in the foreground and print its RPC URL and dev keys."""
-    from fedchain.node.devnet import Devnet
+    from fedchain.node.tools.devnet import Devnet
 
     net = Devnet(port=port, host=host, accounts=accounts, block_time=block_time, state_file=state_file).start()
     click.echo(f"RPC URL: {net.rpc_url}  (chain id {net.chain_id})")
@@ -147,12 +147,12 @@ def deploy(rpc, key_env, keystore, password_env, password_file, store_spec, memb
     """Deploy a task: pin its description and initial model, deploy the contract."""
     import math
 
-    from fedchain.node.data import load_dataset
-    from fedchain.node.deployment import deploy_task
-    from fedchain.node.models import ModelSpec
+    from fedchain.node.ml.data import load_dataset
+    from fedchain.node.tools.deployment import deploy_task
+    from fedchain.node.protocol.task import ModelSpec
     from fedchain.node.store import open_store
-    from fedchain.node.task import Task
-    from fedchain.node.training import TrainConfig
+    from fedchain.node.protocol.task import Task
+    from fedchain.node.protocol.task import TrainConfig
 
     from web3 import Web3
 
@@ -203,8 +203,8 @@ def node():
 @click.option("--health-host", default="127.0.0.1", envvar="FEDCHAIN_HEALTH_HOST", show_default=True, help="Interface for /healthz and /metrics [env FEDCHAIN_HEALTH_HOST].")
 def node_run(deployment, key_env, keystore, password_env, password_file, rpc, store_spec, data_path, seed, poll, json_log, confirmations, gas_cap, attack, wait_deployment, health_port, health_host):
     """Run one peer until the task's last round (or until stopped)."""
-    from fedchain.node.data import load_shard
-    from fedchain.node.deployment import Deployment
+    from fedchain.node.ml.data import load_shard
+    from fedchain.node.tools.deployment import Deployment
     from fedchain.node.peer import EventLog, Peer
     from fedchain.node.store import open_store
 
@@ -217,18 +217,18 @@ def node_run(deployment, key_env, keystore, password_env, password_file, rpc, st
     chain = _chain(rpc or dep.rpc_url, dep.contract, account, retry_seconds=60, confirmations=confirmations, gas_cap=gas_cap)
     store = open_store(store_spec or dep.store)
     task_bytes = store.get(dep.task_cid)
-    from fedchain.node.task import Task
+    from fedchain.node.protocol.task import Task
 
     log = EventLog(account.address, json_lines=json_log)
-    from fedchain.node.attacks import make_behaviour
+    from fedchain.node.tools.attacks import make_attack
 
-    behaviour = make_behaviour(attack)
-    peer = Peer(chain, store, Task.from_bytes(task_bytes), dep.task_cid, shard, seed=seed, poll=poll, log=log, behaviour=behaviour)
+    plugins = make_attack(attack)
+    peer = Peer(chain, store, Task.from_bytes(task_bytes), dep.task_cid, shard, seed=seed, poll=poll, log=log, plugins=plugins)
     if attack:
-        log("adversarial", None, attack=behaviour.name)
+        log("adversarial", None, attack=attack)
     server = None
     if health_port is not None:
-        from fedchain.node.observability import HealthServer
+        from fedchain.node.peer.observability import HealthServer
 
         server = HealthServer(peer.metrics, peer.health, host=health_host, port=health_port).start()
         log("serving", None, health=f"http://{server.host}:{server.port}/healthz", metrics=f"http://{server.host}:{server.port}/metrics")
@@ -258,10 +258,10 @@ def node_run(deployment, key_env, keystore, password_env, password_file, rpc, st
 @_json_option
 def simulate(peers, rounds, dataset, partition, alpha, seed, rule, epochs, block_time, workdir, attack, malicious, commit_reveal, resume, as_json):
     """Devnet, deployment, N peer processes and R rounds in one command."""
-    from fedchain.node.attacks import make_behaviour
-    from fedchain.node.simulate import SimulationConfig, run_simulation
+    from fedchain.node.tools.attacks import make_attack
+    from fedchain.node.tools.simulate import SimulationConfig, run_simulation
 
-    make_behaviour(attack)  # reject an unknown attack before starting anything
+    make_attack(attack)  # reject an unknown attack before starting anything
     cfg = SimulationConfig(peers=peers, rounds=rounds, dataset=dataset, partition=partition, alpha=alpha, seed=seed,
                            rule=rule, epochs=epochs, block_time=block_time, workdir=workdir, attack=attack, malicious=malicious,
                            commit_reveal=commit_reveal, resume=resume)
@@ -301,7 +301,7 @@ def rounds():
 @_json_option
 def rounds_list(deployment, rpc, as_json):
     """Every round: status, model, updates, votes."""
-    from fedchain.node.history import round_history
+    from fedchain.node.ledger.history import round_history
 
     _, chain = _open(deployment, rpc)
     history = round_history(chain)
@@ -322,7 +322,7 @@ def rounds_list(deployment, rpc, as_json):
 @_json_option
 def rounds_show(number, deployment, rpc, as_json):
     """One round in detail: every update and every vote."""
-    from fedchain.node.history import round_record
+    from fedchain.node.ledger.history import round_record
 
     _, chain = _open(deployment, rpc)
     rec = round_record(chain, number)
@@ -347,7 +347,7 @@ def rounds_show(number, deployment, rpc, as_json):
 @_json_option
 def peers(deployment, rpc, as_json):
     """Registered peers with reputation and participation."""
-    from fedchain.node.history import round_history
+    from fedchain.node.ledger.history import round_history
 
     _, chain = _open(deployment, rpc)
     history = round_history(chain)
@@ -376,10 +376,10 @@ def peers(deployment, rpc, as_json):
 @_json_option
 def verify(deployment, round_, rpc, store_spec, as_json):
     """Recompute every finalized aggregate from the store and check it against the chain."""
-    from fedchain.node.audit import audit_round
-    from fedchain.node.history import round_history
+    from fedchain.node.tools.audit import audit_round
+    from fedchain.node.ledger.history import round_history
     from fedchain.node.store import open_store
-    from fedchain.node.task import Task
+    from fedchain.node.protocol.task import Task
 
     dep, chain = _open(deployment, rpc)
     store = open_store(store_spec or dep.store)
@@ -414,7 +414,7 @@ def model():
 @click.option("--store", "store_spec", default=None, envvar="FEDCHAIN_STORE", help="Override the deployment's store.")
 def model_pull(round_, output, deployment, rpc, store_spec):
     """Fetch a round's global model and verify it against the on-chain digest."""
-    from fedchain.node.cid import cid_of_bytes, digest_to_cid
+    from fedchain.node.protocol.cid import cid_of_bytes, digest_to_cid
     from fedchain.node.store import open_store
 
     dep, chain = _open(deployment, rpc)
@@ -451,13 +451,13 @@ def experiment():
 @click.option("--out", "out_dir", default="runs/robustness", show_default=True, type=click.Path(file_okay=False))
 def experiment_robustness(datasets, rules, attacks, fractions, peers, rounds, seed, out_dir):
     """Attacks x malicious fraction x rules on real data; writes CSV, JSON and PNG plots."""
-    from fedchain.node.aggregation import RULE_IDS
-    from fedchain.node.attacks import make_behaviour
-    from fedchain.node.experiment import plot_results, run_grid
+    from fedchain.node.aggregation import RULES as RULE_IDS
+    from fedchain.node.tools.attacks import make_attack
+    from fedchain.node.tools.experiment import plot_results, run_grid
 
     attack_list = [a.strip() for a in attacks.split(",") if a.strip()]
     for a in attack_list:
-        make_behaviour(a)
+        make_attack(a)
     rule_list = [r.strip() for r in rules.split(",")] if rules else list(RULE_IDS)
     unknown = [r for r in rule_list if r not in RULE_IDS]
     if unknown:
@@ -520,7 +520,7 @@ def keys_new(key_dir, name, password_env, password_file):
     """Create a new key in an encrypted keystore NAME.json; print its address."""
     from eth_account import Account
 
-    from fedchain.node.keys import write_keystore
+    from fedchain.node.chain.keys import write_keystore
 
     account = Account.create()
     path = write_keystore(account, key_dir / f"{name}.json", _new_password(password_env, password_file))
@@ -535,7 +535,7 @@ def keys_new(key_dir, name, password_env, password_file):
 @click.pass_obj
 def keys_import(key_dir, name, key_env, password_env, password_file):
     """Encrypt the raw key in $KEY_ENV into keystore NAME.json; print its address."""
-    from fedchain.node.keys import account_from_env, write_keystore
+    from fedchain.node.chain.keys import account_from_env, write_keystore
 
     account = account_from_env(key_env)
     path = write_keystore(account, key_dir / f"{name}.json", _new_password(password_env, password_file))
@@ -547,7 +547,7 @@ def keys_import(key_dir, name, key_env, password_env, password_file):
 @click.pass_obj
 def keys_list(key_dir, as_json):
     """Keystores in the folder with their addresses."""
-    from fedchain.node.keys import list_keystores
+    from fedchain.node.chain.keys import list_keystores
 
     rows = list_keystores(key_dir)
     if as_json:
@@ -571,7 +571,7 @@ def data():
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False), help="Folder for peer-N.safetensors and test.safetensors.")
 def data_split(dataset, peers, partition, alpha, seed, out_dir):
     """Write one private shard per peer plus the held-out test split."""
-    from fedchain.node.data import load_dataset, partition as split, save_shard, train_test_split
+    from fedchain.node.ml.data import load_dataset, partition as split, save_shard, train_test_split
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -622,7 +622,7 @@ def store_add(spec, file, no_pin, store_override):
 @click.pass_obj
 def store_get(spec, cid, output, store_override):
     """Fetch CID, verify it, write it to a file."""
-    from fedchain.node.cid import validate_cid
+    from fedchain.node.protocol.cid import validate_cid
 
     data = _the_store(spec, store_override).get(validate_cid(cid))
     Path(output).write_bytes(data)

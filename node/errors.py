@@ -25,6 +25,7 @@ __all__ = [
     "RoundStillOpen",
     "InvalidOutcome",
     "UnknownRound",
+    "NotVisibleYet",
     "StoreError",
     "StoreUnavailable",
     "ArtifactNotFound",
@@ -112,6 +113,11 @@ class InvalidOutcome(ContractError):
 
 class UnknownRound(FedChainError):
     """The round asked about does not exist (yet) on this task's chain."""
+
+
+class NotVisibleYet(FedChainError):
+    """What a decision needs is not visible yet (events behind ``--confirmations``, or fewer
+    submissions in view than the chain counts): wait and look again."""
 
 
 class StoreError(FedChainError):

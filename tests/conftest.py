@@ -11,7 +11,7 @@ import pytest
 from eth_account import Account
 
 from fedchain.node.chain import ChainClient, deploy_contract
-from fedchain.node.devnet import Devnet
+from fedchain.node.tools.devnet import Devnet
 
 
 

@@ -4,7 +4,7 @@ Kubo cannot be installed where these tests run, so this module serves the small 
 ``/api/v0`` that ``fedchain.node.store.KuboStore`` uses, shaped the way Kubo's RPC answers:
 
 * ``add``: multipart/form-data upload (ipfshttpclient streams it with chunked transfer
-  encoding); the file is chunked and linked with ``fedchain.node.cid.build_dag``, i.e. Kubo's
+  encoding); the file is chunked and linked with ``fedchain.node.protocol.cid.build_dag``, i.e. Kubo's
   default import settings (CIDv0, 262144-byte chunks, dag-pb leaves, balanced, 174 links), and
   every block is kept. ``pin`` is honoured (default true). Non-default import options are
   refused rather than silently ignored, because the CID would differ from Kubo's.
@@ -47,7 +47,7 @@ import time
 import urllib.parse
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-from fedchain.node.cid import build_dag, cid_to_digest, parse_node
+from fedchain.node.protocol.cid import build_dag, cid_to_digest, parse_node
 from fedchain.node.errors import InvalidCID
 
 __all__ = ["KuboStandIn", "raw_cidv1"]

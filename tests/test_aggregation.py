@@ -16,11 +16,11 @@ from fedchain.node.aggregation import (
     coordinate_median,
     fedavg_clipped,
     multi_krum,
-    strategy_for,
+    make_rule,
     trimmed_mean,
     trust_cosine,
 )
-from fedchain.node.fixedpoint import LIMIT, WEIGHT_BITS, clip_to_norm, exact_sq_norm, normalized_weights
+from fedchain.node.protocol.fixedpoint import LIMIT, WEIGHT_BITS, clip_to_norm, exact_sq_norm, normalized_weights
 
 ONE = 1 << WEIGHT_BITS
 
@@ -38,19 +38,22 @@ def ref_weighted_mean(rows: list[list[int]], weights: list[int]) -> list[int]:
 # --------------------------------------------------------------------------- registry
 
 
-def test_rule_ids_are_stable_and_every_rule_has_a_strategy():
+def test_rule_ids_are_stable_and_every_rule_is_registered_once():
     assert RULE_IDS == {"fedavg": 0, "median": 1, "trimmed-mean": 2, "multi-krum": 3, "trust-cosine": 4, "fedavg-plain": 5}
     assert list(RULES) == list(RULE_IDS)
-    for name in RULES:
-        assert strategy_for(name, sample_cap=10).name == name
-        assert RULES[name].__doc__ and "(" in RULES[name].__doc__  # names its paper
+    assert len(set(RULE_IDS.values())) == len(RULE_IDS)
+    for name, cls in RULES.items():
+        assert make_rule(name).name == name and cls.name == name
+        assert cls.__doc__ and "(" in cls.__doc__  # names its paper
 
 
 def test_unknown_rule_and_bad_sample_cap_are_rejected():
-    with pytest.raises(ValueError, match="unknown aggregation rule"):
-        strategy_for("krum-ish", sample_cap=1)
-    with pytest.raises(ValueError):
-        strategy_for("median", sample_cap=0)
+    from fedchain.node.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="unknown aggregation rule"):
+        make_rule("krum-ish")
+    with pytest.raises(ConfigError):
+        make_rule("median").aggregate({}, [], sample_cap=0)
 
 
 # --------------------------------------------------------------------------- median, trimmed mean
@@ -88,7 +91,7 @@ def test_trimmed_mean_without_trimming_is_the_floor_mean():
 
 @pytest.mark.parametrize("n", [1, 2, 3, 6, 9, 50])
 def test_median_and_trimmed_mean_match_a_full_sort(n, monkeypatch):
-    monkeypatch.setattr(agg, "_SELECT_BLOCK", 64)  # many blocks, uneven last block
+    monkeypatch.setattr(agg._exact, "_SELECT_BLOCK", 64)  # many blocks, uneven last block
     gen = torch.Generator().manual_seed(n)
     rows = torch.randint(-LIMIT, LIMIT + 1, (n, 1000), generator=gen)
     rows[:, :10] = 7  # ties
@@ -131,7 +134,7 @@ def test_weights_change_the_fedavg_result():
 
 def test_fedavg_matches_the_reference_composition_bit_for_bit(monkeypatch):
     """The blocked implementation equals clip_to_norm + exact_sq_norm + the old weighted sum."""
-    monkeypatch.setattr(agg, "_BLOCK", 300)
+    monkeypatch.setattr(agg._exact, "_BLOCK", 300)
     gen = torch.Generator().manual_seed(3)
     for scale, n in ((1 << 20, 5), (1 << 36, 4), (LIMIT, 3)):
         rows = torch.randint(-scale, scale + 1, (n, 2000), generator=gen)
@@ -203,7 +206,7 @@ def test_multi_krum_small_n_keeps_everything():
 
 def test_trust_cosine_gives_zero_weight_to_a_sign_flipped_update():
     rows = T([[3, 4], [3, 4], [-6, -8]])  # reference (median) = [3, 4]
-    scores, dots, norms, ref = agg.trust_scores(rows, agg._median_rows(rows))
+    scores, dots, norms, ref = agg.trust_scores(rows, agg._exact.median_rows(rows))
     assert scores == [ONE, ONE, 0] and ref == 25 and dots == [25, 25, -50]
     out = trust_cosine(rows, [1, 1, 1])
     assert out.included == (0, 1)
@@ -220,7 +223,7 @@ def test_trust_cosine_excludes_orthogonal_updates_and_rescales_to_the_reference_
 
 def test_trust_cosine_by_hand_weights_are_trust_times_weight():
     rows = T([[4, 0], [0, 4], [4, 4]])  # reference [4, 4], |r| = sqrt(32)
-    scores, *_ = agg.trust_scores(rows, agg._median_rows(rows))
+    scores, *_ = agg.trust_scores(rows, agg._exact.median_rows(rows))
     assert scores == [741455, 741455, ONE]  # floor(2**20 * cos 45 degrees), 2**20
     # rescaled to |r|: floor(4 * 1482910 / 2**20) = 5 -> [5, 0], [0, 5]; [4, 4] unchanged
     assert ref_weighted_mean([[5, 0], [0, 5], [4, 4]], scores) == [3, 3]
@@ -233,7 +236,7 @@ def test_trust_cosine_among_honest_updates_and_attackers():
     out = trust_cosine(rows, [1] * 7)
     assert 4 not in out.included  # the sign-flipped update
     assert set(honest) <= set(out.included)
-    ref = agg._median_rows(rows).to(torch.float64)
+    ref = agg._exact.median_rows(rows).to(torch.float64)
     got = out.delta.to(torch.float64)
     assert torch.linalg.norm(got) <= torch.linalg.norm(ref) * 1.000001  # rescaled to the reference norm
     assert torch.nn.functional.cosine_similarity(got, ref, dim=0) > 0.99
@@ -258,7 +261,7 @@ def test_trust_cosine_with_a_zero_reference_includes_nothing():
 def test_rescaling_is_exact_and_clamped(factor):
     xs = [0, 1, -1, 7, -7, 12345, -12345, LIMIT, -LIMIT, LIMIT - 1, -(LIMIT - 1), 1 << 30, -(1 << 30)]
     rows = T([xs, xs[::-1]])
-    transform = agg._rescaled([factor, factor])
+    transform = agg._exact.rescaled([factor, factor])
     got = rows if transform is None else transform(rows)
     expect = [[max(-LIMIT, min(LIMIT, (x * factor) >> WEIGHT_BITS)) for x in r] for r in rows.tolist()]
     assert got.tolist() == expect
@@ -282,12 +285,12 @@ def _contributions(n=6, d=(3, 5), seed=0, scale=0.01):
 @pytest.mark.parametrize("rule", list(RULES))
 def test_result_does_not_depend_on_the_order_of_contributions(rule):
     base, contributions = _contributions()
-    strategy = strategy_for(rule, sample_cap=12)
-    first, inc_first = strategy.aggregate(base, contributions)
+    strategy = make_rule(rule)
+    first, inc_first = strategy.aggregate(base, contributions, sample_cap=12)
     shuffled = contributions[:]
     random.Random(1).shuffle(shuffled)
     assert shuffled != contributions
-    second, inc_second = strategy.aggregate(base, shuffled)
+    second, inc_second = strategy.aggregate(base, shuffled, sample_cap=12)
     assert [c.member for c in inc_first] == [c.member for c in inc_second]
     assert [c.member for c in inc_first] == sorted(c.member for c in inc_first)
     for k in base:
@@ -299,7 +302,7 @@ def test_result_does_not_depend_on_the_order_of_contributions(rule):
 def test_float32_output_is_finite_even_for_extreme_updates(rule):
     base, contributions = _contributions(scale=1e6)  # quantize clamps to +-2**14
     contributions[0].delta["w"][0, 0] = float("inf")
-    new, _ = strategy_for(rule, sample_cap=12).aggregate(base, contributions)
+    new, _ = make_rule(rule).aggregate(base, contributions, sample_cap=12)
     for t in new.values():
         assert t.dtype == torch.float32 and bool(torch.isfinite(t).all())
 
@@ -307,7 +310,7 @@ def test_float32_output_is_finite_even_for_extreme_updates(rule):
 @pytest.mark.parametrize("rule", list(RULES))
 def test_single_update_is_returned_exactly(rule):
     rows = T([[5, -3, 0, LIMIT, -LIMIT]])
-    out = RULES[rule](rows, [7])
+    out = RULES[rule]().combine(rows, [7])
     assert isinstance(out, Aggregate)
     assert out.delta.tolist() == rows[0].tolist() and out.included == (0,)
 
@@ -315,7 +318,7 @@ def test_single_update_is_returned_exactly(rule):
 @pytest.mark.parametrize("rule", list(RULES))
 def test_all_zero_weights_fall_back_to_equal_weights(rule):
     rows, _ = _honest_and_attackers(d=16, seed=2)
-    zero, ones = RULES[rule](rows, [0] * 7), RULES[rule](rows, [1] * 7)
+    zero, ones = RULES[rule]().combine(rows, [0] * 7), RULES[rule]().combine(rows, [1] * 7)
     assert zero.delta.tolist() == ones.delta.tolist() and zero.included == ones.included
 
 
@@ -323,14 +326,14 @@ def test_strategy_with_zero_reputation_everywhere_still_aggregates():
     base, contributions = _contributions()
     contributions = [Contribution(c.member, c.cid, c.delta, c.samples, 0) for c in contributions]
     for rule in RULES:
-        new, included = strategy_for(rule, sample_cap=12).aggregate(base, contributions)
+        new, included = make_rule(rule).aggregate(base, contributions, sample_cap=12)
         assert included and all(bool(torch.isfinite(t).all()) for t in new.values())
 
 
 def test_no_contributions_returns_the_base_model():
     base, _ = _contributions()
     for rule in RULES:
-        new, included = strategy_for(rule, sample_cap=1).aggregate(base, [])
+        new, included = make_rule(rule).aggregate(base, [], sample_cap=1)
         assert included == [] and all(torch.equal(new[k], base[k]) for k in base)
 
 
@@ -340,7 +343,7 @@ def test_rules_reject_bad_rows():
     with pytest.raises(ValueError):
         multi_krum(torch.zeros((3, 3), dtype=torch.float32), [1, 1, 1])
     with pytest.raises(ValueError, match="limit"):
-        agg._exact_products(T([[LIMIT + 1, 0]]))
+        agg._exact.exact_products(T([[LIMIT + 1, 0]]))
 
 
 # --------------------------------------------------------------------------- exact helpers
@@ -356,8 +359,8 @@ def _py_products(a: list[list[int]], b: list[list[int]]) -> list[list[int]]:
      (29, 29, "two-sided"), (43, 43, "two-sided"), (43, 3, "two-sided"), (3, 43, "one-sided")],
 )
 def test_exact_products_and_norms_are_exact_in_every_plan(abits, bbits, plan, monkeypatch):
-    monkeypatch.setattr(agg, "_BLOCK", 512)  # many blocks, several float64 accumulator moves
-    monkeypatch.setattr(agg, "_FLUSH", 3)  # and several int64 accumulator moves
+    monkeypatch.setattr(agg._exact, "_BLOCK", 512)  # many blocks, several float64 accumulator moves
+    monkeypatch.setattr(agg._exact, "_FLUSH", 3)  # and several int64 accumulator moves
     gen = torch.Generator().manual_seed(abits * 100 + bbits)
 
     def values(bits, n):
@@ -368,17 +371,17 @@ def test_exact_products_and_norms_are_exact_in_every_plan(abits, bbits, plan, mo
         return x
 
     a, b = values(abits, 4), values(bbits, 3)
-    got_plan = agg._Plan.of(agg._max_abs(a), agg._max_abs(b))
+    got_plan = agg._exact._Plan.of(agg._exact._max_abs(a), agg._exact._max_abs(b))
     assert {(1, 1): "direct", (1, 2): "one-sided", (2, 2): "two-sided"}[len(got_plan.left), len(got_plan.right)] == plan
     assert got_plan.span >= 1 << 11
-    assert agg._exact_products(a, b) == _py_products(a.tolist(), b.tolist())
-    assert agg._exact_products(a) == _py_products(a.tolist(), a.tolist())
-    assert agg._exact_sq_norms(a) == [exact_sq_norm(r) for r in a]
+    assert agg._exact.exact_products(a, b) == _py_products(a.tolist(), b.tolist())
+    assert agg._exact.exact_products(a) == _py_products(a.tolist(), a.tolist())
+    assert agg._exact.exact_sq_norms(a) == [exact_sq_norm(r) for r in a]
 
 
 def test_exact_products_of_zeros_and_empty_rows():
-    assert agg._exact_products(torch.zeros((2, 5), dtype=torch.int64)) == [[0, 0], [0, 0]]
-    assert agg._exact_sq_norms(torch.zeros((2, 0), dtype=torch.int64)) == [0, 0]
+    assert agg._exact.exact_products(torch.zeros((2, 5), dtype=torch.int64)) == [[0, 0], [0, 0]]
+    assert agg._exact.exact_sq_norms(torch.zeros((2, 0), dtype=torch.int64)) == [0, 0]
 
 
 def test_threaded_selection_matches_single_threaded():

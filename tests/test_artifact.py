@@ -5,9 +5,9 @@ import struct
 import pytest
 import torch
 
-from fedchain.node.artifact import decode, encode, validate
+from fedchain.node.protocol.artifact import decode, encode, validate
 from fedchain.node.errors import ArtifactInvalid
-from fedchain.node.models import ModelSpec, init_state, schema_of
+from fedchain.node.ml.models import ModelSpec, init_state, schema_of
 
 SPEC = ModelSpec(inputs=8, classes=3, hidden=(4,))
 SCHEMA = schema_of(SPEC)

@@ -5,8 +5,8 @@ Runs use the experiment engine: a fresh contract per run, the real store, one Pe
 driven round by round in this process (the same code paths as separate peer processes)."""
 import pytest
 
-from fedchain.node.devnet import Devnet
-from fedchain.node.experiment import TrialConfig, run_trial
+from fedchain.node.tools.devnet import Devnet
+from fedchain.node.tools.experiment import TrialConfig, run_trial
 
 PEERS, ROUNDS = 7, 3  # 30% malicious -> 2 attackers; the 5 honest hold 5/7 > 2/3 of reputation
 

@@ -3,7 +3,7 @@ import json
 
 import pytest
 
-from fedchain.node.cid import b58decode, b58encode, cid_of_bytes, cid_to_digest, digest_to_cid
+from fedchain.node.protocol.cid import b58decode, b58encode, cid_of_bytes, cid_to_digest, digest_to_cid
 from fedchain.node.errors import InvalidCID
 
 from _support import SHARED

@@ -4,8 +4,8 @@ import json
 import pytest
 from eth_account import Account
 
-from fedchain.node.cid import cid_of_bytes
-from fedchain.node.keys import write_keystore
+from fedchain.node.protocol.cid import cid_of_bytes
+from fedchain.node.chain.keys import write_keystore
 
 from _support import clean_env, run_cli
 

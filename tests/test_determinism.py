@@ -12,7 +12,7 @@ import torch
 
 from fedchain.node import aggregation as agg
 from fedchain.node.aggregation import RULES
-from fedchain.node.fixedpoint import LIMIT, WEIGHT_BITS
+from fedchain.node.protocol.fixedpoint import LIMIT, WEIGHT_BITS
 
 from _support import ROOT, clean_env
 
@@ -24,9 +24,9 @@ import hashlib, json, sys
 import torch
 torch.set_num_threads(int(sys.argv[1]))
 from fedchain.node import aggregation as agg
-from fedchain.node.artifact import encode
-from fedchain.node.fixedpoint import quantize
-from fedchain.node.models import state_to_vector
+from fedchain.node.protocol.artifact import encode
+from fedchain.node.protocol.fixedpoint import quantize
+from fedchain.node.protocol.fixedpoint import state_to_vector
 
 def dataset(n, d, scale, seed):
     gen = torch.Generator().manual_seed(seed)
@@ -48,15 +48,15 @@ for name, (n, d, scale, seed) in {"direct": (7, 50_000, 1e-4, 1), "one-sided": (
                                   "two-sided": (7, 50_000, 3000.0, 3)}.items():
     base, contributions = dataset(n, d, scale, seed)
     rows = torch.stack([quantize(state_to_vector(c.delta)) for c in sorted(contributions, key=lambda c: c.member)])
-    amax = agg._max_abs(rows)
-    plan = agg._Plan.of(amax, amax)
+    amax = agg._exact._max_abs(rows)
+    plan = agg._exact._Plan.of(amax, amax)
     result["plans"][name] = [len(plan.left), len(plan.right)]
     for rule in agg.RULES:
-        strategy = agg.strategy_for(rule, sample_cap=50)
-        new, included = strategy.aggregate(base, contributions)
+        strategy = agg.make_rule(rule)
+        new, included = strategy.aggregate(base, contributions, sample_cap=50)
         members = [c.member for c in included]
         artifact = encode(new, {"kind": "model", "rule": rule, "included": members})
-        raw = agg.RULES[rule](rows, strategy.weights(sorted(contributions, key=lambda c: c.member)))
+        raw = strategy.combine(rows, agg.weights_of(sorted(contributions, key=lambda c: c.member), 50))
         result["rules"][f"{name}/{rule}"] = {
             "artifact": hashlib.sha256(artifact).hexdigest(),
             "delta": hashlib.sha256(raw.delta.numpy().tobytes()).hexdigest(),
@@ -202,12 +202,12 @@ def test_reference_covers_every_rule():
 @pytest.mark.parametrize("magnitude", [1 << 10, 1 << 27, 1 << 35, LIMIT])
 @pytest.mark.parametrize("rule", list(RULES))
 def test_rules_equal_the_plain_python_reference(rule, magnitude, monkeypatch):
-    monkeypatch.setattr(agg, "_BLOCK", 8)  # cross many block boundaries even in a tiny case
-    monkeypatch.setattr(agg, "_SELECT_BLOCK", 8)
+    monkeypatch.setattr(agg._exact, "_BLOCK", 8)  # cross many block boundaries even in a tiny case
+    monkeypatch.setattr(agg._exact, "_SELECT_BLOCK", 8)
     for seed in range(3):
         rows, weights = _tiny_case(seed, magnitude)
         for w in (weights, [0] * len(weights)):
-            got = RULES[rule](torch.tensor(rows, dtype=torch.int64), w)
+            got = RULES[rule]().combine(torch.tensor(rows, dtype=torch.int64), w)
             delta, included = REFERENCE[rule](rows, w)
             assert got.delta.tolist() == delta
             assert list(got.included) == included

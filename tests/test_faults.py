@@ -9,16 +9,16 @@ import time
 from eth_account import Account
 
 from fedchain.node.chain import ChainClient
-from fedchain.node.data import load_dataset, partition, train_test_split
-from fedchain.node.deployment import Deployment, deploy_task
-from fedchain.node.devnet import Devnet
+from fedchain.node.ml.data import load_dataset, partition, train_test_split
+from fedchain.node.tools.deployment import Deployment, deploy_task
+from fedchain.node.tools.devnet import Devnet
 from fedchain.node.errors import StoreUnavailable
-from fedchain.node.history import round_history
-from fedchain.node.models import ModelSpec
+from fedchain.node.ledger.history import round_history
+from fedchain.node.ml.models import ModelSpec
 from fedchain.node.peer import Peer
 from fedchain.node.store import EmbeddedStore
-from fedchain.node.task import Task
-from fedchain.node.training import TrainConfig
+from fedchain.node.protocol.task import Task
+from fedchain.node.ml.training import TrainConfig
 
 from _support import clean_env, deploy_with_cli, wait_for
 

@@ -18,7 +18,7 @@ import time
 
 import pytest
 
-from fedchain.node.cid import build_dag, cid_of_bytes
+from fedchain.node.protocol.cid import build_dag, cid_of_bytes
 from fedchain.node.errors import ArtifactInvalid, ArtifactNotFound, StoreUnavailable
 from fedchain.node.store import EmbeddedStore, KuboStore, open_store
 

@@ -10,8 +10,8 @@ import time
 
 import pytest
 
-from fedchain.node.cid import cid_of_bytes
-from fedchain.node.devnet import Devnet
+from fedchain.node.protocol.cid import cid_of_bytes
+from fedchain.node.tools.devnet import Devnet
 
 from _support import clean_env, run_cli
 

@@ -6,7 +6,7 @@ import sys
 import time
 import urllib.request
 
-from fedchain.node.observability import HealthServer, Metrics
+from fedchain.node.peer.observability import HealthServer, Metrics
 
 from _support import clean_env
 

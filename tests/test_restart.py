@@ -6,9 +6,9 @@ import sys
 import time
 
 from fedchain.node.chain import ChainClient
-from fedchain.node.deployment import Deployment
-from fedchain.node.devnet import Devnet
-from fedchain.node.history import round_history
+from fedchain.node.tools.deployment import Deployment
+from fedchain.node.tools.devnet import Devnet
+from fedchain.node.ledger.history import round_history
 
 from _support import clean_env, deploy_with_cli, wait_for
 

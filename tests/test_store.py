@@ -5,7 +5,7 @@ import sys
 
 import pytest
 
-from fedchain.node.cid import cid_of_bytes
+from fedchain.node.protocol.cid import cid_of_bytes
 from fedchain.node.errors import ArtifactInvalid, ArtifactNotFound, InvalidCID
 from fedchain.node.store import EmbeddedStore, open_store
 

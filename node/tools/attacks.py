@@ -1,21 +1,24 @@
 """Adversarial peer behaviours, for proving that the network holds up under attack.
 
-A behaviour changes what an otherwise ordinary peer does at three points: the data it trains on,
-the update it submits, and the vote it casts. ``fedchain node run --attack NAME`` makes a real
-adversarial process that joins a network like any other peer.
+Each attack is an ordinary plugin on the peer's hooks (``fedchain.node.peer.pipeline``): the
+data it trains on, the update it publishes, and the vote it casts. ``fedchain node run --attack
+NAME`` makes a real adversarial process that joins a network like any other peer.
 """
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, replace
+from dataclasses import replace
 
 import numpy as np
 import torch
 
-from .artifact import encode
-from .data import Dataset
+from ..aggregation import Aggregate, AggregationRule, aggregate_round
+from ..errors import ConfigError
+from ..peer.pipeline import ABSTAIN, Plugin
+from ..protocol.artifact import decode, encode
+from ..protocol.cid import cid_to_digest, digest_to_cid
 
-__all__ = ["ABSTAIN", "Behaviour", "ATTACKS", "make_behaviour", "malicious_indices", "add_trigger", "BACKDOOR_TARGET"]
+__all__ = ["ATTACKS", "make_attack", "malicious_indices", "add_trigger", "BACKDOOR_TARGET"]
 
 BACKDOOR_TARGET = 0
 
@@ -27,40 +30,7 @@ def add_trigger(x: np.ndarray) -> np.ndarray:
     return out
 
 
-@dataclass
-class UpdateContext:
-    round: int
-    base_cid: str
-    base: dict[str, torch.Tensor]
-    metadata: dict
-    peer: object  # the Peer, for attacks that read the chain or the store
-
-
-ABSTAIN = (b"", -1)  # a vote hook's answer meaning: send no vote this round
-
-
-class Behaviour:
-    """Honest by default; subclasses override one or more hooks."""
-
-    name = "honest"
-
-    def prepare_data(self, data: Dataset, rng: np.random.Generator) -> Dataset:
-        return data
-
-    def update(self, delta: dict[str, torch.Tensor], ctx: UpdateContext) -> bytes | None:
-        """Return artifact bytes to submit instead of the honest update, or None."""
-        return None
-
-    def transform(self, delta: dict[str, torch.Tensor], ctx: UpdateContext) -> dict[str, torch.Tensor]:
-        return delta
-
-    def vote(self, peer, round_: int, inputs, honest: tuple[bytes, int, str]) -> tuple[bytes, int] | None:
-        """Return (model digest, included bitmap) to vote for instead of the honest aggregate,
-        ``ABSTAIN`` to cast no vote, or None to vote honestly."""
-        return None
-
-
-class SignFlip(Behaviour):
+class SignFlip(Plugin):
     name = "signflip"
 
     def __init__(self, scale: float = 4.0):
@@ -70,7 +40,7 @@ class SignFlip(Behaviour):
         return {k: -self.scale * v for k, v in delta.items()}
 
 
-class Scaling(Behaviour):
+class Scaling(Plugin):
     """Model replacement: boost the update so it dominates a plain average."""
 
     name = "scaling"
@@ -82,7 +52,7 @@ class Scaling(Behaviour):
         return {k: self.scale * v for k, v in delta.items()}
 
 
-class GaussianNoise(Behaviour):
+class GaussianNoise(Plugin):
     name = "noise"
 
     def __init__(self, sigma: float = 1.0):
@@ -93,7 +63,7 @@ class GaussianNoise(Behaviour):
         return {k: torch.randn(v.shape, generator=gen) * self.sigma for k, v in delta.items()}
 
 
-class LabelFlip(Behaviour):
+class LabelFlip(Plugin):
     """Data poisoning: train on labels mapped c -> (classes - 1 - c)."""
 
     name = "labelflip"
@@ -102,7 +72,7 @@ class LabelFlip(Behaviour):
         return replace(data, y=(data.classes - 1 - data.y).astype(np.int64))
 
 
-class Backdoor(Behaviour):
+class Backdoor(Plugin):
     """Train on a copy of half the data with the trigger stamped and the label set to the target,
     then boost the update so it survives averaging."""
 
@@ -121,7 +91,7 @@ class Backdoor(Behaviour):
         return {k: self.boost * v for k, v in delta.items()}
 
 
-class FreeRider(Behaviour):
+class FreeRider(Plugin):
     """Contributes nothing: resubmits the global model (a zero update), or a slightly perturbed
     copy of another peer's update of this round when one is already recorded."""
 
@@ -129,12 +99,9 @@ class FreeRider(Behaviour):
 
     def transform(self, delta, ctx):
         peer = ctx.peer
-        for ev in peer.chain.events("UpdateSubmitted", from_block=peer._round_start_block(ctx.round), round=ctx.round):
+        for ev in peer.chain.events("UpdateSubmitted", from_block=peer.round_start_block(ctx.round), round=ctx.round):
             if ev.args.peer.lower() == peer.address.lower():
                 continue
-            from .artifact import decode
-            from .cid import digest_to_cid
-
             try:
                 other = decode(peer.store.get(digest_to_cid(bytes(ev.args.update))), max_bytes=peer.task.max_update_bytes)
                 return {k: v + 1e-6 * torch.randn_like(v) for k, v in other.tensors.items()}
@@ -143,13 +110,13 @@ class FreeRider(Behaviour):
         return {k: torch.zeros_like(v) for k, v in delta.items()}
 
 
-class Malformed(Behaviour):
+class Malformed(Plugin):
     """Submits artifacts no honest peer may use; cycles through the kinds, one per round."""
 
     name = "malformed"
     KINDS = ("nan", "inf", "shape", "dtype", "oversized", "not-safetensors")
 
-    def update(self, delta, ctx):
+    def publish(self, delta, ctx):
         kind = self.KINDS[(ctx.round - 1) % len(self.KINDS)]
         bad = {k: v.clone() for k, v in delta.items()}
         first = sorted(bad)[0]
@@ -168,14 +135,15 @@ class Malformed(Behaviour):
         return encode(bad, ctx.metadata)
 
 
-class LazyVoter(Behaviour):
+class LazyVoter(Plugin):
     """Votes without computing: copies the first vote another peer cast in this round, and
     abstains when there is none to copy (always, under commit-reveal)."""
 
     name = "lazyvote"
 
-    def vote(self, peer, round_, inputs, honest):
-        for ev in peer.chain.events("VoteCast", from_block=peer._round_start_block(round_), round=round_):
+    def vote(self, ctx, honest):
+        peer, round_ = ctx.peer, ctx.round
+        for ev in peer.chain.events("VoteCast", from_block=peer.round_start_block(round_), round=round_):
             if ev.args.peer.lower() != peer.address.lower():
                 return bytes(ev.args.model), int(ev.args.included)
         return ABSTAIN
@@ -187,35 +155,36 @@ class Colluder(SignFlip):
 
     name = "collude"
 
-    def vote(self, peer, round_, inputs, honest):
-        from .aggregation import Aggregate, AggregationStrategy
-        from .cid import cid_to_digest
-        from .peer import build_aggregate
-
-        class _Mean(AggregationStrategy):
-            name = "mean"
-
-            def combine(self, rows, weights):
-                return Aggregate(torch.div(rows.sum(0), rows.shape[0], rounding_mode="floor"), tuple(range(rows.shape[0])))
-
-        data, bitmap, _ = build_aggregate(peer.store, peer.task, peer.task_cid, inputs, strategy=_Mean(sample_cap=1))
+    def vote(self, ctx, honest):
+        peer = ctx.peer
+        _, base = peer.global_model(ctx.round)
+        data, bitmap, _ = aggregate_round(base, peer.task, peer.task_cid, ctx.inputs, rule=_PlainMean())
         return cid_to_digest(peer.store.add(data, pin=True)), bitmap
 
 
-ATTACKS: dict[str, type[Behaviour]] = {
-    cls.name: cls for cls in (Behaviour, SignFlip, Scaling, GaussianNoise, LabelFlip, Backdoor, FreeRider, Malformed, LazyVoter, Colluder)
+class _PlainMean(AggregationRule):
+    """The unweighted mean of every update, poisoned ones included: what colluders vote for."""
+
+    name = "mean"
+    rule_id = -1
+
+    def combine(self, rows, weights):
+        return Aggregate(torch.div(rows.sum(0), rows.shape[0], rounding_mode="floor"), tuple(range(rows.shape[0])))
+
+
+ATTACKS: dict[str, type[Plugin]] = {
+    cls.name: cls for cls in (SignFlip, Scaling, GaussianNoise, LabelFlip, Backdoor, FreeRider, Malformed, LazyVoter, Colluder)
 }
 
 
-def make_behaviour(name: str | None) -> Behaviour:
+def make_attack(name: str | None) -> list[Plugin]:
+    """The plugin list of attack ``name``: empty (an honest peer) for None or ""."""
     if not name:
-        return Behaviour()
+        return []
     try:
-        return ATTACKS[name]()
+        return [ATTACKS[name]()]
     except KeyError:
-        from .errors import ConfigError
-
-        raise ConfigError(f"unknown attack {name!r} (known: {', '.join(a for a in ATTACKS if a != 'honest')})") from None
+        raise ConfigError(f"unknown attack {name!r} (known: {', '.join(ATTACKS)})") from None
 
 
 def malicious_indices(peers: int, attack: str | None, fraction: float) -> list[int]:

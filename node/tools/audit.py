@@ -3,12 +3,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from .chain import ChainClient
-from .cid import cid_of_bytes
-from .history import RoundRecord
-from .peer import build_aggregate, collect_updates
-from .store import ArtifactStore
-from .task import Task
+from ..chain import ChainClient
+from ..protocol.cid import cid_of_bytes
+from ..ledger.history import RoundRecord
+from ..aggregation import aggregate_round
+from ..ledger.updates import collect_updates, load_model
+from ..ml.models import schema_of
+from ..store import ArtifactStore
+from ..protocol.task import Task
 
 __all__ = ["RoundAudit", "audit_round"]
 
@@ -29,9 +31,11 @@ class RoundAudit:
 def audit_round(chain: ChainClient, store: ArtifactStore, task: Task, task_cid: str, rec: RoundRecord, members: list[str]) -> RoundAudit:
     """Fetch the round's updates, re-aggregate with the task's rule and on-chain reputations."""
     audit = RoundAudit(rec.round, False, rec.model or "")
-    inputs = collect_updates(chain, store, task, task_cid, rec.round, rec.base_model, from_block=rec.start_block, members=members)
+    schema = schema_of(task.model)
+    inputs = collect_updates(chain, store, task, task_cid, rec.round, rec.base_model, schema=schema,
+                             from_block=rec.start_block, members=members)
     try:
-        data, bitmap, _ = build_aggregate(store, task, task_cid, inputs)
+        data, bitmap, _ = aggregate_round(load_model(store, rec.base_model, task, schema), task, task_cid, inputs)
     except Exception as exc:  # the base model itself may be missing or damaged
         audit.problems.append(f"cannot rebuild the aggregate: {exc}")
         return audit

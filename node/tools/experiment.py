@@ -18,19 +18,20 @@ from pathlib import Path
 
 from eth_account import Account
 
-from .chain import ChainClient
-from .data import load_dataset, partition, train_test_split
+from ..chain import ChainClient
+from ..ml.data import load_dataset, partition, train_test_split
 from .deployment import deploy_task
 from .devnet import Devnet
-from .errors import FedChainError
-from .history import round_history
-from .models import ModelSpec
-from .peer import Peer, load_model
+from ..errors import FedChainError
+from ..ledger.history import round_history
+from ..protocol.task import ModelSpec, TrainConfig
+from ..ledger.updates import load_model
+from ..peer import Peer
 from .simulate import backdoor_success_rate
-from .store import EmbeddedStore
-from .task import Task
-from .training import TrainConfig, evaluate
-from .attacks import make_behaviour, malicious_indices
+from ..store import EmbeddedStore
+from ..protocol.task import Task
+from ..ml.training import evaluate
+from .attacks import make_attack, malicious_indices
 
 __all__ = ["TrialConfig", "run_trial", "run_grid", "plot_results"]
 
@@ -80,8 +81,8 @@ def run_trial(cfg: TrialConfig, devnet: Devnet, workdir: Path, *, datasets_cache
     for i in range(cfg.peers):
         chain = ChainClient(devnet.rpc_url, dep.contract, Account.from_key(devnet.keys[i + 1]))
         shard = train.__class__(train.name, train.x[parts[i]], train.y[parts[i]], train.classes)
-        behaviour = make_behaviour(cfg.attack if i in bad else None)
-        peers.append(Peer(chain, store, task, dep.task_cid, shard, seed=cfg.seed * 1000 + i, log=_Quiet(), behaviour=behaviour))
+        plugins = make_attack(cfg.attack if i in bad else None)
+        peers.append(Peer(chain, store, task, dep.task_cid, shard, seed=cfg.seed * 1000 + i, log=_Quiet(), plugins=plugins))
     observer = ChainClient(devnet.rpc_url, dep.contract)
 
     accuracy, reputation = [], []

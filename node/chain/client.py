@@ -16,7 +16,7 @@ from eth_utils import function_signature_to_4byte_selector
 from web3 import Web3
 from web3.exceptions import ContractLogicError, Web3RPCError
 
-from . import errors as E
+from .. import errors as E
 
 __all__ = ["Phase", "RoundState", "MemberInfo", "Outcome", "ChainClient", "load_artifact", "deploy_contract", "ZERO32"]
 

@@ -3,9 +3,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from .chain import ChainClient, Phase
-from .cid import digest_to_cid
-from .errors import UnknownRound
+from ..chain import ChainClient, Phase
+from ..protocol.cid import digest_to_cid
+from ..errors import UnknownRound
 
 __all__ = ["RoundRecord", "round_history", "round_record"]
 

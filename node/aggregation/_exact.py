@@ -1,52 +1,27 @@
-"""Aggregation rules: how every peer turns the round's valid updates into one global model.
+"""Exact integer building blocks shared by the aggregation rules.
 
-Each rule is a pure function over exact int64 fixed-point updates (rows in canonical member
-order) and integer weights, returning the aggregated delta and which rows it kept. Every
-result is an exact integer function of the inputs, so every honest peer gets the same bits on
-any hardware, with any thread count.
-
-Weighting (all rules that weight): ``w_i = min(samples_i, sample_cap) * reputation_i``, the
-sample count the peer reports in its artifact, capped so no single peer dominates, times its
-on-chain reputation at submission.
-
-Speed: the rules work on column blocks of the ``[n, d]`` update matrix so that the data a block
-needs stays in cache, spread over threads by contiguous column ranges. The exact inner products
-that Multi-Krum and trust-cosine need come from float64 matrix products over small integer
-pieces whose every partial sum is provably an exactly representable integer (see the comment
-above ``_Plan``), so no result depends on the BLAS kernel, the blocking or the thread count.
+Everything here is an exact integer function of its inputs: the blocked loops, thread splits and
+float64 pieces are arranged so that no result depends on the BLAS kernel, the blocking or the
+thread count (see the comment above ``_Plan``).
 """
 from __future__ import annotations
 
-import math
-from abc import ABC, abstractmethod
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
-from .fixedpoint import LIMIT, WEIGHT_BITS, dequantize, normalized_weights, quantize
-from .models import state_to_vector, vector_to_state
+from ..protocol.fixedpoint import LIMIT, WEIGHT_BITS, normalized_weights
 
 __all__ = [
-    "Contribution",
-    "Aggregate",
-    "RULES",
-    "RULE_IDS",
-    "fedavg_clipped",
-    "coordinate_median",
-    "trimmed_mean",
-    "multi_krum",
-    "trust_cosine",
-    "plain_fedavg",
-    "drop_copies",
-    "AggregationStrategy",
-    "strategy_for",
+    "Aggregate", "ONE", "lower_median", "check_rows", "combine", "weighted_sum", "scaled", "rescaled",
+    "exact_products", "exact_sq_norms", "select_sum", "median_rows",
 ]
 
 _BLOCK = 1 << 12  # columns per block: n rows of int64 and their float64 pieces stay in cache
 _SELECT_BLOCK = 1 << 11  # columns per block for median and trimmed mean
-_ONE = 1 << WEIGHT_BITS
+ONE = _ONE = 1 << WEIGHT_BITS
 
 
 @dataclass(frozen=True)
@@ -55,7 +30,6 @@ class Aggregate:
 
     delta: torch.Tensor
     included: tuple[int, ...]
-
 
 # --------------------------------------------------------------------------- exact helpers
 
@@ -357,119 +331,6 @@ def _median_rows(rows: torch.Tensor) -> torch.Tensor:
     return _select_sum(rows, mid, mid + 1)
 
 
-# --------------------------------------------------------------------------- rules
-
-
-def fedavg_clipped(rows: torch.Tensor, weights: list[int], *, clip_sq: int = 0) -> Aggregate:
-    """Reputation-weighted FedAvg with L2 norm clipping.
-
-    McMahan et al., "Communication-Efficient Learning of Deep Networks from Decentralized
-    Data" (AISTATS 2017), with per-update norm clipping as in McMahan et al., "Learning
-    Differentially Private Recurrent Language Models" (ICLR 2018). ``clip_sq`` is the squared
-    bound in fixed-point units; 0 clips to the lower median of the updates' norms.
-
-    Bit-identical to clipping each row with ``fixedpoint.clip_to_norm`` and then taking the
-    weighted mean, but done in one blocked pass.
-    """
-    _check_rows(rows)
-    n = rows.shape[0]
-    norms = _exact_sq_norms(rows)
-    bound = clip_sq or _lower_median(norms)
-    # clip_to_norm's factor, floor(2**20 * sqrt(bound) / norm); 2**20 (identity) when unclipped.
-    factors = [_ONE if (q <= bound or q == 0) else math.isqrt((bound << (2 * WEIGHT_BITS)) // q) for q in norms]
-    keep = list(range(n))
-    w = normalized_weights(weights) if sum(weights) > 0 else normalized_weights([1] * n)
-    return Aggregate(_combine(rows, keep, w, _scaled(factors)), tuple(keep))
-
-
-def coordinate_median(rows: torch.Tensor, weights: list[int]) -> Aggregate:
-    """Coordinate-wise median (lower median for an even count).
-
-    Yin et al., "Byzantine-Robust Distributed Learning: Towards Optimal Statistical Rates"
-    (ICML 2018). Weights are not used: the median is the robust statistic itself.
-    """
-    _check_rows(rows)
-    return Aggregate(_median_rows(rows), tuple(range(rows.shape[0])))
-
-
-def trimmed_mean(rows: torch.Tensor, weights: list[int], *, trim: float = 0.2) -> Aggregate:
-    """Coordinate-wise trimmed mean: drop the ``trim`` fraction of largest and smallest values.
-
-    Yin et al., "Byzantine-Robust Distributed Learning: Towards Optimal Statistical Rates"
-    (ICML 2018). The mean of the kept values is rounded down (floor division).
-    """
-    _check_rows(rows)
-    n = rows.shape[0]
-    k = min(int(n * trim), (n - 1) // 2)
-    return Aggregate(torch.div(_select_sum(rows, k, n - k), n - 2 * k, rounding_mode="floor"), tuple(range(n)))
-
-
-def krum_scores(rows: torch.Tensor, f: int) -> list[int]:
-    """Krum scores: each row's sum of exact squared distances to its ``n - f - 2`` nearest others.
-
-    Squared distances ``|x_i|**2 + |x_j|**2 - 2 <x_i, x_j>`` are exact integers (Python ints)
-    from an exact Gram matrix, so scores and their ranking are the same on every peer.
-    """
-    n = rows.shape[0]
-    k = n - f - 2
-    if f < 0 or k < 1:
-        raise ValueError(f"Krum needs 0 <= f <= n - 3 (n={n}, f={f})")
-    g = _exact_products(rows)
-    scores = []
-    for i in range(n):
-        dist = sorted(g[i][i] + g[j][j] - 2 * g[i][j] for j in range(n) if j != i)
-        scores.append(sum(dist[:k]))
-    return scores
-
-
-def multi_krum(rows: torch.Tensor, weights: list[int], *, f: int | None = None, m: int | None = None) -> Aggregate:
-    """Multi-Krum: average the ``m`` updates with the lowest Krum scores.
-
-    Krum from Blanchard et al., "Machine Learning with Adversaries: Byzantine Tolerant Gradient
-    Descent" (NeurIPS 2017): an update's score is the sum of its squared distances to its
-    ``n - f - 2`` nearest neighbours, where ``f`` is the number of Byzantine updates tolerated
-    (the guarantee needs ``n > 2f + 2``). Multi-Krum, introduced in the same paper and studied by
-    El Mhamdi et al., "The Hidden Vulnerability of Distributed Learning in Byzantium" (ICML 2018),
-    selects the ``m`` best-scored updates (scores computed once) and averages them.
-
-    Defaults: ``f = max(0, floor((n - 3) / 2))``, the most the guarantee allows, and
-    ``m = n - f``. With ``n <= 2`` there are no neighbours to score and every update is kept.
-    Scores are exact integers; ties are broken by member order. The selected rows are averaged
-    with the integer ``weights`` (equal weights if the selected weights sum to zero).
-    """
-    _check_rows(rows)
-    n = rows.shape[0]
-    if n <= 2:
-        keep = list(range(n))
-    else:
-        f = max((n - 3) // 2, 0) if f is None else f
-        m = n - f if m is None else m
-        if not 1 <= m <= n:
-            raise ValueError(f"Multi-Krum needs 1 <= m <= n (n={n}, m={m})")
-        scores = krum_scores(rows, f)
-        keep = sorted(sorted(range(n), key=lambda i: (scores[i], i))[:m])
-    return Aggregate(_weighted_sum(rows, weights, keep), tuple(keep))
-
-
-def trust_scores(rows: torch.Tensor, reference: torch.Tensor) -> tuple[list[int], list[int], list[int], int]:
-    """Fixed-point ReLU(cosine) of each row with ``reference``, exactly.
-
-    Returns ``(scores, dots, sq_norms, ref_sq_norm)``, all Python ints. The score is
-    ``floor(2**20 * max(0, cos))`` where ``cos = <x, r> / (|x| |r|)``: for ``<x, r> > 0`` it is
-    ``isqrt(floor(2**40 <x, r>**2 / (|x|**2 |r|**2)))`` (``isqrt(floor(y)) == floor(sqrt(y))``),
-    at most 2**20 by Cauchy-Schwarz; 0 when ``<x, r> <= 0`` or either norm is 0.
-    """
-    dots = [row[0] for row in _exact_products(rows, reference.reshape(1, -1))]
-    norms = _exact_sq_norms(rows)
-    ref = _exact_sq_norms(reference.reshape(1, -1))[0]
-    scores = []
-    for dot, q in zip(dots, norms):
-        if dot <= 0 or q == 0 or ref == 0:
-            scores.append(0)
-        else:
-            scores.append(min(math.isqrt(((dot * dot) << (2 * WEIGHT_BITS)) // (q * ref)), _ONE))
-    return scores, dots, norms, ref
-
 
 def _rescaled(factors: list[int]):
     """Row transform ``x -> clamp(floor(x * F / 2**20), -LIMIT, LIMIT)`` for any ``F >= 0``.
@@ -500,184 +361,14 @@ def _rescaled(factors: list[int]):
     return transform
 
 
-def trust_cosine(rows: torch.Tensor, weights: list[int]) -> Aggregate:
-    """Trust-weighted mean with the coordinate-wise median as the trust reference.
 
-    After FLTrust: Cao et al., "FLTrust: Byzantine-robust Federated Learning via Trust
-    Bootstrapping" (NDSS 2021). Each update gets the trust score ``ReLU(cos(update, reference))``,
-    is rescaled to the reference's norm, and the aggregate is the trust-weighted mean of the
-    rescaled updates; updates with zero trust are excluded.
-
-    Deviations from FLTrust:
-
-    * No server root dataset: FLTrust's reference is an update the server computes on a small
-      clean dataset. A decentralized task has no trusted party, so the reference here is the
-      coordinate-wise (lower) median of the received updates themselves (Yin et al., ICML 2018).
-      The robustness therefore rests on an honest majority per coordinate, not on a clean root
-      dataset, and FLTrust's tolerance of a malicious majority does not carry over.
-    * Weights: a row's weight is its fixed-point trust score times its ``weights`` entry (sample
-      count times reputation), instead of the trust score alone. If the trusted rows' weights
-      sum to zero, the trust scores alone are used.
-    * Exact integer arithmetic: trust scores are ``floor(2**20 * cos)`` computed from exact inner
-      products with integer square roots; rescaling is ``floor(x * F / 2**20)`` with
-      ``F = floor(2**20 * |r| / |x|)`` (also upward, unlike ``clip_to_norm``), clamped to
-      +-LIMIT per coordinate; the mean rounds down.
-    * If no update has positive trust (e.g. the reference is zero), the delta is zero and no
-      update is included.
-    """
-    _check_rows(rows)
-    n, d = rows.shape
-    reference = _median_rows(rows)
-    scores, _, norms, ref = trust_scores(rows, reference)
-    keep = [i for i in range(n) if scores[i] > 0]
-    if not keep:
-        return Aggregate(torch.zeros(d, dtype=torch.int64), ())
-    base = weights if sum(weights[i] for i in keep) > 0 else [1] * n
-    w = normalized_weights([scores[i] * base[i] for i in keep])
-    factors = [math.isqrt((ref << (2 * WEIGHT_BITS)) // norms[i]) for i in keep]  # floor(2**20 |r| / |x|)
-    return Aggregate(_combine(rows, keep, w, _rescaled(factors)), tuple(keep))
-
-
-def plain_fedavg(rows: torch.Tensor, weights: list[int]) -> Aggregate:
-    """Plain FedAvg: the weighted mean of every update, with no clipping and no exclusion.
-
-    McMahan et al., "Communication-Efficient Learning of Deep Networks from Decentralized
-    Data" (AISTATS 2017). The undefended baseline: one scaled update can steer it.
-    """
-    _check_rows(rows)
-    keep = list(range(rows.shape[0]))
-    return Aggregate(_weighted_sum(rows, weights, keep), tuple(keep))
-
-
-RULES = {
-    "fedavg": fedavg_clipped,
-    "median": coordinate_median,
-    "trimmed-mean": trimmed_mean,
-    "multi-krum": multi_krum,
-    "trust-cosine": trust_cosine,
-    "fedavg-plain": plain_fedavg,
-}
-RULE_IDS = {name: i for i, name in enumerate(RULES)}  # stable: append new rules at the end
-
-
-# --------------------------------------------------------------------------- strategies
-
-
-@dataclass(frozen=True)
-class Contribution:
-    """One valid update as the aggregation sees it."""
-
-    member: int  # index on the contract's member list
-    cid: str
-    delta: dict[str, torch.Tensor]
-    samples: int
-    reputation: int
-    position: int = 0  # order of its submission on chain; earlier submissions win ties as originals
-
-
-def drop_copies(rows: torch.Tensor, positions: list[int], *, tolerance_bits: int = 10) -> list[int]:
-    """Rows to keep, dropping free-riders: zero updates (the global model resubmitted) and any
-    update within a relative L2 distance of 2**-tolerance_bits of one submitted earlier (a
-    stale or slightly perturbed copy). Exact integer arithmetic, so every peer drops the same.
-
-    The threat is described by Lin et al., "Free-riders in Federated Learning: Attacks and
-    Defenses" (arXiv:1911.12560, 2019); this test is our own, simpler one.
-    """
-    n = rows.shape[0]
-    if n == 0:
-        return []
-    gram = _exact_products(rows)
-    keep: list[int] = []
-    for i in sorted(range(n), key=lambda k: (positions[k], k)):
-        if gram[i][i] == 0:
-            continue
-        near = any((gram[i][i] + gram[j][j] - 2 * gram[i][j]) << (2 * tolerance_bits) <= gram[j][j] for j in keep)
-        if not near:
-            keep.append(i)
-    return sorted(keep)
-
-
-class AggregationStrategy(ABC):
-    """Template: weights and canonical order here, the rule's math in a pure function."""
-
-    name: str
-
-    def __init__(self, *, sample_cap: int):
-        if sample_cap <= 0:
-            raise ValueError("sample_cap must be positive")
-        self.sample_cap = sample_cap
-
-    def weights(self, contributions: list[Contribution]) -> list[int]:
-        return [min(max(c.samples, 0), self.sample_cap) * c.reputation for c in contributions]
-
-    @abstractmethod
-    def combine(self, rows: torch.Tensor, weights: list[int]) -> Aggregate: ...
-
-    def aggregate(
-        self, base: dict[str, torch.Tensor], contributions: list[Contribution]
-    ) -> tuple[dict[str, torch.Tensor], list[Contribution]]:
-        """New global state and the contributions included, from updates in any order."""
-        ordered = sorted(contributions, key=lambda c: c.member)
-        if not ordered:
-            return {k: v.clone() for k, v in base.items()}, []
-        rows = torch.stack([quantize(state_to_vector(c.delta)) for c in ordered])
-        originals = drop_copies(rows, [c.position for c in ordered])
-        if not originals:
-            return {k: v.clone() for k, v in base.items()}, []
-        if len(originals) < len(ordered):
-            rows, ordered = rows[originals], [ordered[i] for i in originals]
-        result = self.combine(rows, self.weights(ordered))
-        new = quantize(state_to_vector(base)) + result.delta
-        return vector_to_state(dequantize(new), base), [ordered[i] for i in result.included]
-
-
-class _FedAvg(AggregationStrategy):
-    name = "fedavg"
-
-    def combine(self, rows, weights):
-        return fedavg_clipped(rows, weights)
-
-
-class _Median(AggregationStrategy):
-    name = "median"
-
-    def combine(self, rows, weights):
-        return coordinate_median(rows, weights)
-
-
-class _TrimmedMean(AggregationStrategy):
-    name = "trimmed-mean"
-
-    def combine(self, rows, weights):
-        return trimmed_mean(rows, weights)
-
-
-class _MultiKrum(AggregationStrategy):
-    name = "multi-krum"
-
-    def combine(self, rows, weights):
-        return multi_krum(rows, weights)
-
-
-class _TrustCosine(AggregationStrategy):
-    name = "trust-cosine"
-
-    def combine(self, rows, weights):
-        return trust_cosine(rows, weights)
-
-
-class _PlainFedAvg(AggregationStrategy):
-    name = "fedavg-plain"
-
-    def combine(self, rows, weights):
-        return plain_fedavg(rows, weights)
-
-
-_STRATEGIES = {cls.name: cls for cls in (_FedAvg, _Median, _TrimmedMean, _MultiKrum, _TrustCosine, _PlainFedAvg)}
-
-
-def strategy_for(name: str, *, sample_cap: int) -> AggregationStrategy:
-    try:
-        return _STRATEGIES[name](sample_cap=sample_cap)
-    except KeyError:
-        raise ValueError(f"unknown aggregation rule {name!r} (known: {', '.join(_STRATEGIES)})") from None
+lower_median = _lower_median
+check_rows = _check_rows
+combine = _combine
+weighted_sum = _weighted_sum
+scaled = _scaled
+rescaled = _rescaled
+exact_products = _exact_products
+exact_sq_norms = _exact_sq_norms
+select_sum = _select_sum
+median_rows = _median_rows

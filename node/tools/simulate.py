@@ -22,17 +22,17 @@ from pathlib import Path
 from eth_account import Account
 
 from .attacks import malicious_indices
-from .chain import ChainClient, Phase
-from .data import load_dataset, partition, save_shard, train_test_split
+from ..chain import ChainClient, Phase
+from ..ml.data import load_dataset, partition, save_shard, train_test_split
 from .deployment import deploy_task
 from .devnet import Devnet, die_with_parent, free_port
-from .errors import ConfigError, FedChainError
-from .history import round_history
-from .models import ModelSpec
-from .peer import load_model
-from .store import EmbeddedStore
-from .task import Task
-from .training import TrainConfig, evaluate
+from ..errors import ConfigError, FedChainError
+from ..ledger.history import round_history
+from ..protocol.task import ModelSpec, TrainConfig
+from ..ledger.updates import load_model
+from ..store import EmbeddedStore
+from ..protocol.task import Task
+from ..ml.training import evaluate
 
 __all__ = ["SimulationConfig", "run_simulation", "gas_report"]
 
@@ -303,7 +303,7 @@ def backdoor_success_rate(spec, state, test) -> float:
     import torch
 
     from .attacks import BACKDOOR_TARGET, add_trigger
-    from .models import build_model
+    from ..ml.models import build_model
 
     keep = test.y != BACKDOOR_TARGET
     model = build_model(spec)

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .errors import ArtifactInvalid
+from ..errors import ArtifactInvalid
 
 __all__ = ["FORMAT", "Artifact", "encode", "decode", "validate"]
 

@@ -20,6 +20,8 @@ __all__ = [
     "exact_sq_norms",
     "normalized_weights",
     "clip_to_norm",
+    "state_to_vector",
+    "vector_to_state",
 ]
 
 FRAC_BITS = 28  # resolution 3.7e-9
@@ -74,3 +76,18 @@ def clip_to_norm(q: torch.Tensor, sq_norm: int, bound_sq: int) -> torch.Tensor:
         return q
     factor = math.isqrt((bound_sq << (2 * WEIGHT_BITS)) // sq_norm)  # floor(2**20 * bound / norm)
     return torch.div(q * factor, 1 << WEIGHT_BITS, rounding_mode="floor")
+
+
+def state_to_vector(state: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Flatten tensors in sorted-name order (the canonical order used everywhere)."""
+    return torch.cat([state[k].reshape(-1) for k in sorted(state)])
+
+
+def vector_to_state(vec: torch.Tensor, like: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The inverse of ``state_to_vector`` for tensors shaped like ``like``."""
+    out, pos = {}, 0
+    for k in sorted(like):
+        n = like[k].numel()
+        out[k] = vec[pos : pos + n].reshape(like[k].shape).contiguous()
+        pos += n
+    return out

@@ -11,7 +11,7 @@ import hashlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from .errors import InvalidCID
+from ..errors import InvalidCID
 
 __all__ = [
     "CHUNK_SIZE",

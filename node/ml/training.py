@@ -1,30 +1,14 @@
 """Local training and evaluation on a peer's own data. Nothing here leaves the peer."""
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 from torch import nn
 
 from .data import Dataset
-from .models import ModelSpec, build_model
+from .models import build_model
+from ..protocol.task import ModelSpec, TrainConfig
 
 __all__ = ["TrainConfig", "train_local", "evaluate"]
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    epochs: int = 2
-    batch_size: int = 32
-    lr: float = 0.05
-    momentum: float = 0.9
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "TrainConfig":
-        return cls(**{k: type(getattr(cls, k))(v) for k, v in d.items() if k in cls.__dataclass_fields__})
-
-    def to_dict(self) -> dict:
-        return {"epochs": self.epochs, "batch_size": self.batch_size, "lr": self.lr, "momentum": self.momentum}
 
 
 def train_local(

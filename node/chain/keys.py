@@ -10,7 +10,7 @@ from pathlib import Path
 
 from eth_account import Account
 
-from .errors import KeyLoadError
+from ..errors import KeyLoadError
 
 __all__ = ["load_account", "account_from_env", "account_from_keystore", "write_keystore", "list_keystores", "DEFAULT_KEY_DIR"]
 

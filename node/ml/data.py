@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .errors import ConfigError
+from ..errors import ConfigError
 
 __all__ = ["Dataset", "DATASETS", "load_dataset", "train_test_split", "partition", "save_shard", "load_shard"]
 

@@ -5,15 +5,17 @@ import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from .artifact import encode
-from .chain import ChainClient, deploy_contract
-from .cid import cid_to_digest
-from .errors import ConfigError, DeploymentNotFound
-from .models import init_state
-from .store import ArtifactStore
-from .task import Task
+from ..aggregation import rule_of
+from ..protocol.artifact import encode
+from ..protocol.round import model_metadata
+from ..chain import ChainClient, deploy_contract
+from ..protocol.cid import cid_to_digest
+from ..errors import ConfigError, DeploymentNotFound
+from ..ml.models import init_state
+from ..store import ArtifactStore
+from ..protocol.task import Task
 
-__all__ = ["Deployment", "deploy_task", "model_metadata"]
+__all__ = ["Deployment", "deploy_task"]
 
 
 @dataclass(frozen=True)
@@ -54,10 +56,6 @@ class Deployment:
         return Task.from_dict(self.task)
 
 
-def model_metadata(task_cid: str, round_: int, base: str, **extra) -> dict:
-    return {"kind": "model", "task": task_cid, "round": round_, "base": base, **extra}
-
-
 def deploy_task(
     client: ChainClient,
     store: ArtifactStore,
@@ -72,6 +70,7 @@ def deploy_task(
         raise ConfigError("a task needs at least one member")
     if len(set(m.lower() for m in members)) != len(members):
         raise ConfigError("member list has duplicates")
+    rule = rule_of(task)  # rejects an unknown rule or bad parameters before anything is spent
     task_cid = store.add(task.to_bytes())
     initial = encode(init_state(task.model, seed), model_metadata(task_cid, 0, "", rule=task.rule))
     model_cid = store.add(initial)
@@ -84,7 +83,7 @@ def deploy_task(
         vote_blocks=task.vote_blocks,
         quorum_bps=task.quorum_bps,
         max_rounds=task.rounds,
-        rule=task.rule_id,
+        rule=rule.rule_id,
         reveal_blocks=task.reveal_blocks,
     )
     return Deployment(

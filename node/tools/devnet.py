@@ -13,7 +13,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .errors import ChainUnavailable, ConfigError
+from ..errors import ChainUnavailable, ConfigError
 
 __all__ = ["Devnet", "find_anvil", "free_port", "repo_root", "die_with_parent"]
 

@@ -1,0 +1,63 @@
+"""A round's inputs as anyone can rebuild them from the chain and the store."""
+from __future__ import annotations
+
+import time
+
+import torch
+
+from .. import errors as E
+from ..chain import ChainClient
+from ..ml.models import schema_of
+from ..protocol.cid import digest_to_cid
+from ..protocol.round import Contribution, Exclusion, RoundInputs, Schema, validate_model, validate_update
+from ..protocol.task import Task
+from ..store import ArtifactStore
+
+__all__ = ["collect_updates", "load_model", "fetch_with_retry"]
+
+
+def load_model(store: ArtifactStore, cid: str, task: Task, schema: Schema | None = None) -> dict[str, torch.Tensor]:
+    """The global model ``cid``, checked against the task's schema."""
+    return validate_model(store.get(cid), schema or schema_of(task.model), max_bytes=task.max_update_bytes)
+
+
+def fetch_with_retry(store: ArtifactStore, cid: str, retry_until: float) -> bytes:
+    """``store.get(cid)``, retried with backoff while the artifact is missing, until the deadline."""
+    delay = 0.2
+    while True:
+        try:
+            return store.get(cid)
+        except (E.ArtifactNotFound, E.StoreUnavailable):
+            if time.monotonic() + delay > retry_until:
+                raise
+            time.sleep(delay)
+            delay = min(delay * 2, 2.0)
+
+
+def collect_updates(
+    chain: ChainClient, store: ArtifactStore, task: Task, task_cid: str, round_: int, base_cid: str,
+    *, schema: Schema, from_block: int, members: list[str], fetch_retry_until: float = 0.0,
+    expected: int | None = None,
+) -> RoundInputs:
+    """Fetch and validate every update recorded for ``round_``; invalid ones are excluded.
+
+    ``expected``: the number of submissions the chain counts for the round. Fewer in view (the
+    events lag behind the head by the confirmation depth) raises ``NotVisibleYet``.
+    """
+    index = {m.lower(): i for i, m in enumerate(members)}
+    inputs = RoundInputs(round_, base_cid)
+    events = chain.events("UpdateSubmitted", from_block=from_block, round=round_)
+    if expected is not None and len(events) < expected:
+        raise E.NotVisibleYet(f"{len(events)} of {expected} submissions of round {round_} in view")
+    for position, ev in enumerate(events):
+        member = index[ev.args.peer.lower()]
+        cid = digest_to_cid(bytes(ev.args.update))
+        try:
+            data = fetch_with_retry(store, cid, fetch_retry_until)
+            art, samples = validate_update(
+                data, schema, max_bytes=task.max_update_bytes, task_cid=task_cid, round_=round_, base_cid=base_cid)
+        except (E.ArtifactInvalid, E.StoreError) as exc:
+            inputs.excluded.append(Exclusion(member, cid, str(exc)))
+            continue
+        inputs.contributions.append(Contribution(member, cid, art.tensors, samples, int(ev.args.reputation), position))
+    return inputs.sort()

@@ -1,0 +1,1 @@
+"""What stays inside a member: datasets and shards, the model registry, local training."""

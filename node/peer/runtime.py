@@ -1,0 +1,399 @@
+"""The peer's round loop: train, pin, submit; fetch, validate, aggregate, vote; repeat.
+
+A peer keeps no state that matters: every decision is re-derived from the chain (what round is
+open, whether this peer already submitted or voted) and the store (the artifacts themselves).
+Killed and restarted, it carries on where the chain says it is.
+
+The loop is an explicit state machine: ``next_action`` is a pure function from what the chain
+says (``Facts``) to what the peer owes it next (``Action``), and ``Peer.step`` carries it out.
+"""
+from __future__ import annotations
+
+import json
+import sys
+import time
+from dataclasses import dataclass
+from enum import Enum
+
+import numpy as np
+import torch
+
+from .. import errors as E
+from ..aggregation import aggregate_round, rule_of
+from ..chain import ChainClient, MemberInfo, Outcome, Phase, RoundState
+from ..ledger.updates import collect_updates, load_model
+from ..ml.data import Dataset
+from ..ml.models import schema_of
+from ..ml.training import train_local
+from ..protocol.artifact import encode
+from ..protocol.cid import cid_to_digest, digest_to_cid
+from ..protocol.round import RoundInputs, update_metadata
+from ..protocol.task import Task
+from ..store import ArtifactStore
+from .observability import Metrics, describe_peer_metrics
+from .pipeline import ABSTAIN, Ballot, Pipeline, Plugin, UpdateContext, VoteContext
+
+__all__ = ["Peer", "EventLog", "Action", "Facts", "next_action"]
+
+
+class EventLog:
+    """Structured log lines (JSON or plain) that always carry the peer and the round."""
+
+    def __init__(self, peer: str, *, json_lines: bool = False, stream=None):
+        self.peer = peer
+        self.json_lines = json_lines
+        self.stream = stream or sys.stdout
+
+    def __call__(self, event: str, round_: int | None = None, **fields) -> None:
+        record = {"ts": round(time.time(), 3), "peer": self.peer, "round": round_, "event": event, **fields}
+        if self.json_lines:
+            line = json.dumps(record, default=str)
+        else:
+            extra = " ".join(f"{k}={v}" for k, v in fields.items())
+            line = f"[{self.peer[:10]}] round {round_} {event} {extra}".rstrip()
+        print(line, file=self.stream, flush=True)
+
+
+class Action(Enum):
+    WAIT = "wait"
+    ADVANCE = "advance"  # close an expired round
+    LATE_VOTE = "late_vote"  # plain votes: vote for the round finalized before our vote got in
+    REVEAL = "reveal"  # commit-reveal: reveal a committed vote (in its window, or late)
+    SUBMIT = "submit"
+    VOTE = "vote"  # plain vote, or the commitment under commit-reveal
+
+
+@dataclass(frozen=True)
+class Facts:
+    """What the chain says about the open round and this member, plus what this peer decided."""
+
+    round: int
+    phase: Phase
+    submitted_round: int
+    voted_round: int
+    commit_reveal: bool = False
+    abstained: frozenset[int] = frozenset()
+    revealed: frozenset[int] = frozenset()  # rounds whose committed vote is revealed on chain
+    previous_finalized: bool = False  # round - 1 finalized: a late vote or reveal still counts
+
+
+def next_action(f: Facts) -> tuple[Action, int]:
+    """What this member owes the chain next, and for which round.
+
+    Unfinished business of the previous round comes first: its late vote or reveal must land
+    before this member submits for the next round, or the contract settles the previous round
+    with no vote recorded (and, under commit-reveal, halves an honest but slow revealer).
+    """
+    r = f.round
+    if f.phase is Phase.COMPLETE:
+        return Action.WAIT, r
+    if f.phase is Phase.EXPIRED:
+        return Action.ADVANCE, r
+    prev = r - 1
+    if prev >= 1 and f.previous_finalized and prev not in f.abstained and f.submitted_round < r:
+        if f.commit_reveal and f.voted_round == prev and prev not in f.revealed:
+            return Action.REVEAL, prev
+        if not f.commit_reveal and f.submitted_round == prev and f.voted_round < prev:
+            return Action.LATE_VOTE, prev
+    if f.phase is Phase.SUBMISSION and f.submitted_round != r:
+        return Action.SUBMIT, r
+    if f.phase is Phase.VOTING and f.voted_round != r and r not in f.abstained:
+        return Action.VOTE, r
+    if f.commit_reveal and f.phase is Phase.REVEAL and f.voted_round == r and r not in f.revealed \
+            and r not in f.abstained:
+        return Action.REVEAL, r
+    return Action.WAIT, r
+
+
+class Peer:
+    """One member of a task. ``run`` loops until the task completes or ``stop`` says so."""
+
+    def __init__(
+        self,
+        chain: ChainClient,
+        store: ArtifactStore,
+        task: Task,
+        task_cid: str,
+        data: Dataset,
+        *,
+        seed: int = 0,
+        poll: float = 0.5,
+        log: EventLog | None = None,
+        fetch_timeout: float = 10.0,
+        metrics: Metrics | None = None,
+        plugins: list[Plugin] | tuple[Plugin, ...] = (),
+    ):
+        self.chain = chain
+        self.store = store
+        self.task = task
+        self.task_cid = task_cid
+        self.rule = rule_of(task)
+        self.schema = schema_of(task.model)
+        self.pipeline = Pipeline(plugins)
+        self.data = self.pipeline.prepare_data(data, np.random.default_rng(seed))
+        self.seed = seed
+        self.poll = poll
+        self.fetch_timeout = fetch_timeout
+        self.address = chain.address
+        self.log = log or EventLog(self.address)
+        self.metrics = metrics or Metrics()
+        describe_peer_metrics(self.metrics)
+        self.last_poll = 0.0
+        self.last_error = ""
+        cfg = chain.config()
+        if cfg["task"] != cid_to_digest(task_cid):
+            raise E.ConfigError("the deployment's task does not match the contract's task digest")
+        self.deploy_block = cfg["deploy_block"]
+        self.members = chain.members()
+        if self.address.lower() not in [m.lower() for m in self.members]:
+            raise E.NotMember(f"{self.address} is not a member of this task", name="FedChainNotMember")
+        self.timings: dict[int, dict[str, float]] = {}
+        self._round_start: dict[int, int] = {}
+        self._round_base: dict[int, str] = {}
+        self._choices: dict[int, Ballot] = {}  # commit-reveal: what we committed to
+        self._abstained: set[int] = set()
+        self._revealed: set[int] = set()
+        self.commit_reveal = cfg["reveal_blocks"] > 0
+
+    # ---------------------------------------------------------------- the loop
+    def run(self, stop=None) -> None:
+        self.log("started", None, task=self.task.name, members=len(self.members))
+        failures = 0
+        while not (stop and stop()):
+            try:
+                state = self.chain.round_state()
+                self.last_poll = time.time()
+                self.metrics.set("last_poll_timestamp", self.last_poll)
+                self.metrics.set("rounds_seen", state.round)
+                if state.phase is Phase.COMPLETE:
+                    self._settle_last()
+                    self.log("task_complete", state.round - 1)
+                    return
+                acted = self.step(state)
+                failures = 0
+            except (E.ChainUnavailable, E.StoreError, E.ContractError) as exc:
+                # Nothing a peer does is lost by retrying: the chain says what is still owed.
+                failures += 1
+                self.last_error = str(exc)
+                self.metrics.inc("errors_total", kind=type(exc).__name__)
+                self.log("retrying", None, error=str(exc), attempt=failures)
+                time.sleep(min(self.poll * 2**failures, 10.0))
+                continue
+            if not acted:
+                time.sleep(self.poll)
+
+    def facts(self, state: RoundState, me: MemberInfo) -> Facts:
+        """The inputs of ``next_action``; reads the chain only where the answer can matter."""
+        prev = state.round - 1
+        prev_finalized = False
+        if prev >= 1 and me.submitted_round < state.round and prev not in self._abstained and (
+            (self.commit_reveal and me.voted_round == prev and prev not in self._revealed)
+            or (not self.commit_reveal and me.submitted_round == prev and me.voted_round < prev)
+        ):
+            prev_finalized = self.chain.is_finalized(prev)
+        if self.commit_reveal:
+            for r in (prev, state.round):
+                if r >= 1 and me.voted_round == r and r not in self._revealed and self._revealed_on_chain(r):
+                    self._revealed.add(r)
+        return Facts(
+            state.round, state.phase, me.submitted_round, me.voted_round, self.commit_reveal,
+            frozenset(self._abstained), frozenset(self._revealed), prev_finalized,
+        )
+
+    def step(self, state: RoundState) -> bool:
+        """Do whatever this peer owes the chain in ``state``; True if it sent something."""
+        action, r = Action.WAIT, state.round
+        try:
+            me = self.chain.member_info(self.address)
+            self.metrics.set("reputation", me.reputation)
+            action, r = next_action(self.facts(state, me))
+            if action is Action.WAIT:
+                return False
+            if action is Action.ADVANCE:
+                self.chain.advance()
+                self.log("advanced", r, reason="windows ran out without quorum")
+            elif action is Action.SUBMIT:
+                self.submit(r, me)
+            elif action is Action.VOTE:
+                return self.vote(r, me, expected=state.submissions)
+            elif action is Action.LATE_VOTE:
+                return self.vote(r, me)
+            elif action is Action.REVEAL:
+                self.reveal(r, expected=state.submissions if r == state.round else None)
+            return True
+        except E.NotVisibleYet as exc:
+            self.log("waiting", r, reason=str(exc))
+        except (E.RoundClosed, E.RoundStillOpen, E.WindowClosed, E.VotingNotOpen, E.TaskComplete, E.InvalidOutcome) as exc:
+            self.log("skipped", r, reason=str(exc))  # the chain moved on under us
+            if r < state.round:
+                self._abstained.add(r)  # a previous round's late step that cannot land: move on
+        except (E.AlreadySubmitted, E.AlreadyVoted):
+            pass  # a previous life of this peer got there first
+        return False
+
+    # ---------------------------------------------------------------- helpers for plugins
+    def round_start_block(self, round_: int) -> int:
+        """Start block of ``round_``; ``E.NotVisibleYet`` while its RoundStarted event is not."""
+        if round_ not in self._round_start:
+            evs = self.chain.events("RoundStarted", from_block=self.deploy_block, round=round_)
+            if not evs:
+                raise E.NotVisibleYet(f"the start of round {round_} is not visible yet")
+            bases = self.chain.round_bases(from_block=self.deploy_block)
+            if round_ not in bases:
+                raise E.NotVisibleYet(f"the base model of round {round_} is not visible yet")
+            self._round_start[round_] = evs[0].blockNumber
+            self._round_base[round_] = digest_to_cid(bases[round_])
+        return self._round_start[round_]
+
+    def base_of(self, round_: int) -> str:
+        """CID of the global model that round ``round_`` trains on."""
+        self.round_start_block(round_)
+        return self._round_base[round_]
+
+    def global_model(self, round_: int) -> tuple[str, dict[str, torch.Tensor]]:
+        cid = self.base_of(round_)
+        return cid, load_model(self.store, cid, self.task, self.schema)
+
+    def round_inputs(self, round_: int, *, expected: int | None = None) -> RoundInputs:
+        """Every update of ``round_``, validated. Waits (``E.NotVisibleYet``) until the peer sees
+        all of them: ``expected`` submissions for the open round, or the whole round for a past
+        one, so that peers at different heads never aggregate different sets."""
+        start = self.round_start_block(round_)
+        if expected is None:
+            self.round_start_block(round_ + 1)  # the next round started: every submission is in view
+        inputs = collect_updates(
+            self.chain, self.store, self.task, self.task_cid, round_, self.base_of(round_), schema=self.schema,
+            from_block=start, members=self.members, fetch_retry_until=time.monotonic() + self.fetch_timeout,
+            expected=expected,
+        )
+        return inputs
+
+    # ---------------------------------------------------------------- phases
+    def _timing(self, round_: int, phase: str, seconds: float) -> None:
+        t = self.timings.setdefault(round_, {"train": 0.0, "store": 0.0, "chain": 0.0, "aggregate": 0.0})
+        t[phase] += seconds
+        self.metrics.inc("phase_seconds_total", seconds, phase=phase)
+
+    def _previous(self, me: MemberInfo) -> Outcome:
+        last = max(me.submitted_round, me.voted_round)
+        if last <= me.settled_round:
+            return Outcome.none()
+        return self.chain.outcome(last, from_block=self.deploy_block) or Outcome.none()
+
+    def submit(self, r: int, me: MemberInfo) -> None:
+        t0 = time.perf_counter()
+        base_cid, base = self.global_model(r)
+        t1 = time.perf_counter()
+        delta, loss = train_local(self.task.model, base, self.data, self.task.train, seed=self.seed * 100_003 + r)
+        t2 = time.perf_counter()
+        meta = update_metadata(self.task_cid, r, base_cid, len(self.data.y), self.address)
+        ctx = UpdateContext(r, base_cid, base, meta, self)
+        delta = self.pipeline.transform(delta, ctx)
+        artifact = self.pipeline.publish(delta, ctx) or encode(delta, meta)
+        cid = self.store.add(artifact, pin=True)
+        t3 = time.perf_counter()
+        receipt = self.chain.submit(r, cid_to_digest(cid), self._previous(me))
+        t4 = time.perf_counter()
+        self._timing(r, "store", (t1 - t0) + (t3 - t2))
+        self._timing(r, "train", t2 - t1)
+        self._timing(r, "chain", t4 - t3)
+        self.metrics.inc("submissions_total")
+        self.metrics.set("training_loss", loss)
+        self.metrics.inc("gas_spent_total", receipt["gasUsed"])
+        self.log("submitted", r, cid=cid, loss=round(loss, 4), samples=len(self.data.y), gas=receipt["gasUsed"])
+
+    def _ballot(self, r: int, expected: int | None) -> tuple[Ballot | None, RoundInputs, str]:
+        """Compute and pin the honest aggregate of round ``r``; the plugins' ballot, or None to abstain."""
+        t0 = time.perf_counter()
+        inputs = self.round_inputs(r, expected=expected)
+        for ex in inputs.excluded:
+            self.metrics.inc("exclusions_total", reason=ex.reason.split(":")[0][:40])
+            self.log("excluded", r, member=ex.member, cid=ex.cid, reason=ex.reason)
+        t1 = time.perf_counter()
+        _, base = self.global_model(r)
+        data, bitmap, included = aggregate_round(base, self.task, self.task_cid, inputs, rule=self.rule)
+        t2 = time.perf_counter()
+        cid = self.store.add(data, pin=True)
+        honest = (cid_to_digest(cid), bitmap)
+        chosen = self.pipeline.vote(VoteContext(r, inputs, self, cid), honest)
+        self._timing(r, "store", (t1 - t0) + (time.perf_counter() - t2))  # fetching updates is store time
+        self._timing(r, "aggregate", t2 - t1)
+        if chosen == ABSTAIN:
+            self._abstained.add(r)
+            self.log("abstained", r)
+            return None, inputs, cid
+        return chosen or honest, inputs, cid
+
+    def vote(self, r: int, me: MemberInfo, *, expected: int | None = None) -> bool:
+        """Vote (or commit) for round ``r``; ``expected`` is the open round's on-chain submission count."""
+        ballot, inputs, _ = self._ballot(r, expected)
+        if ballot is None:
+            return False
+        digest, bitmap = ballot
+        t3 = time.perf_counter()
+        if self.commit_reveal:
+            salt = self._salt(r)
+            receipt = self.chain.commit_vote(r, self.chain.commitment(r, digest, bitmap, salt, self.address), self._previous(me))
+            self._choices[r] = ballot
+        else:
+            receipt = self.chain.vote(r, digest, bitmap, self._previous(me))
+        self._timing(r, "chain", time.perf_counter() - t3)
+        self.metrics.inc("votes_total")
+        self.metrics.inc("gas_spent_total", receipt["gasUsed"])
+        self.log("committed" if self.commit_reveal else "voted", r, model=digest_to_cid(digest),
+                 included=bin(bitmap).count("1"), excluded=len(inputs.excluded), gas=receipt["gasUsed"])
+        if not self.commit_reveal:
+            self.log("round_timing", r, **{k: round(v, 4) for k, v in self.timings.get(r, {}).items()})
+        return True
+
+    def _salt(self, round_: int) -> bytes:
+        """A per-round salt a restarted peer can derive again; it reveals nothing of the key."""
+        from web3 import Web3
+
+        return bytes(Web3.keccak(self.chain.account.key + b"fedchain/commit-salt" + round_.to_bytes(32, "big")))
+
+    def _revealed_on_chain(self, round_: int) -> bool:
+        evs = self.chain.events("VoteCast", from_block=self.round_start_block(round_), round=round_, peer=self.address)
+        return bool(evs)
+
+    def reveal(self, round_: int, *, expected: int | None = None) -> None:
+        """Reveal this peer's committed vote, recomputing it if a restart lost it."""
+        if round_ not in self._choices:
+            ballot, _, _ = self._ballot(round_, expected)
+            if ballot is None:
+                return
+            self._choices[round_] = ballot
+        digest, bitmap = self._choices[round_]
+        t0 = time.perf_counter()
+        receipt = self.chain.reveal_vote(round_, digest, bitmap, self._salt(round_))
+        self._revealed.add(round_)
+        self._timing(round_, "chain", time.perf_counter() - t0)
+        self.metrics.inc("votes_total")
+        self.metrics.inc("gas_spent_total", receipt["gasUsed"])
+        self.log("voted", round_, model=digest_to_cid(digest), revealed=True, gas=receipt["gasUsed"])
+        self.log("round_timing", round_, **{k: round(v, 4) for k, v in self.timings.get(round_, {}).items()})
+
+    def health(self, *, max_silence: float = 30.0) -> dict:
+        """Liveness and readiness: chain polled recently, store usable."""
+        chain_ok = time.time() - self.last_poll < max_silence
+        try:
+            self.store.ping()
+            store_ok, store_error = True, ""
+        except E.StoreError as exc:
+            store_ok, store_error = False, str(exc)
+        report = {"ok": chain_ok and store_ok, "chain": chain_ok, "store": store_ok, "synced": chain_ok,
+                  "last_poll": self.last_poll, "round": int(self.metrics.get("rounds_seen")), "peer": self.address}
+        if store_error or (not chain_ok and self.last_error):
+            report["error"] = store_error or self.last_error
+        return report
+
+    def _settle_last(self) -> None:
+        me = self.chain.member_info(self.address)
+        previous = self._previous(me)
+        if max(me.submitted_round, me.voted_round) > me.settled_round:
+            try:
+                self.chain.settle(self.address, previous)
+                after = self.chain.member_info(self.address)
+                self.log("settled", max(me.submitted_round, me.voted_round), reputation=after.reputation)
+            except E.ContractError as exc:
+                self.log("settle_failed", None, reason=str(exc))

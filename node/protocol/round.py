@@ -1,0 +1,88 @@
+"""The pure logic of one round: what an update must be to count, and what a round is built from.
+
+Everything here is a function of bytes already fetched and values already read from the chain,
+so any observer (a peer, an auditor, a test) gets the same answer from the same inputs.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+from ..errors import ArtifactInvalid
+from .artifact import Artifact, decode, validate
+
+__all__ = [
+    "Contribution", "Exclusion", "RoundInputs", "Schema", "validate_update", "validate_model", "model_metadata",
+    "update_metadata",
+]
+
+Schema = dict[str, tuple[tuple[int, ...], str]]  # tensor name -> (shape, safetensors dtype)
+
+
+@dataclass(frozen=True)
+class Contribution:
+    """One valid update as the aggregation sees it."""
+
+    member: int  # index on the contract's member list
+    cid: str
+    delta: dict[str, torch.Tensor]
+    samples: int
+    reputation: int
+    position: int = 0  # order of its submission on chain; earlier submissions win ties as originals
+
+
+@dataclass(frozen=True)
+class Exclusion:
+    """An update every honest peer leaves out, and why."""
+
+    member: int
+    cid: str
+    reason: str
+
+
+@dataclass
+class RoundInputs:
+    """What an aggregate of one round is computed from, as any observer can rebuild it."""
+
+    round: int
+    base_cid: str
+    contributions: list[Contribution] = field(default_factory=list)
+    excluded: list[Exclusion] = field(default_factory=list)
+
+    def sort(self) -> "RoundInputs":
+        self.contributions.sort(key=lambda c: c.member)
+        self.excluded.sort(key=lambda x: x.member)
+        return self
+
+
+def update_metadata(task_cid: str, round_: int, base: str, samples: int, peer: str) -> dict:
+    return {"kind": "update", "task": task_cid, "round": round_, "base": base, "samples": samples, "peer": peer}
+
+
+def model_metadata(task_cid: str, round_: int, base: str, **extra) -> dict:
+    return {"kind": "model", "task": task_cid, "round": round_, "base": base, **extra}
+
+
+def validate_update(
+    data: bytes, schema: Schema, *, max_bytes: int, task_cid: str, round_: int, base_cid: str
+) -> tuple[Artifact, int]:
+    """The parsed update and its reported sample count; ``ArtifactInvalid`` if it must not count."""
+    art = validate(
+        decode(data, max_bytes=max_bytes),
+        schema,
+        expect={"kind": "update", "task": task_cid, "round": str(round_), "base": base_cid},
+    )
+    try:
+        samples = int(art.metadata.get("samples", "x"))
+    except ValueError:
+        raise ArtifactInvalid("sample count is not an integer") from None
+    if samples < 0:
+        raise ArtifactInvalid("negative sample count")
+    return art, samples
+
+
+def validate_model(data: bytes, schema: Schema, *, max_bytes: int) -> dict[str, torch.Tensor]:
+    """The tensors of a global-model artifact; ``ArtifactInvalid`` if it is not one."""
+    art = validate(decode(data, max_bytes=max_bytes), schema, expect={"kind": "model"})
+    return {k: v.clone() for k, v in art.tensors.items()}

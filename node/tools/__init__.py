@@ -1,0 +1,1 @@
+"""Tooling on top of the runtime: devnet, deployment, simulation, experiments, attacks, audit."""
