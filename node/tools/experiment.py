@@ -91,13 +91,13 @@ def run_trial(cfg: TrialConfig, devnet: Devnet, workdir: Path, *, datasets_cache
         r = state.round
         for p in peers:
             try:
-                p.submit(state, p.chain.member_info(p.address))
+                p.submit(r, p.chain.member_info(p.address))
             except FedChainError:
                 pass
         for p in peers:
             state = observer.round_state()
             try:
-                p.vote(state if state.round == r else state.__class__(r, state.phase, 0, 0, 0, 0, 0), p.chain.member_info(p.address))
+                p.vote(r, p.chain.member_info(p.address), expected=state.submissions if state.round == r else None)
             except FedChainError:
                 pass
         if cfg.commit_reveal:
