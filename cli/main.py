@@ -59,36 +59,25 @@ def _key_options(f):
 
 
 def _account(key_env, keystore, password_env, password_file):
-    from fedchain.node.chain.keys import load_account
+    from fedchain.node.tools.operations import account_from_options
 
-    password = None
-    if password_env:
-        password = os.environ.get(password_env)
-        if password is None:
-            raise E.KeyLoadError(f"environment variable {password_env} is not set")
-    elif password_file:
+    return account_from_options(key_env, keystore, password_env, password_file)
+
+
+def _rule_params(pairs: tuple[str, ...]) -> tuple[tuple[str, object], ...]:
+    """``--rule-param name=value`` pairs; values are JSON (numbers, null) or plain strings."""
+    import json
+
+    out = {}
+    for pair in pairs:
+        name, sep, raw = pair.partition("=")
+        if not sep or not name.strip():
+            raise E.ConfigError(f"--rule-param must look like name=value, got {pair!r}")
         try:
-            password = Path(password_file).read_text().rstrip("\n")
-        except OSError:
-            raise E.KeyLoadError(f"cannot read password file {password_file}") from None
-    return load_account(key_env=None if keystore else key_env, keystore=keystore, password=password)
-
-
-def _chain(rpc: str, address: str | None = None, account=None, **kwargs):
-    from fedchain.node.chain import ChainClient
-
-    client = ChainClient(rpc, address, account, **kwargs)
-    client.chain_id()  # fail fast and clearly when the RPC is unreachable
-    if address:
-        client.check_deployed()
-    return client
-
-
-def _open(deployment: str, rpc: str | None = None):
-    from fedchain.node.tools.deployment import Deployment
-
-    dep = Deployment.load(deployment)
-    return dep, _chain(rpc or dep.rpc_url, dep.contract)
+            out[name.strip()] = json.loads(raw)
+        except ValueError:
+            out[name.strip()] = raw
+    return tuple(sorted(out.items()))
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
@@ -130,54 +119,33 @@ def devnet(port, host, accounts, block_time, state_file):
 @_key_options
 @click.option("--store", "store_spec", default=".fedchain/store", envvar="FEDCHAIN_STORE", show_default=True, help="Store: a path (embedded) or kubo:MULTIADDR [env FEDCHAIN_STORE].")
 @click.option("--members", required=True, envvar="FEDCHAIN_MEMBERS", help="Comma-separated member addresses, in index order.")
-@click.option("--dataset", default="digits", show_default=True)
+@click.option("--dataset", default="digits", show_default=True, type=click.Choice(["digits", "breast_cancer", "wine", "mnist"]), help="Built-in dataset the task trains on (fixes the model's inputs and classes).")
 @click.option("--hidden", default="64", show_default=True, help="Hidden layer widths, comma-separated.")
-@click.option("--rule", default="fedavg", show_default=True, help="Aggregation rule.")
-@click.option("--rounds", type=int, default=5, show_default=True)
-@click.option("--epochs", type=int, default=2, show_default=True)
-@click.option("--lr", type=float, default=0.05, show_default=True)
+@click.option("--rule", default="fedavg", show_default=True, help="Aggregation rule (see README: fedavg, median, trimmed-mean, multi-krum, trust-cosine, fedavg-plain).")
+@click.option("--rule-param", multiple=True, metavar="NAME=VALUE", help="A named parameter of the rule, pinned with the task (repeatable), e.g. beta=0.1.")
+@click.option("--rounds", type=int, default=5, show_default=True, help="Rounds the task runs.")
+@click.option("--epochs", type=int, default=5, show_default=True, help="Local epochs per round (same default as simulate).")
+@click.option("--lr", type=float, default=0.05, show_default=True, help="Local SGD learning rate.")
 @click.option("--sample-cap", type=int, default=1000, show_default=True, help="Largest sample count an update is weighted by.")
-@click.option("--submit-blocks", type=int, default=60, show_default=True)
-@click.option("--vote-blocks", type=int, default=60, show_default=True)
-@click.option("--quorum", type=float, default=2 / 3, show_default=True, help="Fraction of total reputation needed to finalize.")
+@click.option("--submit-blocks", type=int, default=60, show_default=True, help="Length of each round's submission window, in blocks.")
+@click.option("--vote-blocks", type=int, default=60, show_default=True, help="Length of each round's voting window, in blocks.")
+@click.option("--quorum", type=float, default=2 / 3, show_default=True, help="Fraction of total reputation needed to finalize (at least this much).")
 @click.option("--reveal-blocks", type=click.IntRange(0), default=0, show_default=True, help="Commit-reveal voting with a reveal window this long (0: plain votes).")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the initial model.")
+@click.option("--seed", type=click.IntRange(0, 2**32 - 1), default=0, show_default=True, help="Seed of the initial model.")
 @click.option("--output", "-o", default="deployment.json", show_default=True, help="Where to write the deployment file.")
-def deploy(rpc, key_env, keystore, password_env, password_file, store_spec, members, dataset, hidden, rule, rounds, epochs, lr, sample_cap, submit_blocks, vote_blocks, quorum, reveal_blocks, seed, output):
+def deploy(rpc, key_env, keystore, password_env, password_file, store_spec, members, dataset, hidden, rule, rule_param, rounds, epochs, lr, sample_cap, submit_blocks, vote_blocks, quorum, reveal_blocks, seed, output):
     """Deploy a task: pin its description and initial model, deploy the contract."""
-    import math
+    from fedchain.node.tools.operations import DeployOptions, build_task, deploy as deploy_
 
-    from fedchain.node.ml.data import load_dataset
-    from fedchain.node.tools.deployment import deploy_task
-    from fedchain.node.protocol.task import ModelSpec
-    from fedchain.node.store import open_store
-    from fedchain.node.protocol.task import Task
-    from fedchain.node.protocol.task import TrainConfig
-
-    from web3 import Web3
-
-    addrs = [m.strip() for m in members.split(",") if m.strip()]
-    bad = [m for m in addrs if not Web3.is_address(m)]
-    if bad:
-        raise E.ConfigError(f"not an Ethereum address: {bad[0]}")
-    try:
-        widths = tuple(int(h) for h in hidden.split(",") if h.strip())
-    except ValueError:
-        raise E.ConfigError(f"--hidden must be comma-separated integers, got {hidden!r}") from None
-    ds = load_dataset(dataset)
-    task = Task(
-        name=f"{dataset}-mlp", dataset=dataset, model=ModelSpec(ds.features, ds.classes, widths),
-        train=TrainConfig(epochs=epochs, lr=lr), rule=rule, sample_cap=sample_cap, rounds=rounds,
-        submit_blocks=submit_blocks, vote_blocks=vote_blocks, quorum_bps=math.ceil(quorum * 10_000),
-        reveal_blocks=reveal_blocks,
-    )
-    account = _account(key_env, keystore, password_env, password_file)
-    client = _chain(rpc, account=account, retry_seconds=5)
-    dep = deploy_task(client, open_store(store_spec), task, addrs, seed=seed, rpc_url=rpc)
-    path = dep.save(output)
+    opts = DeployOptions(rpc=rpc, members=members, dataset=dataset, hidden=hidden, rule=rule, rule_params=_rule_params(rule_param),
+                         rounds=rounds, epochs=epochs, lr=lr, sample_cap=sample_cap, submit_blocks=submit_blocks,
+                         vote_blocks=vote_blocks, quorum=quorum, reveal_blocks=reveal_blocks, seed=seed, output=output,
+                         store=store_spec)
+    build_task(opts)  # bad options fail before a key is even asked for
+    dep = deploy_(opts, _account(key_env, keystore, password_env, password_file))
     click.echo(f"deployed FedChain at {dep.contract} on chain {dep.chain_id} (block {dep.deploy_block})")
-    click.echo(f"task {dep.task_cid}, initial model {dep.initial_model}, {len(addrs)} members")
-    click.echo(f"wrote {path}")
+    click.echo(f"task {dep.task_cid}, initial model {dep.initial_model}, {len(build_task(opts)[1])} members")
+    click.echo(f"wrote {output}")
 
 
 # ---------------------------------------------------------------------------- node
@@ -192,51 +160,23 @@ def node():
 @click.option("--rpc", default=None, envvar="FEDCHAIN_RPC", help="Override the deployment's RPC URL [env FEDCHAIN_RPC].")
 @click.option("--store", "store_spec", default=None, envvar="FEDCHAIN_STORE", help="Override the deployment's store [env FEDCHAIN_STORE].")
 @click.option("--data", "data_path", required=True, envvar="FEDCHAIN_DATA", type=click.Path(dir_okay=False), help="This peer's private data shard [env FEDCHAIN_DATA].")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed for local training.")
-@click.option("--poll", type=float, default=0.5, show_default=True, help="Seconds between chain polls.")
+@click.option("--seed", type=click.IntRange(0, 2**32 - 1), default=0, show_default=True, help="Seed for local training.")
+@click.option("--poll", type=click.FloatRange(0, 3600, min_open=True), default=0.5, show_default=True, help="Seconds between chain polls.")
 @click.option("--json-log", is_flag=True, envvar="FEDCHAIN_JSON_LOG", help="Log one JSON object per line.")
 @click.option("--confirmations", type=click.IntRange(0), default=0, envvar="FEDCHAIN_CONFIRMATIONS", show_default=True, help="Blocks to wait after a transaction and to stay behind the head when reading events [env FEDCHAIN_CONFIRMATIONS].")
 @click.option("--gas-cap", type=click.IntRange(21_000), default=2_000_000, show_default=True, help="Refuse any transaction estimated above this much gas.")
 @click.option("--attack", default=None, envvar="FEDCHAIN_ATTACK", help="Behave adversarially (for robustness tests): signflip, scaling, noise, labelflip, backdoor, freeride, malformed, lazyvote, collude.")
 @click.option("--wait-deployment", type=float, default=0, show_default=True, help="Seconds to wait for the deployment file to appear.")
-@click.option("--health-port", type=int, default=None, envvar="FEDCHAIN_HEALTH_PORT", help="Serve /healthz and /metrics on this port (0: any free port) [env FEDCHAIN_HEALTH_PORT].")
+@click.option("--health-port", type=click.IntRange(0, 65535), default=None, envvar="FEDCHAIN_HEALTH_PORT", help="Serve /livez, /readyz, /healthz and /metrics on this port (0: any free port) [env FEDCHAIN_HEALTH_PORT].")
 @click.option("--health-host", default="127.0.0.1", envvar="FEDCHAIN_HEALTH_HOST", show_default=True, help="Interface for /healthz and /metrics [env FEDCHAIN_HEALTH_HOST].")
 def node_run(deployment, key_env, keystore, password_env, password_file, rpc, store_spec, data_path, seed, poll, json_log, confirmations, gas_cap, attack, wait_deployment, health_port, health_host):
     """Run one peer until the task's last round (or until stopped)."""
-    from fedchain.node.ml.data import load_shard
-    from fedchain.node.tools.deployment import Deployment
-    from fedchain.node.peer import EventLog, Peer
-    from fedchain.node.store import open_store
+    from fedchain.node.tools.operations import NodeOptions, run_node
 
-    shard = load_shard(data_path)
-    account = _account(key_env, keystore, password_env, password_file)
-    deadline = time.monotonic() + wait_deployment
-    while not Path(deployment).exists() and time.monotonic() < deadline:
-        time.sleep(0.2)
-    dep = Deployment.load(deployment)
-    chain = _chain(rpc or dep.rpc_url, dep.contract, account, retry_seconds=60, confirmations=confirmations, gas_cap=gas_cap)
-    store = open_store(store_spec or dep.store)
-    task_bytes = store.get(dep.task_cid)
-    from fedchain.node.protocol.task import Task
-
-    log = EventLog(account.address, json_lines=json_log)
-    from fedchain.node.tools.attacks import make_attack
-
-    plugins = make_attack(attack)
-    peer = Peer(chain, store, Task.from_bytes(task_bytes), dep.task_cid, shard, seed=seed, poll=poll, log=log, plugins=plugins)
-    if attack:
-        log("adversarial", None, attack=attack)
-    server = None
-    if health_port is not None:
-        from fedchain.node.peer.observability import HealthServer
-
-        server = HealthServer(peer.metrics, peer.health, host=health_host, port=health_port).start()
-        log("serving", None, health=f"http://{server.host}:{server.port}/healthz", metrics=f"http://{server.host}:{server.port}/metrics")
-    try:
-        peer.run()
-    finally:
-        if server:
-            server.stop()
+    opts = NodeOptions(deployment=deployment, data=data_path, rpc=rpc, store=store_spec, seed=seed, poll=poll,
+                       json_log=json_log, confirmations=confirmations, gas_cap=gas_cap, attack=attack,
+                       wait_deployment=wait_deployment, health_port=health_port, health_host=health_host)
+    run_node(opts, _account(key_env, keystore, password_env, password_file))
 
 
 # ---------------------------------------------------------------------------- simulate
@@ -300,36 +240,33 @@ def rounds():
 @click.option("--rpc", default=None, envvar="FEDCHAIN_RPC", help="Override the deployment's RPC URL.")
 @_json_option
 def rounds_list(deployment, rpc, as_json):
-    """Every round: status, model, updates, votes."""
-    from fedchain.node.ledger.history import round_history
+    """Every round: status, model, submissions, inclusions, votes."""
+    from fedchain.node.tools.operations import rounds as rounds_
 
-    _, chain = _open(deployment, rpc)
-    history = round_history(chain)
+    history = rounds_(deployment, rpc)
     if as_json:
         emit_json([r.to_dict() for r in history])
         return
     click.echo(table(
-        ["round", "status", "model CID", "updates", "votes", "weight"],
-        [[r.round, r.status, r.model or "-", f"{r.included_count}/{len(r.submissions)}" if r.model else len(r.submissions),
+        ["round", "status", "model CID", "included/submitted", "votes", "weight"],
+        [[r.round, r.status, r.model or "-", f"{r.included_count}/{len(r.submissions)}" if r.model else f"-/{len(r.submissions)}",
           len(r.votes), f"{r.weight}/{r.total_reputation}" if r.model else "-"] for r in history],
     ))
 
 
 @rounds.command("show")
-@click.argument("number", type=int)
+@click.argument("number", type=click.IntRange(1))
 @_deployment_option
-@click.option("--rpc", default=None, envvar="FEDCHAIN_RPC", help="Override the deployment's RPC URL.")
+@click.option("--rpc", default=None, envvar="FEDCHAIN_RPC", help="Override the deployment's RPC URL [env FEDCHAIN_RPC].")
 @_json_option
 def rounds_show(number, deployment, rpc, as_json):
     """One round in detail: every update and every vote."""
-    from fedchain.node.ledger.history import round_record
+    from fedchain.node.tools.operations import round_detail
 
-    _, chain = _open(deployment, rpc)
-    rec = round_record(chain, number)
+    rec, members = round_detail(deployment, number, rpc)
     if as_json:
         emit_json(rec.to_dict())
         return
-    members = [m.lower() for m in chain.members()]
     click.echo(f"round {rec.round}: {rec.status} (blocks {rec.start_block}..{rec.end_block or ''})")
     click.echo(f"base model: {rec.base_model}")
     if rec.model:
@@ -343,24 +280,13 @@ def rounds_show(number, deployment, rpc, as_json):
 
 @cli.command()
 @_deployment_option
-@click.option("--rpc", default=None, envvar="FEDCHAIN_RPC", help="Override the deployment's RPC URL.")
+@click.option("--rpc", default=None, envvar="FEDCHAIN_RPC", help="Override the deployment's RPC URL [env FEDCHAIN_RPC].")
 @_json_option
 def peers(deployment, rpc, as_json):
     """Registered peers with reputation and participation."""
-    from fedchain.node.ledger.history import round_history
+    from fedchain.node.tools.operations import members
 
-    _, chain = _open(deployment, rpc)
-    history = round_history(chain)
-    rows = []
-    for addr in chain.members():
-        info = chain.member_info(addr)
-        rows.append({
-            "address": addr, "index": info.index, "reputation": info.reputation,
-            "submitted": sum(1 for r in history for s in r.submissions if s["peer"].lower() == addr.lower()),
-            "included": sum(1 for r in history if r.model and (r.included >> info.index) & 1),
-            "voted": sum(1 for r in history for v in r.votes if v["peer"].lower() == addr.lower()),
-            "last_settled_round": info.settled_round,
-        })
+    rows = members(deployment, rpc)
     if as_json:
         emit_json(rows)
         return
@@ -370,25 +296,15 @@ def peers(deployment, rpc, as_json):
 
 @cli.command()
 @_deployment_option
-@click.option("--round", "round_", type=int, default=None, help="Audit only this round.")
-@click.option("--rpc", default=None, envvar="FEDCHAIN_RPC", help="Override the deployment's RPC URL.")
-@click.option("--store", "store_spec", default=None, envvar="FEDCHAIN_STORE", help="Override the deployment's store.")
+@click.option("--round", "round_", type=click.IntRange(1), default=None, help="Audit only this round.")
+@click.option("--rpc", default=None, envvar="FEDCHAIN_RPC", help="Override the deployment's RPC URL [env FEDCHAIN_RPC].")
+@click.option("--store", "store_spec", default=None, envvar="FEDCHAIN_STORE", help="Override the deployment's store [env FEDCHAIN_STORE].")
 @_json_option
 def verify(deployment, round_, rpc, store_spec, as_json):
     """Recompute every finalized aggregate from the store and check it against the chain."""
-    from fedchain.node.tools.audit import audit_round
-    from fedchain.node.ledger.history import round_history
-    from fedchain.node.store import open_store
-    from fedchain.node.protocol.task import Task
+    from fedchain.node.tools.operations import verify as verify_
 
-    dep, chain = _open(deployment, rpc)
-    store = open_store(store_spec or dep.store)
-    task = Task.from_bytes(store.get(dep.task_cid))
-    history = [r for r in round_history(chain) if r.status == "finalized" and (round_ is None or r.round == round_)]
-    if round_ is not None and not history:
-        raise E.UnknownRound(f"round {round_} is not a finalized round of this task")
-    members = chain.members()
-    audits = [audit_round(chain, store, task, dep.task_cid, rec, members) for rec in history]
+    audits = verify_(deployment, round_, rpc, store_spec)
     if as_json:
         emit_json([a.to_dict() for a in audits])
     else:
@@ -407,31 +323,17 @@ def model():
 
 
 @model.command("pull")
-@click.option("--round", "round_", type=int, required=True, help="Round whose finalized model to fetch (0: the initial model).")
+@click.option("--round", "round_", type=click.IntRange(0), default=None, help="Round whose finalized model to fetch (0: the initial model; default: the latest finalized).")
 @click.option("--output", "-o", required=True, type=click.Path(dir_okay=False), help="Where to write the safetensors file.")
 @_deployment_option
-@click.option("--rpc", default=None, envvar="FEDCHAIN_RPC")
-@click.option("--store", "store_spec", default=None, envvar="FEDCHAIN_STORE", help="Override the deployment's store.")
+@click.option("--rpc", default=None, envvar="FEDCHAIN_RPC", help="Override the deployment's RPC URL [env FEDCHAIN_RPC].")
+@click.option("--store", "store_spec", default=None, envvar="FEDCHAIN_STORE", help="Override the deployment's store [env FEDCHAIN_STORE].")
 def model_pull(round_, output, deployment, rpc, store_spec):
     """Fetch a round's global model and verify it against the on-chain digest."""
-    from fedchain.node.protocol.cid import cid_of_bytes, digest_to_cid
-    from fedchain.node.store import open_store
+    from fedchain.node.tools.operations import pull_model
 
-    dep, chain = _open(deployment, rpc)
-    if round_ == 0:
-        cid = digest_to_cid(next(iter(chain.events("RoundStarted", from_block=dep.deploy_block, round=1))).args.baseModel)
-    else:
-        state = chain.round_state()
-        if round_ < 0 or round_ >= state.round:
-            raise E.UnknownRound(f"round {round_} has not ended (current round: {state.round})")
-        out = chain.outcome(round_, from_block=dep.deploy_block)
-        if out is None:
-            raise E.UnknownRound(f"round {round_} failed without a finalized model")
-        cid = digest_to_cid(out.model)
-    data = open_store(store_spec or dep.store).get(cid)
-    assert cid_of_bytes(data) == cid  # store.get verified it already; this documents the guarantee
-    Path(output).write_bytes(data)
-    click.echo(f"round {round_}: {cid} verified against the chain, {len(data)} bytes -> {output}")
+    r, cid, size = pull_model(deployment, round_, output, rpc, store_spec)
+    click.echo(f"round {r}: {cid} verified against the chain, {size} bytes -> {output}")
 
 
 # ---------------------------------------------------------------------------- experiment
@@ -453,7 +355,7 @@ def experiment_robustness(datasets, rules, attacks, fractions, peers, rounds, se
     """Attacks x malicious fraction x rules on real data; writes CSV, JSON and PNG plots."""
     from fedchain.node.aggregation import RULES as RULE_IDS
     from fedchain.node.tools.attacks import make_attack
-    from fedchain.node.tools.experiment import plot_results, run_grid
+    from fedchain.node.tools.experiment import SUMMARY_HEADERS, plot_results, robustness_summary, run_grid
 
     attack_list = [a.strip() for a in attacks.split(",") if a.strip()]
     for a in attack_list:
@@ -471,24 +373,8 @@ def experiment_robustness(datasets, rules, attacks, fractions, peers, rounds, se
                        fractions=fraction_list, peers=peers, rounds=rounds, seed=seed, out=out, progress=click.echo)
     plots = plot_results(results, out)
     click.echo("")
-    click.echo(_robustness_summary(results))
+    click.echo(table(SUMMARY_HEADERS, robustness_summary(results)))
     click.echo(f"\nwrote {out / 'results.csv'}, {out / 'results.json'} and {', '.join(str(p) for p in plots)}")
-
-
-def _robustness_summary(results: list[dict]) -> str:
-    rows = []
-    for d in sorted({r["dataset"] for r in results}):
-        base = max((r["final_accuracy"] for r in results if r["dataset"] == d and r["attack"] == "none"), default=float("nan"))
-        for attack in sorted({r["attack"] for r in results if r["dataset"] == d and r["attack"] != "none"}):
-            for frac in sorted({r["malicious"] for r in results if r["dataset"] == d and r["attack"] == attack}):
-                cell = [r for r in results if r["dataset"] == d and r["attack"] == attack and r["malicious"] == frac]
-                best = max(cell, key=lambda r: r["final_accuracy"])
-                plain = next((r for r in cell if r["rule"] == "fedavg"), None)
-                asr = best["backdoor_success_rate"]
-                rows.append([d, attack, f"{frac:.2f}", best["rule"], f"{best['final_accuracy']:.4f}",
-                             f"{best['final_accuracy'] - base:+.4f}", f"{plain['final_accuracy']:.4f}" if plain else "-",
-                             "-" if asr is None else f"{asr:.3f}"])
-    return table(["dataset", "attack", "malicious", "best rule", "best acc", "vs no attack", "fedavg acc", "backdoor ASR"], rows)
 
 
 # ---------------------------------------------------------------------------- keys
@@ -498,6 +384,8 @@ def _robustness_summary(results: list[dict]) -> str:
 def keys(ctx, key_dir):
     """Encrypted keystores (eth-account). Keys are never printed."""
     ctx.obj = Path(key_dir).expanduser()
+    if ctx.obj.exists() and not ctx.obj.is_dir():
+        raise E.ConfigError(f"--dir {ctx.obj} is not a folder")
 
 
 def _new_password(password_env, password_file):
@@ -507,7 +395,10 @@ def _new_password(password_env, password_file):
             raise E.KeyLoadError(f"environment variable {password_env} is not set")
         return value
     if password_file:
-        return Path(password_file).read_text().rstrip("\n")
+        try:
+            return Path(password_file).read_text().rstrip("\n")
+        except (OSError, UnicodeDecodeError):
+            raise E.KeyLoadError(f"cannot read password file {password_file}") from None
     return click.prompt("Keystore password", hide_input=True, confirmation_prompt=True)
 
 
@@ -566,23 +457,16 @@ def data():
 @click.option("--dataset", default="digits", show_default=True, type=click.Choice(["digits", "breast_cancer", "wine", "mnist"]))
 @click.option("--peers", type=click.IntRange(1, 256), default=4, show_default=True)
 @click.option("--partition", default="iid", show_default=True, type=click.Choice(["iid", "dirichlet"]))
-@click.option("--alpha", type=float, default=0.5, show_default=True)
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--alpha", type=float, default=0.5, show_default=True, help="Dirichlet concentration (with --partition dirichlet); smaller is more skewed.")
+@click.option("--seed", type=click.IntRange(0, 2**32 - 1), default=0, show_default=True, help="Seed of the split.")
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False), help="Folder for peer-N.safetensors and test.safetensors.")
 def data_split(dataset, peers, partition, alpha, seed, out_dir):
-    """Write one private shard per peer plus the held-out test split."""
-    from fedchain.node.ml.data import load_dataset, partition as split, save_shard, train_test_split
+    """Write one private shard per peer (peer-N.safetensors: features x and labels y) plus the
+    held-out test split (test.safetensors) into --out."""
+    from fedchain.node.tools.operations import split_dataset
 
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    train, test = train_test_split(load_dataset(dataset), seed=seed)
-    parts = split(train, peers, alpha=None if partition == "iid" else alpha, seed=seed)
-    for i, idx in enumerate(parts):
-        save_shard(out / f"peer-{i}.safetensors", train, idx)
-    import numpy as np
-
-    save_shard(out / "test.safetensors", test, np.arange(len(test.y)))
-    click.echo(f"wrote {peers} shards ({', '.join(str(len(p)) for p in parts)} samples) and test.safetensors ({len(test.y)}) to {out}")
+    sizes, test_size, out = split_dataset(dataset, peers, partition, alpha, seed, out_dir)
+    click.echo(f"wrote {peers} shards ({', '.join(map(str, sizes))} samples) and test.safetensors ({test_size}) to {out}")
 
 
 # ---------------------------------------------------------------------------- store
@@ -647,7 +531,15 @@ def store_pins(spec, store_override):
 
 
 def main() -> None:
-    cli(prog_name="fedchain")
+    try:
+        rv = cli.main(prog_name="fedchain", standalone_mode=False)
+    except click.exceptions.Abort:
+        click.echo("aborted", err=True)
+        sys.exit(130)
+    except click.ClickException as exc:  # bad options: one line, exit 1, like every other bad input
+        click.echo(f"error: {exc.format_message()}", err=True)
+        sys.exit(1)
+    sys.exit(rv if isinstance(rv, int) else 0)
 
 
 if __name__ == "__main__":

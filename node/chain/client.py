@@ -17,6 +17,7 @@ from web3 import Web3
 from web3.exceptions import ContractLogicError, Web3RPCError
 
 from .. import errors as E
+from .._utils import redact_url
 
 __all__ = ["Phase", "RoundState", "MemberInfo", "Outcome", "ChainClient", "load_artifact", "deploy_contract", "ZERO32"]
 
@@ -82,21 +83,18 @@ _ERRORS = {
 
 
 def load_artifact() -> dict:
-    """The compiled contract (ABI and bytecode), compiled first if the source has changed since
-    the committed artifact was built (which needs a Solidity compiler; see contracts/build.py)."""
+    """The compiled contract (ABI and bytecode) from the committed ``FedChain.json``.
+
+    The contract is compiled only by the build step (``make contracts``); a source that changed
+    since the artifact was built is refused here rather than silently recompiled at run time.
+    """
     import hashlib
 
     pkg = resources.files("fedchain.contracts")
     artifact = json.loads(pkg.joinpath("FedChain.json").read_text())
     source = pkg.joinpath("FedChain.sol")
     if source.is_file() and hashlib.sha256(source.read_bytes()).hexdigest() != artifact.get("sourceSha256"):
-        from fedchain.contracts.build import compile_contract, write_artifact
-
-        try:
-            artifact = compile_contract()
-        except Exception as exc:
-            raise E.ConfigError(f"FedChain.sol changed since FedChain.json was built, and compiling failed: {exc}") from None
-        write_artifact(artifact)
+        raise E.ConfigError("FedChain.sol changed since FedChain.json was built: run `make contracts`")
     return artifact
 
 
@@ -179,7 +177,7 @@ class ChainClient:
                 if not _is_connection_error(exc):
                     raise
                 if time.monotonic() + delay > deadline:
-                    raise E.ChainUnavailable(f"cannot reach the chain at {self.rpc_url}") from None
+                    raise E.ChainUnavailable(f"cannot reach the chain at {redact_url(self.rpc_url)}") from None
                 time.sleep(delay)
                 delay = min(delay * 2, 5.0)
 

@@ -7,7 +7,7 @@ from ..chain import ChainClient, Phase
 from ..protocol.cid import digest_to_cid
 from ..errors import UnknownRound
 
-__all__ = ["RoundRecord", "round_history", "round_record"]
+__all__ = ["RoundRecord", "round_history", "round_record", "participation"]
 
 
 @dataclass
@@ -78,3 +78,19 @@ def round_record(chain: ChainClient, round_: int) -> RoundRecord:
         if rec.round == round_:
             return rec
     raise UnknownRound(f"round {round_} does not exist on this task (rounds so far: {chain.round_state().round})")
+
+
+def participation(chain: ChainClient, history: list[RoundRecord]) -> list[dict]:
+    """Per member, in index order: reputation now, and how often it submitted, was included and voted."""
+    rows = []
+    for addr in chain.members():
+        info = chain.member_info(addr)
+        me = addr.lower()
+        rows.append({
+            "address": addr, "index": info.index, "reputation": info.reputation,
+            "submitted": sum(1 for r in history for s in r.submissions if s["peer"].lower() == me),
+            "included": sum(1 for r in history if r.status == "finalized" and (r.included >> info.index) & 1),
+            "voted": sum(1 for r in history for v in r.votes if v["peer"].lower() == me),
+            "last_settled_round": info.settled_round,
+        })
+    return rows

@@ -18,7 +18,7 @@ from ..protocol.round import Schema
 from ..protocol.task import ModelSpec
 
 __all__ = [
-    "ModelSpec", "ModelEntry", "MODELS", "register_model", "build_model", "schema_of", "init_state",
+    "ModelSpec", "ModelEntry", "MODELS", "register_model", "build_model", "schema_of", "check_model_size", "init_state",
     "state_to_vector", "vector_to_state",
 ]
 
@@ -83,10 +83,24 @@ def build_model(spec: ModelSpec) -> nn.Module:
         raise ConfigError(f"cannot build model {spec.arch!r}: {exc}") from None
 
 
+def _meta_state(spec: ModelSpec) -> dict[str, torch.Tensor]:
+    """The model's state_dict on the meta device: shapes and dtypes, no memory allocated."""
+    with torch.device("meta"):
+        return build_model(spec).state_dict()
+
+
+def check_model_size(spec: ModelSpec, max_bytes: int) -> int:
+    """The model's parameter bytes; ``ConfigError`` if an update could not fit in ``max_bytes``."""
+    size = sum(t.numel() * t.element_size() for t in _meta_state(spec).values())
+    if size > max_bytes:
+        raise ConfigError(f"model {spec.arch!r} has {size} bytes of parameters, over the update limit of {max_bytes} bytes")
+    return size
+
+
 def schema_of(spec: ModelSpec) -> Schema:
     """Tensor name -> (shape, dtype) that every update and model artifact must carry."""
     out = {}
-    for name, t in build_model(spec).state_dict().items():
+    for name, t in _meta_state(spec).items():
         if t.dtype not in _DTYPE_NAMES:
             raise ConfigError(f"model {spec.arch!r}: tensor {name} has dtype {t.dtype}; artifacts carry float32 and int64")
         out[name] = (tuple(t.shape), _DTYPE_NAMES[t.dtype])

@@ -1,66 +1,133 @@
-"""A peer's health and metrics over HTTP: ``/healthz`` (JSON) and ``/metrics`` (Prometheus text).
+"""A peer's health and metrics over HTTP, bound to loopback unless told otherwise.
 
-No dependency beyond the standard library. Binds to loopback unless told otherwise.
+* ``/livez``: liveness. 200 while the round loop has made progress recently (a poll answered, or
+  a retry scheduled); 503 only when the process itself is stuck. A chain or store outage does not
+  fail it: restarting a peer fixes neither.
+* ``/readyz``: readiness. 200 when the chain answered recently and the store is usable.
+* ``/healthz``: the combined report (JSON), kept for existing probes and people.
+* ``/metrics``: Prometheus exposition, written by ``prometheus_client`` (full precision, escaped
+  labels). Label values are bounded: exclusion reasons are an enum, details go to the log.
 """
 from __future__ import annotations
 
 import json
 import threading
-from collections import defaultdict
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-__all__ = ["Metrics", "HealthServer"]
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+from ..errors import ConfigError
+
+__all__ = ["Metrics", "HealthServer", "EXCLUSION_REASONS", "exclusion_reason", "describe_peer_metrics"]
+
+# Every label value an exclusion can carry; anything else is "other" (the detail is logged).
+EXCLUSION_REASONS = ("too_large", "not_found", "unavailable", "cid_mismatch", "not_safetensors", "format",
+                     "schema", "non_finite", "metadata", "samples", "malformed_graph", "other")
+_REASON_MARKERS = (
+    ("over the", "too_large"), ("budget", "too_large"), ("does not match its CID", "cid_mismatch"),
+    ("not safetensors", "not_safetensors"), ("unknown artifact format", "format"),
+    ("tensor names differ", "schema"), ("expected F", "schema"), ("expected I", "schema"),
+    ("NaN or Inf", "non_finite"), ("sample count", "samples"), ("metadata", "metadata"),
+    ("not found", "not_found"), ("unavailable", "unavailable"), ("cannot reach", "unavailable"),
+    ("graph", "malformed_graph"), ("link", "malformed_graph"), ("block", "malformed_graph"),
+)
 
 
-def _labels(labels: dict[str, object]) -> str:
-    if not labels:
-        return ""
-    inner = ",".join(f'{k}="{str(v)}"' for k, v in sorted(labels.items()))
-    return "{" + inner + "}"
+def exclusion_reason(detail: str) -> str:
+    """The bounded label for an exclusion's free-text reason (which may carry attacker text)."""
+    for marker, label in _REASON_MARKERS:
+        if marker in detail:
+            return label
+    return "other"
 
 
 class Metrics:
-    """Counters and gauges, thread-safe, rendered in the Prometheus exposition format."""
+    """The peer's metrics in their own registry; ``inc``/``set``/``get`` by short name."""
 
     def __init__(self, prefix: str = "fedchain_"):
         self.prefix = prefix
+        self.registry = CollectorRegistry(auto_describe=True)
+        self._metrics: dict[str, object] = {}
         self._lock = threading.Lock()
-        self._values: dict[str, dict[str, float]] = defaultdict(dict)
-        self._kinds: dict[str, str] = {}
-        self._help: dict[str, str] = {}
 
-    def describe(self, name: str, kind: str, help_text: str) -> None:
-        self._kinds[name] = kind
-        self._help[name] = help_text
+    def describe(self, name: str, kind: str, help_text: str, labels: tuple[str, ...] = (), **kwargs) -> None:
+        cls = {"counter": Counter, "gauge": Gauge, "histogram": Histogram}[kind]
+        full = self.prefix + (name[: -len("_total")] if kind == "counter" and name.endswith("_total") else name)
+        with self._lock:
+            if name not in self._metrics:
+                self._metrics[name] = cls(full, help_text, labelnames=labels, registry=self.registry, **kwargs)
+
+    def _get(self, name: str, labels: dict):
+        try:
+            metric = self._metrics[name]
+        except KeyError:
+            raise KeyError(f"metric {name!r} was never described") from None
+        return metric.labels(**{k: str(v) for k, v in labels.items()}) if labels else metric
 
     def inc(self, name: str, amount: float = 1.0, **labels) -> None:
-        key = _labels(labels)
-        with self._lock:
-            self._values[name][key] = self._values[name].get(key, 0.0) + amount
+        self._get(name, labels).inc(amount)
 
     def set(self, name: str, value: float, **labels) -> None:
-        with self._lock:
-            self._values[name][_labels(labels)] = float(value)
+        self._get(name, labels).set(value)
+
+    def observe(self, name: str, value: float, **labels) -> None:
+        self._get(name, labels).observe(value)
 
     def get(self, name: str, **labels) -> float:
-        with self._lock:
-            return self._values.get(name, {}).get(_labels(labels), 0.0)
+        metric = self._metrics.get(name)
+        if metric is None:
+            return 0.0
+        wanted = {k: str(v) for k, v in labels.items()}
+        for family in metric.collect():
+            for sample in family.samples:
+                if sample.name in (family.name, family.name + "_total") and sample.labels == wanted:
+                    return float(sample.value)
+        return 0.0
 
     def render(self) -> str:
-        lines = []
-        with self._lock:
-            for name in sorted(set(self._values) | set(self._kinds)):
-                full = self.prefix + name
-                if name in self._help:
-                    lines.append(f"# HELP {full} {self._help[name]}")
-                    lines.append(f"# TYPE {full} {self._kinds[name]}")
-                for key, value in sorted(self._values.get(name, {}).items()):
-                    lines.append(f"{full}{key} {value:g}")
-        return "\n".join(lines) + "\n"
+        return generate_latest(self.registry).decode()
+
+
+def describe_peer_metrics(m: Metrics, *, version: str = "") -> None:
+    m.describe("build_info", "gauge", "Always 1; the labels say which fedchain build runs.", ("version",))
+    m.set("build_info", 1, version=version or _version())
+    m.describe("current_round", "gauge", "The open round on chain, as of the last poll.")
+    m.describe("rounds_finalized_total", "counter", "Rounds this peer saw finalized.")
+    m.describe("round_duration_seconds", "histogram", "Wall time from a round's start to its finalization, as this peer saw it.",
+               buckets=(1, 2, 5, 10, 20, 30, 60, 120, 300, 600, 1800, 3600))
+    m.describe("submissions_total", "counter", "Updates this peer submitted.")
+    m.describe("votes_total", "counter", "Votes this peer cast.")
+    m.describe("exclusions_total", "counter", "Updates this peer excluded from its aggregate, by reason.", ("reason",))
+    for reason in EXCLUSION_REASONS:
+        m.inc("exclusions_total", 0, reason=reason)
+    m.describe("reputation", "gauge", "This peer's settled on-chain reputation.")
+    m.describe("training_loss", "gauge", "Mean loss of the last local training epoch.")
+    m.describe("phase_seconds_total", "counter", "Seconds spent per phase.", ("phase",))
+    for phase in ("train", "store", "chain", "aggregate"):
+        m.inc("phase_seconds_total", 0, phase=phase)
+    m.describe("gas_used_total", "counter", "Gas used by this peer's transactions.")
+    m.describe("errors_total", "counter", "Transient failures retried, by kind.", ("kind",))
+    for kind in ("ChainUnavailable", "StoreError", "ContractError"):
+        m.inc("errors_total", 0, kind=kind)
+    m.describe("last_poll_timestamp_seconds", "gauge", "Unix time of the last successful chain poll.")
+
+
+def _version() -> str:
+    try:
+        from importlib.metadata import version
+
+        return version("fedchain")
+    except Exception:  # not installed (running from a checkout)
+        return "unknown"
 
 
 class HealthServer:
-    """Serves ``/healthz`` from ``check()`` (a dict with a boolean ``ok``) and ``/metrics``."""
+    """Serves ``/livez``, ``/readyz``, ``/healthz`` and ``/metrics``.
+
+    ``check()`` returns the peer's report (a dict with booleans ``live``, ``ready`` and ``ok``).
+    """
 
     def __init__(self, metrics: Metrics, check, *, host: str = "127.0.0.1", port: int = 0):
         self.metrics = metrics
@@ -69,12 +136,14 @@ class HealthServer:
 
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self):  # noqa: N802 (http.server's naming)
-                if self.path.split("?")[0] == "/metrics":
-                    body, ctype, status = outer.metrics.render().encode(), "text/plain; version=0.0.4", 200
-                elif self.path.split("?")[0] in ("/healthz", "/health"):
+                path = self.path.split("?")[0]
+                if path == "/metrics":
+                    body, ctype, status = outer.metrics.render().encode(), CONTENT_TYPE_LATEST, 200
+                elif path in ("/livez", "/readyz", "/healthz", "/health"):
                     report = outer.check()
+                    key = {"/livez": "live", "/readyz": "ready"}.get(path, "ok")
                     body = json.dumps(report).encode()
-                    ctype, status = "application/json", 200 if report.get("ok") else 503
+                    ctype, status = "application/json", 200 if report.get(key) else 503
                 else:
                     body, ctype, status = b"not found\n", "text/plain", 404
                 self.send_response(status)
@@ -86,10 +155,14 @@ class HealthServer:
             def log_message(self, *args):  # keep request noise out of the peer's log
                 pass
 
-        self._server = ThreadingHTTPServer((host, port), Handler)
+        try:
+            self._server = ThreadingHTTPServer((host, port), Handler)
+        except (OSError, OverflowError) as exc:
+            raise ConfigError(f"cannot serve health and metrics on {host}:{port}: {exc}") from None
         self._server.daemon_threads = True
         self.host, self.port = self._server.server_address[:2]
         self._thread = threading.Thread(target=self._server.serve_forever, name="health", daemon=True)
+        self.started = time.time()
 
     def start(self) -> "HealthServer":
         self._thread.start()
@@ -98,19 +171,3 @@ class HealthServer:
     def stop(self) -> None:
         self._server.shutdown()
         self._server.server_close()
-
-
-def describe_peer_metrics(m: Metrics) -> None:
-    m.describe("rounds_seen", "gauge", "Current round number as seen on chain.")
-    m.describe("rounds_finalized_total", "counter", "Rounds this peer saw finalized.")
-    m.describe("submissions_total", "counter", "Updates this peer submitted.")
-    m.describe("votes_total", "counter", "Votes this peer cast.")
-    m.describe("exclusions_total", "counter", "Updates this peer excluded from its aggregate, by reason.")
-    m.describe("reputation", "gauge", "This peer's settled on-chain reputation.")
-    m.describe("training_loss", "gauge", "Mean loss of the last local training epoch.")
-    m.describe("phase_seconds_total", "counter", "Seconds spent per phase (train, store, chain, aggregate).")
-    m.describe("gas_spent_total", "counter", "Gas used by this peer's transactions.")
-    m.describe("errors_total", "counter", "Transient failures retried, by kind.")
-    m.describe("last_poll_timestamp", "gauge", "Unix time of the last successful chain poll.")
-
-

@@ -30,7 +30,7 @@ from ..protocol.cid import cid_to_digest, digest_to_cid
 from ..protocol.round import RoundInputs, update_metadata
 from ..protocol.task import Task
 from ..store import ArtifactStore
-from .observability import Metrics, describe_peer_metrics
+from .observability import Metrics, describe_peer_metrics, exclusion_reason
 from .pipeline import ABSTAIN, Ballot, Pipeline, Plugin, UpdateContext, VoteContext
 
 __all__ = ["Peer", "EventLog", "Action", "Facts", "next_action"]
@@ -50,7 +50,9 @@ class EventLog:
             line = json.dumps(record, default=str)
         else:
             extra = " ".join(f"{k}={v}" for k, v in fields.items())
-            line = f"[{self.peer[:10]}] round {round_} {event} {extra}".rstrip()
+            stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record["ts"])) + f".{int(record['ts'] * 1000) % 1000:03d}Z"
+            where = f" round {round_}" if round_ is not None else ""
+            line = f"{stamp} [{self.peer[:10]}]{where} {event} {extra}".rstrip()
         print(line, file=self.stream, flush=True)
 
 
@@ -139,6 +141,8 @@ class Peer:
         self.metrics = metrics or Metrics()
         describe_peer_metrics(self.metrics)
         self.last_poll = 0.0
+        self.last_progress = time.time()
+        self._round_seen_at: dict[int, float] = {}
         self.last_error = ""
         cfg = chain.config()
         if cfg["task"] != cid_to_digest(task_cid):
@@ -163,8 +167,10 @@ class Peer:
             try:
                 state = self.chain.round_state()
                 self.last_poll = time.time()
-                self.metrics.set("last_poll_timestamp", self.last_poll)
-                self.metrics.set("rounds_seen", state.round)
+                self.last_progress = self.last_poll
+                self.metrics.set("last_poll_timestamp_seconds", self.last_poll)
+                self.metrics.set("current_round", state.round)
+                self._note_round(state.round)
                 if state.phase is Phase.COMPLETE:
                     self._settle_last()
                     self.log("task_complete", state.round - 1)
@@ -175,6 +181,7 @@ class Peer:
                 # Nothing a peer does is lost by retrying: the chain says what is still owed.
                 failures += 1
                 self.last_error = str(exc)
+                self.last_progress = time.time()  # retrying is progress: the process is not stuck
                 self.metrics.inc("errors_total", kind=type(exc).__name__)
                 self.log("retrying", None, error=str(exc), attempt=failures)
                 time.sleep(min(self.poll * 2**failures, 10.0))
@@ -299,7 +306,7 @@ class Peer:
         self._timing(r, "chain", t4 - t3)
         self.metrics.inc("submissions_total")
         self.metrics.set("training_loss", loss)
-        self.metrics.inc("gas_spent_total", receipt["gasUsed"])
+        self.metrics.inc("gas_used_total", receipt["gasUsed"])
         self.log("submitted", r, cid=cid, loss=round(loss, 4), samples=len(self.data.y), gas=receipt["gasUsed"])
 
     def _ballot(self, r: int, expected: int | None) -> tuple[Ballot | None, RoundInputs, str]:
@@ -307,7 +314,7 @@ class Peer:
         t0 = time.perf_counter()
         inputs = self.round_inputs(r, expected=expected)
         for ex in inputs.excluded:
-            self.metrics.inc("exclusions_total", reason=ex.reason.split(":")[0][:40])
+            self.metrics.inc("exclusions_total", reason=exclusion_reason(ex.reason))
             self.log("excluded", r, member=ex.member, cid=ex.cid, reason=ex.reason)
         t1 = time.perf_counter()
         _, base = self.global_model(r)
@@ -339,7 +346,7 @@ class Peer:
             receipt = self.chain.vote(r, digest, bitmap, self._previous(me))
         self._timing(r, "chain", time.perf_counter() - t3)
         self.metrics.inc("votes_total")
-        self.metrics.inc("gas_spent_total", receipt["gasUsed"])
+        self.metrics.inc("gas_used_total", receipt["gasUsed"])
         self.log("committed" if self.commit_reveal else "voted", r, model=digest_to_cid(digest),
                  included=bin(bitmap).count("1"), excluded=len(inputs.excluded), gas=receipt["gasUsed"])
         if not self.commit_reveal:
@@ -369,20 +376,34 @@ class Peer:
         self._revealed.add(round_)
         self._timing(round_, "chain", time.perf_counter() - t0)
         self.metrics.inc("votes_total")
-        self.metrics.inc("gas_spent_total", receipt["gasUsed"])
+        self.metrics.inc("gas_used_total", receipt["gasUsed"])
         self.log("voted", round_, model=digest_to_cid(digest), revealed=True, gas=receipt["gasUsed"])
         self.log("round_timing", round_, **{k: round(v, 4) for k, v in self.timings.get(round_, {}).items()})
 
-    def health(self, *, max_silence: float = 30.0) -> dict:
-        """Liveness and readiness: chain polled recently, store usable."""
-        chain_ok = time.time() - self.last_poll < max_silence
+    def _note_round(self, round_: int) -> None:
+        """Count the rounds this peer saw end in finalization, and how long they took."""
+        if round_ in self._round_seen_at:
+            return
+        now = time.time()
+        self._round_seen_at[round_] = now
+        prev = round_ - 1
+        if prev in self._round_seen_at and self.chain.is_finalized(prev):
+            self.metrics.inc("rounds_finalized_total")
+            self.metrics.observe("round_duration_seconds", now - self._round_seen_at[prev])
+
+    def health(self, *, max_silence: float = 30.0, stuck_after: float = 900.0) -> dict:
+        """Liveness (the loop is not stuck), readiness (chain polled recently, store usable)."""
+        now = time.time()
+        chain_ok = now - self.last_poll < max_silence
         try:
             self.store.ping()
             store_ok, store_error = True, ""
         except E.StoreError as exc:
             store_ok, store_error = False, str(exc)
-        report = {"ok": chain_ok and store_ok, "chain": chain_ok, "store": store_ok, "synced": chain_ok,
-                  "last_poll": self.last_poll, "round": int(self.metrics.get("rounds_seen")), "peer": self.address}
+        live = now - self.last_progress < stuck_after
+        report = {"ok": chain_ok and store_ok, "live": live, "ready": chain_ok and store_ok, "chain": chain_ok,
+                  "store": store_ok, "synced": chain_ok, "last_poll": self.last_poll,
+                  "round": int(self.metrics.get("current_round")), "peer": self.address}
         if store_error or (not chain_ok and self.last_error):
             report["error"] = store_error or self.last_error
         return report

@@ -33,7 +33,7 @@ from ..protocol.task import Task
 from ..ml.training import evaluate
 from .attacks import make_attack, malicious_indices
 
-__all__ = ["TrialConfig", "run_trial", "run_grid", "plot_results"]
+__all__ = ["robustness_summary", "separated_by", "SUMMARY_HEADERS", "TrialConfig", "run_trial", "run_grid", "plot_results"]
 
 
 @dataclass
@@ -171,6 +171,48 @@ def run_grid(
             progress(f"[{n}/{len(trials)}] {d:7} {rule:13} {attack:10} {frac:4.2f}  acc {res['final_accuracy']:.4f}{asr}  ({res['seconds']}s, {time.monotonic() - started:.0f}s total)")
             _write(results, out)
     return results
+
+
+def separated_by(result: dict) -> int | None:
+    """First round from which every malicious peer's reputation is below every honest peer's."""
+    bad = set(result["malicious_peers"])
+    if not bad:
+        return None
+    for r, reps in enumerate(result["reputation"], 1):
+        if max(reps[i] for i in bad) < min(reps[i] for i in range(result["peers"]) if i not in bad):
+            return r
+    return None
+
+
+SUMMARY_HEADERS = ["dataset", "attack", "malicious", "best rule", "best acc", "vs no attack", "fedavg-plain",
+                   "multi-krum", "backdoor ASR (best rule)", "malicious below honest from round (multi-krum)"]
+
+
+def robustness_summary(results: list[dict]) -> list[list[str]]:
+    """One row per dataset x attack x malicious fraction (``SUMMARY_HEADERS``): the best rule and
+    its final accuracy against the best attack-free run, the baselines, the backdoor success rate,
+    and the round from which Multi-Krum left every attacker below every honest peer."""
+    rows = []
+    for d in sorted({r["dataset"] for r in results}):
+        clean = [r for r in results if r["dataset"] == d and r["attack"] == "none"]
+        base = max((r["final_accuracy"] for r in clean), default=float("nan"))
+        if clean:
+            rows.append([d, "none", "0", max(clean, key=lambda r: r["final_accuracy"])["rule"], f"{base:.4f}", "", "", "", "", ""])
+        for attack in sorted({r["attack"] for r in results if r["dataset"] == d} - {"none"}):
+            for frac in sorted({r["malicious"] for r in results if r["dataset"] == d and r["attack"] == attack}):
+                cell = [r for r in results if r["dataset"] == d and r["attack"] == attack and r["malicious"] == frac]
+                best = max(cell, key=lambda r: r["final_accuracy"])
+                by = {r["rule"]: r for r in cell}
+                plain, krum = by.get("fedavg-plain"), by.get("multi-krum")
+                asr = best["backdoor_success_rate"]
+                sep = separated_by(krum) if krum else None
+                rows.append([d, attack, f"{frac:.2f}", best["rule"], f"{best['final_accuracy']:.4f}",
+                             f"{100 * (best['final_accuracy'] - base):+.1f} pp",
+                             f"{plain['final_accuracy']:.4f}" if plain else "-",
+                             f"{krum['final_accuracy']:.4f}" if krum else "-",
+                             f"{asr:.3f}" if asr is not None else "-",
+                             (str(sep) if sep else "never") if krum else "-"])
+    return rows
 
 
 def _write(results: list[dict], out: Path) -> None:

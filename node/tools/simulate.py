@@ -27,7 +27,7 @@ from ..ml.data import load_dataset, partition, save_shard, train_test_split
 from .deployment import deploy_task
 from .devnet import Devnet, die_with_parent, free_port
 from ..errors import ConfigError, FedChainError
-from ..ledger.history import round_history
+from ..ledger.history import participation, round_history
 from ..protocol.task import ModelSpec, TrainConfig
 from ..ledger.updates import load_model
 from ..store import EmbeddedStore
@@ -61,6 +61,22 @@ class SimulationConfig:
     malicious: float = 0.0
     extra_node_args: dict[int, list[str]] = field(default_factory=dict)
     health_ports: list[int] = field(default_factory=list)
+
+    def __post_init__(self):
+        from ..aggregation import make_rule
+        from .attacks import make_attack
+
+        if not 1 <= self.peers <= 256:
+            raise ConfigError(f"peers must be between 1 and 256, got {self.peers}")
+        if not 1 <= self.rounds <= 1_000_000:
+            raise ConfigError(f"rounds must be between 1 and 1000000, got {self.rounds}")
+        TrainConfig(epochs=self.epochs, lr=self.lr)  # raises on epochs < 1, lr <= 0 or not finite
+        if self.partition == "dirichlet" and not (math.isfinite(self.alpha) and self.alpha > 0):
+            raise ConfigError(f"alpha must be a positive finite number, got {self.alpha}")
+        if not (math.isfinite(self.block_time) and 0 <= self.block_time <= 60):
+            raise ConfigError(f"block time must be between 0 and 60 seconds, got {self.block_time}")
+        make_rule(self.rule)
+        make_attack(self.attack)
 
     def malicious_peers(self) -> set[int]:
         return set(malicious_indices(self.peers, self.attack, self.malicious))
@@ -268,12 +284,7 @@ def _observe(cfg, progress, work, store, task, test, dep, dep_path, chain, procs
     final_state = load_model(store, final_cid, task)
     final_acc = evaluate(task.model, final_state, test)
     backdoor_asr = backdoor_success_rate(task.model, final_state, test) if cfg.attack == "backdoor" else None
-    peers = []
-    for m in members:
-        info = chain.member_info(m)
-        peers.append({"address": m, "index": info.index, "reputation": info.reputation, "malicious": info.index in cfg.malicious_peers(),
-                      "submitted": sum(1 for r in history for s in r.submissions if s["peer"].lower() == m.lower()),
-                      "included": sum(1 for r in history if r.status == "finalized" and (r.included >> info.index) & 1)})
+    peers = [{**row, "malicious": row["index"] in cfg.malicious_peers()} for row in participation(chain, history)]
     rounds = []
     for rec in history:
         rounds.append({

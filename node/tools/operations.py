@@ -1,0 +1,274 @@
+"""What each ``fedchain`` command does, one library function per command.
+
+The CLI (``cli/main.py``) only parses options, calls one of these and prints what it returns.
+Everything here checks its inputs first, so bad input fails with one ``ConfigError`` line
+before anything is spent or written.
+"""
+from __future__ import annotations
+
+import math
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from .. import errors as E
+from .._utils import check_bind_host, check_rpc_url
+from ..chain import ChainClient
+from ..chain.keys import load_account
+from ..ledger.history import RoundRecord, participation, round_history, round_record
+from ..protocol.task import UINT32_MAX, ModelSpec, Task, TrainConfig
+from ..store import open_store
+from .deployment import Deployment, deploy_task
+
+__all__ = [
+    "connect", "open_deployment", "account_from_options", "DeployOptions", "deploy", "NodeOptions", "run_node",
+    "rounds", "round_detail", "members", "verify", "pull_model", "split_dataset", "check_writable",
+]
+
+
+def connect(rpc: object, address: str | None = None, account=None, **kwargs) -> ChainClient:
+    """A chain client that has answered once (and found the contract, given an address)."""
+    client = ChainClient(check_rpc_url(rpc), address, account, **kwargs)
+    client.chain_id()  # fail fast and clearly when the RPC is unreachable
+    if address:
+        client.check_deployed()
+    return client
+
+
+def open_deployment(path: str | Path, rpc: str | None = None) -> tuple[Deployment, ChainClient]:
+    dep = Deployment.load(path)
+    return dep, connect(rpc or dep.rpc_url, dep.contract)
+
+
+def account_from_options(key_env: str | None, keystore: str | None, password_env: str | None, password_file: str | None):
+    """The signing account from a raw key in ``$key_env``, or a keystore and its password."""
+    password = None
+    if password_env:
+        password = os.environ.get(password_env)
+        if password is None:
+            raise E.KeyLoadError(f"environment variable {password_env} is not set")
+    elif password_file:
+        try:
+            password = Path(password_file).read_text().rstrip("\n")
+        except (OSError, UnicodeDecodeError):
+            raise E.KeyLoadError(f"cannot read password file {password_file}") from None
+    return load_account(key_env=None if keystore else key_env, keystore=keystore, password=password)
+
+
+def check_writable(path: str | Path) -> Path:
+    """``path`` if a file can be written there (its folder exists and is writable, and it is not a folder)."""
+    p = Path(path).expanduser()
+    if p.is_dir():
+        raise E.ConfigError(f"{p} is a folder, not a file")
+    parent = p.parent if str(p.parent) else Path(".")
+    if not parent.is_dir():
+        raise E.ConfigError(f"folder {parent} does not exist")
+    if not os.access(parent, os.W_OK) or (p.exists() and not os.access(p, os.W_OK)):
+        raise E.ConfigError(f"cannot write {p}: permission denied")
+    return p
+
+
+# ---------------------------------------------------------------------------- deploy
+@dataclass(frozen=True)
+class DeployOptions:
+    rpc: str
+    members: str  # comma-separated addresses, in index order
+    dataset: str = "digits"
+    hidden: str = "64"
+    rule: str = "fedavg"
+    rule_params: tuple[tuple[str, object], ...] = ()
+    rounds: int = 5
+    epochs: int = 2
+    lr: float = 0.05
+    sample_cap: int = 1_000
+    submit_blocks: int = 60
+    vote_blocks: int = 60
+    quorum: float = 2 / 3
+    reveal_blocks: int = 0
+    seed: int = 0
+    output: str = "deployment.json"
+    store: str = ".fedchain/store"
+
+
+def build_task(opts: DeployOptions) -> tuple[Task, list[str]]:
+    """The task and member list ``opts`` describe, validated (nothing is deployed)."""
+    from web3 import Web3
+
+    from ..aggregation import rule_of
+    from ..ml.data import load_dataset
+    from ..ml.models import check_model_size
+
+    addrs = [m.strip() for m in opts.members.split(",") if m.strip()]
+    bad = [m for m in addrs if not Web3.is_address(m)]
+    if bad:
+        raise E.ConfigError(f"not an Ethereum address: {bad[0]}")
+    try:
+        widths = tuple(int(h) for h in opts.hidden.split(",") if h.strip())
+    except ValueError:
+        raise E.ConfigError(f"--hidden must be comma-separated integers, got {opts.hidden!r}") from None
+    if not (isinstance(opts.quorum, float | int) and math.isfinite(opts.quorum) and 0 < opts.quorum <= 1):
+        raise E.ConfigError(f"--quorum must be a fraction in (0, 1], got {opts.quorum}")
+    if not 0 <= opts.seed < 2**63:
+        raise E.ConfigError(f"--seed must be between 0 and 2**63-1, got {opts.seed}")
+    ds = load_dataset(opts.dataset)
+    task = Task(
+        name=f"{opts.dataset}-mlp", dataset=opts.dataset, model=ModelSpec(ds.features, ds.classes, widths),
+        train=TrainConfig(epochs=opts.epochs, lr=opts.lr), rule=opts.rule, rule_params=opts.rule_params,
+        sample_cap=opts.sample_cap, rounds=opts.rounds, submit_blocks=opts.submit_blocks,
+        vote_blocks=opts.vote_blocks, quorum_bps=math.ceil(opts.quorum * 10_000 - 1e-9), reveal_blocks=opts.reveal_blocks,
+    )
+    rule_of(task)
+    check_model_size(task.model, task.max_update_bytes)
+    return task, addrs
+
+
+def deploy(opts: DeployOptions, account) -> Deployment:
+    """Deploy a task; the output path is checked first, and the contract's address survives a
+    failure to write the file (it is in the error)."""
+    task, addrs = build_task(opts)
+    out = check_writable(opts.output)
+    client = connect(opts.rpc, account=account, retry_seconds=5)
+    dep = deploy_task(client, open_store(opts.store), task, addrs, seed=opts.seed, rpc_url=opts.rpc)
+    try:
+        dep.save(out)
+    except OSError as exc:
+        raise E.ConfigError(f"deployed FedChain at {dep.contract} (block {dep.deploy_block}) but could not write {out}: "
+                            f"{exc.strerror or exc}") from None
+    return dep
+
+
+# ---------------------------------------------------------------------------- node run
+@dataclass(frozen=True)
+class NodeOptions:
+    deployment: str
+    data: str
+    rpc: str | None = None
+    store: str | None = None
+    seed: int = 0
+    poll: float = 0.5
+    json_log: bool = False
+    confirmations: int = 0
+    gas_cap: int = 2_000_000
+    attack: str | None = None
+    wait_deployment: float = 0.0
+    health_port: int | None = None
+    health_host: str = "127.0.0.1"
+
+
+def run_node(opts: NodeOptions, account, *, echo=print) -> None:
+    """Run one peer until the task's last round (or until stopped)."""
+    from ..ml.data import load_shard
+    from ..peer import EventLog, Peer
+    from ..peer.observability import HealthServer
+    from .attacks import make_attack
+
+    if opts.health_port is not None and not 0 <= opts.health_port <= 65535:
+        raise E.ConfigError(f"--health-port must be between 0 and 65535, got {opts.health_port}")
+    if opts.health_port is not None:
+        check_bind_host(opts.health_host)
+    if not (math.isfinite(opts.poll) and 0 < opts.poll <= 3600):
+        raise E.ConfigError(f"--poll must be between 0 and 3600 seconds, got {opts.poll}")
+    plugins = make_attack(opts.attack)
+    shard = load_shard(opts.data)
+    deadline = time.monotonic() + opts.wait_deployment
+    while not Path(opts.deployment).exists() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    dep = Deployment.load(opts.deployment)
+    # Retries stay short: the peer's own loop logs every failure and backs off.
+    chain = connect(opts.rpc or dep.rpc_url, dep.contract, account, retry_seconds=5,
+                    confirmations=opts.confirmations, gas_cap=opts.gas_cap)
+    store = open_store(opts.store or dep.store)
+    task = Task.from_bytes(store.get(dep.task_cid))
+    log = EventLog(account.address, json_lines=opts.json_log)
+    peer = Peer(chain, store, task, dep.task_cid, shard, seed=opts.seed, poll=opts.poll, log=log, plugins=plugins)
+    if opts.attack:
+        log("adversarial", None, attack=opts.attack)
+    server = None
+    if opts.health_port is not None:
+        server = HealthServer(peer.metrics, peer.health, host=opts.health_host, port=opts.health_port).start()
+        base = f"http://{server.host}:{server.port}"
+        log("serving", None, livez=f"{base}/livez", readyz=f"{base}/readyz", metrics=f"{base}/metrics")
+    try:
+        peer.run()
+    finally:
+        if server:
+            server.stop()
+
+
+# ---------------------------------------------------------------------------- history and audit
+def rounds(deployment: str, rpc: str | None = None) -> list[RoundRecord]:
+    _, chain = open_deployment(deployment, rpc)
+    return round_history(chain)
+
+
+def round_detail(deployment: str, number: int, rpc: str | None = None) -> tuple[RoundRecord, list[str]]:
+    """One round and the member list (to show who was included)."""
+    _, chain = open_deployment(deployment, rpc)
+    return round_record(chain, number), [m.lower() for m in chain.members()]
+
+
+def members(deployment: str, rpc: str | None = None) -> list[dict]:
+    _, chain = open_deployment(deployment, rpc)
+    return participation(chain, round_history(chain))
+
+
+def verify(deployment: str, round_: int | None = None, rpc: str | None = None, store: str | None = None):
+    """Audit every finalized round (or one); raises when any fails verification."""
+    from .audit import audit_round
+
+    dep, chain = open_deployment(deployment, rpc)
+    st = open_store(store or dep.store)
+    task = Task.from_bytes(st.get(dep.task_cid))
+    history = [r for r in round_history(chain) if r.status == "finalized" and (round_ is None or r.round == round_)]
+    if round_ is not None and not history:
+        raise E.UnknownRound(f"round {round_} is not a finalized round of this task")
+    members_ = chain.members()
+    return [audit_round(chain, st, task, dep.task_cid, rec, members_) for rec in history]
+
+
+def pull_model(deployment: str, round_: int | None, output: str, rpc: str | None = None, store: str | None = None) -> tuple[int, str, int]:
+    """Fetch a round's finalized model (default: the latest), verified against the chain; returns
+    (round, CID, bytes written)."""
+    out = check_writable(output)
+    dep, chain = open_deployment(deployment, rpc)
+    finalized = [r for r in round_history(chain) if r.status == "finalized"]
+    if round_ is None:
+        round_ = finalized[-1].round if finalized else 0
+    if round_ == 0:
+        cid = dep.initial_model
+    else:
+        state = chain.round_state()
+        if round_ < 0 or round_ > UINT32_MAX:
+            raise E.UnknownRound(f"round {round_} does not exist on this task")
+        if round_ >= state.round:
+            raise E.UnknownRound(f"round {round_} has not ended yet (the open round is {state.round})")
+        rec = next((r for r in finalized if r.round == round_), None)
+        if rec is None:
+            raise E.UnknownRound(f"round {round_} failed without a finalized model")
+        cid = rec.model
+    st = open_store(store or dep.store)
+    data = st.get(cid)
+    out.write_bytes(data)
+    return round_, cid, len(data)
+
+
+# ---------------------------------------------------------------------------- data
+def split_dataset(dataset: str, peers: int, partition: str, alpha: float, seed: int, out_dir: str) -> tuple[list[int], int, Path]:
+    """Write one shard per peer plus the held-out test split; returns (shard sizes, test size, folder)."""
+    import numpy as np
+
+    from ..ml.data import load_dataset, partition as split, save_shard, train_test_split
+
+    if partition == "dirichlet" and not (math.isfinite(alpha) and alpha > 0):
+        raise E.ConfigError(f"--alpha must be a positive finite number, got {alpha}")
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise E.ConfigError(f"{out} exists and is not a folder")
+    train, test = train_test_split(load_dataset(dataset), seed=seed)
+    parts = split(train, peers, alpha=None if partition == "iid" else alpha, seed=seed)
+    out.mkdir(parents=True, exist_ok=True)
+    for i, idx in enumerate(parts):
+        save_shard(out / f"peer-{i}.safetensors", train, idx)
+    save_shard(out / "test.safetensors", test, np.arange(len(test.y)))
+    return [len(p) for p in parts], len(test.y), out
