@@ -16,11 +16,11 @@ from .coordinate import Median, TrimmedMean, coordinate_median, trimmed_mean
 from .krum import MultiKrum, krum_scores, multi_krum
 from .mean import FedAvg, PlainFedAvg, fedavg_clipped, plain_fedavg
 from .registry import RULE_IDS, RULES, make_rule
-from .round import aggregate_round, rule_of
+from .round import aggregate_round, pin_rule, rule_of
 from .trust import TrustCosine, trust_cosine, trust_scores
 
 __all__ = [
-    "Aggregate", "AggregationRule", "Contribution", "drop_copies", "weights_of", "RULES", "RULE_IDS", "make_rule", "rule_of",
+    "Aggregate", "AggregationRule", "Contribution", "drop_copies", "weights_of", "RULES", "RULE_IDS", "make_rule", "rule_of", "pin_rule",
     "aggregate_round", "FedAvg", "PlainFedAvg", "Median", "TrimmedMean", "MultiKrum", "TrustCosine",
     "fedavg_clipped", "plain_fedavg", "coordinate_median", "trimmed_mean", "krum_scores", "multi_krum",
     "trust_scores", "trust_cosine",

@@ -1,6 +1,8 @@
 """A round's aggregate artifact, as every honest peer and any auditor computes it."""
 from __future__ import annotations
 
+from dataclasses import replace
+
 import torch
 
 from ..protocol.artifact import encode
@@ -9,12 +11,19 @@ from ..protocol.task import Task
 from .base import AggregationRule
 from .registry import make_rule
 
-__all__ = ["rule_of", "aggregate_round"]
+__all__ = ["rule_of", "pin_rule", "aggregate_round"]
 
 
 def rule_of(task: Task) -> AggregationRule:
     """The aggregation rule a task pins, with its parameters."""
     return make_rule(task.rule, task.rule_options)
+
+
+def pin_rule(task: Task) -> Task:
+    """``task`` with its rule's parameters as resolved (defaults included), so that a later change
+    of a default can never change what an existing task means. Raises ``ConfigError`` for an
+    unknown rule or bad parameters."""
+    return replace(task, rule_params=tuple(sorted(rule_of(task).params().items())))
 
 
 def aggregate_round(

@@ -22,6 +22,7 @@ from ..chain import ChainClient
 from ..ml.data import load_dataset, partition, train_test_split
 from .deployment import deploy_task
 from .devnet import Devnet
+from ..aggregation import pin_rule
 from ..errors import FedChainError
 from ..ledger.history import round_history
 from ..protocol.task import ModelSpec, TrainConfig
@@ -67,12 +68,12 @@ def run_trial(cfg: TrialConfig, devnet: Devnet, workdir: Path, *, datasets_cache
     ds, train, test = cache[cfg.dataset]
     parts = partition(train, cfg.peers, seed=cfg.seed)
     store = EmbeddedStore(workdir / "store")
-    task = Task(
+    task = pin_rule(Task(
         name=f"{cfg.dataset}-robustness", dataset=cfg.dataset,
         model=ModelSpec(ds.features, ds.classes, tuple(cfg.hidden)), train=TrainConfig(epochs=cfg.epochs, lr=cfg.lr),
         rule=cfg.rule, sample_cap=math.ceil(1.5 * len(train.y) / cfg.peers), rounds=cfg.rounds,
         submit_blocks=300, vote_blocks=300, reveal_blocks=300 if cfg.commit_reveal else 0,
-    )
+    ))
     deployer = ChainClient(devnet.rpc_url, account=Account.from_key(devnet.keys[0]))
     members = devnet.addresses[1 : cfg.peers + 1]
     dep = deploy_task(deployer, store, task, members, seed=cfg.seed)

@@ -95,7 +95,7 @@ def build_task(opts: DeployOptions) -> tuple[Task, list[str]]:
     """The task and member list ``opts`` describe, validated (nothing is deployed)."""
     from web3 import Web3
 
-    from ..aggregation import rule_of
+    from ..aggregation import pin_rule
     from ..ml.data import load_dataset
     from ..ml.models import check_model_size
 
@@ -118,7 +118,7 @@ def build_task(opts: DeployOptions) -> tuple[Task, list[str]]:
         sample_cap=opts.sample_cap, rounds=opts.rounds, submit_blocks=opts.submit_blocks,
         vote_blocks=opts.vote_blocks, quorum_bps=math.ceil(opts.quorum * 10_000 - 1e-9), reveal_blocks=opts.reveal_blocks,
     )
-    rule_of(task)
+    task = pin_rule(task)
     check_model_size(task.model, task.max_update_bytes)
     return task, addrs
 

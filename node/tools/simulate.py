@@ -26,6 +26,7 @@ from ..chain import ChainClient, Phase
 from ..ml.data import load_dataset, partition, save_shard, train_test_split
 from .deployment import deploy_task
 from .devnet import Devnet, die_with_parent, free_port
+from ..aggregation import pin_rule
 from ..errors import ConfigError, FedChainError
 from ..ledger.history import participation, round_history
 from ..protocol.task import ModelSpec, TrainConfig
@@ -146,14 +147,14 @@ def run_simulation(cfg: SimulationConfig, progress=print) -> dict:
     progress(f"data: {cfg.dataset}, {len(train.y)} training samples in {cfg.peers} {cfg.partition} shards "
              f"({', '.join(str(len(p)) for p in parts)}), {len(test.y)} held out for testing")
 
-    task = Task(
+    task = pin_rule(Task(
         name=f"{cfg.dataset}-mlp", dataset=cfg.dataset,
         model=ModelSpec(inputs=ds.features, classes=ds.classes, hidden=tuple(cfg.hidden)),
         train=TrainConfig(epochs=cfg.epochs, lr=cfg.lr), rule=cfg.rule,
         sample_cap=math.ceil(1.5 * len(train.y) / cfg.peers), rounds=cfg.rounds,
         submit_blocks=cfg.submit_blocks, vote_blocks=cfg.vote_blocks, quorum_bps=cfg.quorum_bps,
         reveal_blocks=cfg.vote_blocks if cfg.commit_reveal else 0,
-    )
+    ))
     # The chain's state is saved in the work folder every second, so `--resume` can continue.
     devnet = Devnet(accounts=cfg.peers + 1, block_time=cfg.block_time, state_file=str(work / "anvil-state.json"), state_interval=1)
     procs: list[subprocess.Popen] = []
