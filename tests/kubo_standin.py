@@ -460,7 +460,7 @@ class _Handler(BaseHTTPRequestHandler):
                                           "Trailer": "X-Stream-Error"})
         position, error = 0, ""
         try:
-            for piece in self.owner._iter_file(cid, offline, timeout):
+            for piece in self.owner._iter_file(cid, offline, timeout) if end > offset else ():
                 lo, hi = max(offset - position, 0), min(end - position, len(piece))
                 if lo < hi:
                     self._chunk(piece[lo:hi])

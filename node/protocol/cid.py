@@ -31,6 +31,7 @@ __all__ = [
     "Node",
     "FetchLimits",
     "decode_node",
+    "encode_file_node",
     "read_file",
 ]
 
@@ -174,6 +175,21 @@ def _parent(children: list[Block]) -> Block:
         unixfs += _field_varint(4, child.file_size)
     node = links + _field_bytes(1, unixfs)
     return Block(cid_of_block(node), node, file_size, len(node) + sum(c.tree_size for c in children))
+
+
+def encode_file_node(links: list[tuple[str, int]], file_size: int, block_sizes: list[int], data: bytes | None = None) -> bytes:
+    """A dag-pb UnixFS file node from its parts, declared sizes taken as given, true or not:
+    ``links`` as (child CID, Tsize). For tests and attack simulations; ``build_dag`` makes real files."""
+    out = b""
+    for cid, tsize in links:
+        out += _field_bytes(2, _field_bytes(1, _MULTIHASH_PREFIX + cid_to_digest(cid)) + _field_bytes(2, b"") + _field_varint(3, tsize))
+    unixfs = _field_varint(1, _UNIXFS_FILE)
+    if data:
+        unixfs += _field_bytes(2, data)
+    unixfs += _field_varint(3, file_size)
+    for size in block_sizes:
+        unixfs += _field_varint(4, size)
+    return out + _field_bytes(1, unixfs)
 
 
 def build_dag(data: bytes) -> tuple[str, list[Block]]:
