@@ -146,19 +146,28 @@ def test_a_leaf_holding_more_than_it_declares_is_refused(embedded):
 
 # ---------------------------------------------------------------------------- links and depth
 def test_link_count_bomb_of_empty_leaves_is_refused_by_block_count(store_and_blocks):
-    """30,276 empty leaves: zero bytes, every size true, two levels (which a 1 GiB budget
-    allows); only counting blocks stops the walk."""
+    """174 empty leaves under one root: zero bytes, every size true, a depth the budget allows;
+    only counting blocks stops the walk (at 66, all a 16 MiB file can have)."""
     store, blocks = store_and_blocks
-    root = blocks.node(blocks.node(blocks.leaf(b""), MAX_LINKS), MAX_LINKS)[0]
+    root = blocks.node(blocks.leaf(b""), MAX_LINKS)[0]
     if isinstance(store, EmbeddedStore):
-        read = []
-        original = store._block
-        store._block = lambda cid: read.append(cid) or original(cid)
-        seconds, peak = _refused(store, root, ArtifactTooLarge, match="DAG too many blocks", budget=1 << 30)
-        assert len(read) == FetchLimits.for_bytes(1 << 30).max_blocks < 5000  # refused before reading one more
+        seconds, peak = _refused(store, root, ArtifactTooLarge, match="DAG too many blocks: .* more than the 66")
     else:  # Kubo walks the graph itself; the stream holds nothing, and the CID check refuses it
-        seconds, peak = _refused(store, root, ArtifactInvalid, match="does not match its CID", budget=1 << 30)
+        seconds, peak = _refused(store, root, ArtifactInvalid, match="does not match its CID")
     assert seconds < QUICK and peak < SMALL
+
+
+def test_block_count_scales_with_the_budget(embedded):
+    """Two levels of empty leaves (30,276), under a 1 GiB budget that allows two levels: the
+    walk stops after the 4,122 blocks a 1 GiB file can have."""
+    blocks = Blocks(embedded.put_block)
+    root = blocks.node(blocks.node(blocks.leaf(b""), MAX_LINKS), MAX_LINKS)[0]
+    read = []
+    original = embedded._block
+    embedded._block = lambda cid: read.append(cid) or original(cid)
+    with pytest.raises(ArtifactTooLarge, match="DAG too many blocks"):
+        embedded.get(root, max_bytes=1 << 30)
+    assert len(read) == FetchLimits.for_bytes(1 << 30).max_blocks == 4122  # refused before one more
 
 
 def test_a_node_with_more_links_than_kubo_makes_is_refused(embedded):

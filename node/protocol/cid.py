@@ -7,6 +7,7 @@ its multihash; ``cid_to_digest``/``digest_to_cid`` convert between the two.
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import io
 from collections.abc import Callable, Iterator
@@ -64,6 +65,7 @@ def b58decode(text: str) -> bytes:
     return b"\0" * pad + body
 
 
+@functools.lru_cache(maxsize=4096)  # a graph names the same children again and again
 def digest_to_cid(digest: bytes) -> str:
     if len(digest) != 32:
         raise InvalidCID("a CIDv0 digest is 32 bytes")
