@@ -86,8 +86,8 @@ def test_one_dagbomb_peer_of_four_every_round_finalizes_and_the_attacker_falls_b
 
 
 def test_a_damaged_base_model_does_not_end_the_peer(tmp_path, devnet):
-    """The initial model's root block is damaged on disk: peers retry (the store drops the bad
-    block), stay up, and carry on once the model is added again."""
+    """The initial model's root block is damaged on disk: peers retry (the store sets the bad
+    block aside), stay up, and carry on once the model is added again."""
     peers = 4
     ds = load_dataset("digits")
     train, _ = train_test_split(ds)
@@ -127,7 +127,8 @@ def test_a_damaged_base_model_does_not_end_the_peer(tmp_path, devnet):
              "a peer to meet the damaged block")
     wait_for(lambda: sum(1 for e, f in logs if e == "retrying") >= 2 * peers, 60, "peers to keep retrying")
     assert all(t.is_alive() for t in runners) and not errors, errors
-    assert not root_block.exists()  # dropped, so that adding the model again restores it
+    assert not root_block.exists()  # set aside, so that adding the model again restores it
+    assert (tmp_path / "store" / "quarantine" / dep.initial_model).read_bytes() == bytes(damaged)
 
     assert store.add(model) == dep.initial_model
     for t in runners:

@@ -77,9 +77,14 @@ class EmbeddedStore(ArtifactStore):
         except FileNotFoundError:
             raise ArtifactNotFound(f"{cid} is not in the store at {self.root}") from None
         if len(data) > MAX_BLOCK_SIZE or cid_of_block(data) != cid:
-            # Useless to everyone; removed, so that the next ``add`` of the same content restores it.
-            path.unlink(missing_ok=True)
-            raise ArtifactInvalid(f"block {cid} in {self.root} is corrupted (removed)")
+            # Set aside (kept as evidence), so that the next ``add`` of the same content restores it.
+            quarantine = self.root / "quarantine" / cid
+            quarantine.parent.mkdir(exist_ok=True)
+            try:
+                os.replace(path, quarantine)
+            except FileNotFoundError:
+                pass  # another reader set it aside first
+            raise ArtifactInvalid(f"block {cid} in {self.root} is corrupted (moved to quarantine/)")
         return data
 
     def _fetch(self, cid: str, *, max_bytes: int) -> bytes:
