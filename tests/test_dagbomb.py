@@ -138,3 +138,47 @@ def test_a_damaged_base_model_does_not_end_the_peer(tmp_path, devnet):
     observer = ChainClient(devnet.rpc_url, dep.contract)
     assert [h.status for h in round_history(observer, from_block=dep.deploy_block)] == ["finalized"]
     assert build_dag(model)[0] == dep.initial_model
+
+
+def test_real_peer_processes_survive_a_dagbomb_member(tmp_path):
+    """Four `fedchain node run` processes, each limited to 3 GiB of address space; the fourth
+    runs `--attack dagbomb`. Every process finishes the task, every round finalizes, the honest
+    peers log the exclusion with its reason, and the attacker ends below every honest peer."""
+    from fedchain.node.tools.devnet import Devnet
+
+    from _support import clean_env, deploy_with_cli
+
+    peers, rounds = 4, 2
+
+    def limit_memory():
+        resource.setrlimit(resource.RLIMIT_AS, (MEMORY_LIMIT, MEMORY_LIMIT))
+
+    with Devnet(accounts=peers + 1, block_time=0) as net:
+        deployment = deploy_with_cli(net, tmp_path, peers=peers, rounds=rounds, windows=60, extra=["--epochs", "1"])
+        procs = []
+        for i in range(peers):
+            env = clean_env(FEDCHAIN_KEY=net.keys[i + 1], FEDCHAIN_DEPLOYMENT=str(deployment))
+            attack = ["--attack", "dagbomb"] if i == peers - 1 else []
+            procs.append(subprocess.Popen(
+                [sys.executable, "-m", "fedchain.cli.main", "node", "run", "--data", str(tmp_path / "shards" / f"peer-{i}.safetensors"),
+                 "--json-log", "--poll", "0.2", *attack], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                preexec_fn=limit_memory))
+        try:
+            deadline = time.monotonic() + 400
+            for p in procs:
+                p.wait(timeout=max(1, deadline - time.monotonic()))
+        finally:
+            for p in procs:
+                if p.poll() is None:
+                    p.kill()
+        logs = [p.stdout.read() for p in procs]
+        assert all(p.returncode == 0 for p in procs), [log[-2000:] for log in logs]
+        events = [[json.loads(line) for line in log.splitlines() if line.startswith("{")] for log in logs]
+        for mine in events[:3]:
+            reasons = [e["reason"] for e in mine if e["event"] == "excluded"]
+            assert len(reasons) == rounds and all(r.startswith("DAG ") for r in reasons), reasons
+        dep = json.loads(deployment.read_text())
+        observer = ChainClient(net.rpc_url, dep["contract"])
+        assert [h.status for h in round_history(observer)] == ["finalized"] * rounds
+        reputation = [observer.member_info(a).reputation for a in net.addresses[1 : peers + 1]]
+        assert reputation[3] < min(reputation[:3]), reputation
