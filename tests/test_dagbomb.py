@@ -14,7 +14,6 @@ import json
 import resource
 import subprocess
 import sys
-import textwrap
 import threading
 import time
 
