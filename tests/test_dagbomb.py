@@ -181,3 +181,45 @@ def test_real_peer_processes_survive_a_dagbomb_member(tmp_path):
         assert [h.status for h in round_history(observer)] == ["finalized"] * rounds
         reputation = [observer.member_info(a).reputation for a in net.addresses[1 : peers + 1]]
         assert reputation[3] < min(reputation[:3]), reputation
+
+
+class _Events:
+    """The one chain read ``collect_updates`` makes: the round's UpdateSubmitted events."""
+
+    def __init__(self, members: list[str], cids: list[str]):
+        from types import SimpleNamespace
+
+        from fedchain.node.protocol.cid import cid_to_digest
+
+        self.evs = [SimpleNamespace(args=SimpleNamespace(peer=m, update=cid_to_digest(c), reputation=1000))
+                    for m, c in zip(members, cids)]
+
+    def events(self, name, **kwargs):
+        return self.evs
+
+
+def test_any_error_an_update_causes_excludes_it_with_a_reason(tmp_path):
+    from fedchain.node.ledger.updates import collect_updates
+    from fedchain.node.ml.models import schema_of
+    from fedchain.node.protocol.cid import cid_of_bytes
+
+    store = EmbeddedStore(tmp_path)
+    bomb = plant_dag_bomb(store, 7)
+    liar = plant_dag_bomb(store, 8, lie=True)
+    unlucky = cid_of_bytes(b"an update whose fetch hits an error nobody foresaw")
+    original = store.get
+
+    def get(cid, **budget):
+        if cid == unlucky:
+            raise MemoryError("simulated")
+        return original(cid, **budget)
+
+    store.get = get
+    task = Task(name="t", dataset="digits", model=ModelSpec(64, 10, (8,)), train=TrainConfig(epochs=1), rounds=1)
+    members = ["0x" + f"{i:040x}" for i in range(3)]
+    inputs = collect_updates(_Events(members, [bomb, liar, unlucky]), store, task, "Qm" + "1" * 44, 1, bomb,
+                             schema=schema_of(task.model), from_block=0, members=members)
+    reasons = {ex.member: ex.reason for ex in inputs.excluded}
+    assert not inputs.contributions
+    assert reasons[0].startswith("DAG too large") and reasons[1].startswith("DAG malformed")
+    assert reasons[2] == "unusable: MemoryError: simulated"
