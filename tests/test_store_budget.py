@@ -294,3 +294,27 @@ def test_a_bomb_held_by_a_peered_kubo_is_refused_without_fetching_it(kubo):
             assert list(reader_node.blocks) == [root]  # only the root crossed over
         finally:
             reader.close()
+
+
+def test_a_daemon_that_sends_more_than_declared_is_cut_off(kubo, monkeypatch):
+    """Whatever ``length`` says, the client stops reading at the declared size: a daemon that
+    streams 256 MiB for a 1000-byte file costs the reader a chunk or two, not 256 MiB."""
+    import kubo_standin
+
+    def endless_cat(handler, query, body):
+        handler._start_stream("text/plain", {"X-Stream-Output": "1"})
+        try:
+            for _ in range(4096):
+                handler._chunk(bytes(65536))
+            handler._end_stream({})
+        except OSError:
+            pass  # the reader hung up, as it should
+
+    monkeypatch.setattr(kubo_standin._Handler, "cmd_cat", endless_cat)
+    store = KuboStore(kubo.api, timeout=10, fetch_timeout=10)
+    try:
+        cid = store.add(os.urandom(1000))
+        seconds, peak = _refused(store, cid, ArtifactTooLarge, match="Kubo sent more than the 1000 bytes")
+        assert seconds < QUICK and peak < SMALL
+    finally:
+        store.close()
