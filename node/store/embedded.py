@@ -72,8 +72,8 @@ class EmbeddedStore(ArtifactStore):
             with open(path, "rb") as fh:
                 # A planted oversized file is never read whole. (Blocks are renamed into place,
                 # so the size of an open one cannot change.)
-                size = os.fstat(fh.fileno()).st_size
-                data = fh.read(size) if size <= MAX_BLOCK_SIZE else fh.read(MAX_BLOCK_SIZE + 1)
+                stat = os.fstat(fh.fileno())
+                data = fh.read(stat.st_size) if stat.st_size <= MAX_BLOCK_SIZE else fh.read(MAX_BLOCK_SIZE + 1)
         except FileNotFoundError:
             raise ArtifactNotFound(f"{cid} is not in the store at {self.root}") from None
         if len(data) > MAX_BLOCK_SIZE or cid_of_block(data) != cid:
@@ -81,7 +81,8 @@ class EmbeddedStore(ArtifactStore):
             quarantine = self.root / "quarantine" / cid
             quarantine.parent.mkdir(exist_ok=True)
             try:
-                os.replace(path, quarantine)
+                if os.stat(path).st_ino == stat.st_ino:  # not a good copy restored meanwhile
+                    os.replace(path, quarantine)
             except FileNotFoundError:
                 pass  # another reader set it aside first
             raise ArtifactInvalid(f"block {cid} in {self.root} is corrupted (moved to quarantine/)")
