@@ -31,6 +31,7 @@ __all__ = [
     "ArtifactNotFound",
     "InvalidCID",
     "ArtifactInvalid",
+    "ArtifactTooLarge",
 ]
 
 
@@ -138,3 +139,8 @@ class InvalidCID(FedChainError):
 
 class ArtifactInvalid(FedChainError):
     """An artifact failed validation: wrong CID, not safetensors, bad schema, non-finite, too big."""
+
+
+class ArtifactTooLarge(ArtifactInvalid):
+    """An artifact's content graph exceeds a fetch budget (bytes, blocks, links or depth): it is
+    refused while the graph is walked, before it is assembled in memory."""

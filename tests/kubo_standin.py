@@ -9,12 +9,23 @@ Kubo cannot be installed where these tests run, so this module serves the small 
   every block is kept. ``pin`` is honoured (default true). Non-default import options are
   refused rather than silently ignored, because the CID would differ from Kubo's.
   Answers one newline-terminated JSON object ``{"Name", "Hash", "Size"}`` per file.
-* ``cat``, ``block/stat``, ``pin/add``: a block that is not in the repo is, as in Kubo, looked
-  for on the network unless ``offline=true`` was passed. There is no network here, so an online
-  lookup waits ``network_wait`` seconds (default 30) and then fails, the way a real daemon keeps
-  searching until the client gives up. Offline, the miss is immediate: HTTP 500 with
+* ``cat``, ``block/get``, ``block/stat``, ``pin/add``: a block that is not in the repo is, as in
+  Kubo, looked for on the network unless ``offline=true`` was passed. The "network" is the
+  stand-ins this one is peered with (``peering=[...]`` as in Kubo's ``Peering.Peers``, or
+  ``swarm/connect``): each is asked over its own RPC API (``block/get`` with ``offline=true``),
+  in place of bitswap, and a block found is verified and kept, as Kubo keeps what it fetched.
+  A block no peer has is searched for ``network_wait`` seconds (default 30), or the request's
+  ``timeout`` option (a Go duration, as Kubo's global ``--timeout``) if shorter, and then
+  fails with ``context deadline exceeded``, the way a real daemon keeps searching until told
+  to stop. Offline, the miss is immediate: HTTP 500 with
   ``{"Message": "block was not found locally (offline): ipld: could not find <cid>",
   "Code": 0, "Type": "error"}``.
+* ``cat`` streams: the root is resolved before the response starts (a missing root is an error
+  response), then blocks are read one at a time and the output stops at ``length``; a block
+  missing further down ends the stream early with an ``X-Stream-Error`` trailer, as Kubo does.
+  So a graph that expands to gigabytes costs the stand-in no more memory than it costs Kubo.
+* ``swarm/connect`` (``/ip4/HOST/tcp/PORT/p2p/ID``, where PORT is the other stand-in's API
+  port: stand-ins have no libp2p) and ``swarm/peers``.
 * ``pin/rm`` (``not pinned or pinned indirectly`` when not pinned), ``pin/ls``
   (``{"Keys": {cid: {"Type": ...}}}``, or one ``{"Cid", "Type"}`` line per pin with
   ``stream=true``), ``repo/gc`` (one ``{"Key": {"/": cid}}`` line per removed block; like
@@ -25,7 +36,8 @@ Kubo cannot be installed where these tests run, so this module serves the small 
   arguments are HTTP 400 with ``"Code": 1``; RPC calls must be POST (405 otherwise, as Kubo
   >= 0.5); unknown commands are 404 ``404 page not found``.
 
-What it does not do: directories, MFS, the network (bitswap, DHT), CIDv1 imports, trickle DAGs,
+What it does not do: directories, MFS, libp2p (bitswap, DHT, NAT traversal: "peering" is a
+direct RPC call to the other stand-in), CIDv1 imports, trickle DAGs,
 auth, CORS checks, progress output, streamed error trailers. Shapes were taken from the Kubo
 RPC reference (docs.ipfs.tech/reference/kubo/rpc/) and Kubo's source; where this file and real
 Kubo disagree, Kubo is right and this file is the bug.
@@ -40,7 +52,10 @@ or run ``python tests/kubo_standin.py [PORT]`` to serve in the foreground for ma
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
+import re
+import urllib.request
 import sys
 import threading
 import time
@@ -73,10 +88,11 @@ class KuboStandIn:
     """A threaded HTTP server on 127.0.0.1 (a free port) speaking a subset of Kubo's RPC API."""
 
     def __init__(self, *, host: str = "127.0.0.1", port: int = 0, network_wait: float = 30.0,
-                 version: str = KUBO_VERSION):
+                 version: str = KUBO_VERSION, peering: list[str] = ()):
         self.host, self._port = host, port
         self.network_wait = network_wait
         self.version = version
+        self.peers: list[str] = list(peering)  # swarm multiaddrs of peered stand-ins (Peering.Peers)
         self.blocks: dict[str, bytes] = {}  # CIDv0 -> serialized dag-pb node
         self.pinned: dict[str, str] = {}  # CIDv0 -> "recursive" | "direct"
         self.calls: list[tuple[str, dict[str, list[str]]]] = []  # (command, query) per request
@@ -127,15 +143,25 @@ class KuboStandIn:
     def url(self) -> str:
         return f"http://{self.host}:{self.port}/api/v0"
 
+    @property
+    def peer_id(self) -> str:
+        return f"12D3KooWStandIn{self.port:05d}"
+
+    @property
+    def swarm_addr(self) -> str:
+        """This stand-in's "swarm" address, for another stand-in's ``peering`` or ``swarm/connect``."""
+        return f"/ip4/{self.host}/tcp/{self.port}/p2p/{self.peer_id}"
+
     def commands(self) -> list[str]:
         """The RPC commands received so far, in order (e.g. ``["add", "block/stat"]``)."""
         with self.lock:
             return [c for c, _ in self.calls]
 
     # ------------------------------------------------------------------ repo model
-    def _wait_for(self, cid: str, offline: bool) -> bytes:
-        """The block ``cid``; missing, fail now (offline) or after a futile network search."""
-        deadline = time.monotonic() + (0 if offline else self.network_wait)
+    def _wait_for(self, cid: str, offline: bool, timeout: float | None = None) -> bytes:
+        """The block ``cid``; missing, fail now (offline) or after searching the peers in vain."""
+        wait = 0 if offline else min(self.network_wait, self.network_wait if timeout is None else timeout)
+        deadline = time.monotonic() + wait
         while True:
             with self.lock:
                 block = self.blocks.get(cid)
@@ -143,30 +169,50 @@ class KuboStandIn:
                 return block
             if offline:
                 raise _RPCError(f"block was not found locally (offline): ipld: could not find {cid}")
+            block = self._from_peers(cid)
+            if block is not None:
+                return block
             if time.monotonic() >= deadline or self._stopping.is_set():
                 raise _RPCError(f"failed to fetch {cid}: context deadline exceeded")
             time.sleep(0.05)
 
-    def _walk(self, root: str, offline: bool) -> list[str]:
+    def _from_peers(self, cid: str) -> bytes | None:
+        """Ask each peered stand-in for ``cid`` (in place of bitswap); keep and return what checks out."""
+        for addr in list(self.peers):
+            match = re.fullmatch(r"/ip4/([^/]+)/tcp/(\d+)(?:/p2p/[^/]+)?", addr)
+            if not match:
+                continue
+            url = f"http://{match[1]}:{match[2]}/api/v0/block/get?arg={cid}&offline=true"
+            try:
+                with urllib.request.urlopen(urllib.request.Request(url, method="POST"), timeout=5) as resp:
+                    block = resp.read()
+            except OSError:  # the peer does not have it (HTTP 500), or is down
+                continue
+            if hashlib.sha256(block).digest() == cid_to_digest(cid):
+                with self.lock:
+                    self.blocks.setdefault(cid, block)
+                return block
+        return None
+
+    def _walk(self, root: str, offline: bool, timeout: float | None = None) -> list[str]:
         """Every CID of the DAG under ``root`` (root first), fetching each block."""
         out, stack = [], [root]
         while stack:
             cid = stack.pop()
-            links, _, _ = parse_node(self._wait_for(cid, offline))
+            links, _, _ = parse_node(self._wait_for(cid, offline, timeout))
             out.append(cid)
             stack.extend(reversed(links))
         return out
 
-    def _read_file(self, root: str, offline: bool) -> bytes:
-        data = bytearray()
+    def _iter_file(self, root: str, offline: bool, timeout: float | None = None):
+        """The file's content, one leaf at a time (the root block must already be at hand)."""
         stack = [root]
         while stack:
-            links, inline, _ = parse_node(self._wait_for(stack.pop(), offline))
+            links, inline, _ = parse_node(self._wait_for(stack.pop(), offline, timeout))
             if links:
                 stack.extend(reversed(links))
             elif inline:
-                data += inline
-        return bytes(data)
+                yield inline
 
     def _reachable(self) -> set[str]:
         keep: set[str] = set()
@@ -303,6 +349,24 @@ class _Handler(BaseHTTPRequestHandler):
             self.end_headers()
             self.wfile.write(body)
 
+    def _start_stream(self, content_type: str, extra: dict) -> None:
+        self.send_response(200)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Vary", "Origin")
+        for key, value in extra.items():
+            self.send_header(key, value)
+        self.send_header("Transfer-Encoding", "chunked")
+        self.send_header("X-Chunked-Output", "1")
+        self.end_headers()
+
+    def _chunk(self, piece: bytes) -> None:
+        for i in range(0, len(piece), 65536):
+            part = piece[i : i + 65536]
+            self.wfile.write(b"%x\r\n%s\r\n" % (len(part), part))
+
+    def _end_stream(self, trailers: dict) -> None:
+        self.wfile.write(b"0\r\n" + b"".join(f"{k}: {v}\r\n".encode() for k, v in trailers.items()) + b"\r\n")
+
     def _json(self, obj, *, status: int = 200, stream: bool = False):
         self._send(status, json.dumps(obj, separators=(",", ":")).encode() + b"\n", "application/json", stream=stream)
 
@@ -345,6 +409,17 @@ class _Handler(BaseHTTPRequestHandler):
     def _offline(self, query) -> bool:
         return _bool(query, "offline", False)
 
+    def _timeout(self, query) -> float | None:
+        """Kubo's global ``timeout`` option, a Go duration (``2.5s``, ``300ms``, ``1m``)."""
+        text = query.get("timeout", [""])[-1]
+        if not text:
+            return None
+        units = {"ns": 1e-9, "us": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
+        parts = re.findall(r"(\d+(?:\.\d*)?)(ns|us|ms|s|m|h)", text)
+        if not parts or "".join(n + u for n, u in parts) != text:
+            raise _RPCError(f'time: invalid duration "{text}"', status=400, code=1)
+        return sum(float(n) * units[u] for n, u in parts)
+
     # ---------------------------------------------------------------- commands
     def cmd_add(self, query, body):
         unsupported = {
@@ -376,26 +451,60 @@ class _Handler(BaseHTTPRequestHandler):
 
     def cmd_cat(self, query, body):
         cid = _cid_arg(_args(query, "ipfs-path")[0])
-        data = self.owner._read_file(cid, self._offline(query))
+        offline, timeout = self._offline(query), self._timeout(query)
+        _, _, size = parse_node(self.owner._wait_for(cid, offline, timeout))  # resolved before any output
         offset = int(query.get("offset", ["0"])[-1] or 0)
         length = query.get("length", [""])[-1]
-        data = data[offset:] if not length else data[offset : offset + int(length)]
-        self._send(200, data, "text/plain", stream=True,
-                   extra={"X-Stream-Output": "1", "X-Content-Length": str(len(data)), "Trailer": "X-Stream-Error"})
+        end = size if not length else min(size, offset + int(length))
+        self._start_stream("text/plain", {"X-Stream-Output": "1", "X-Content-Length": str(max(end - offset, 0)),
+                                          "Trailer": "X-Stream-Error"})
+        position, error = 0, ""
+        try:
+            for piece in self.owner._iter_file(cid, offline, timeout) if end > offset else ():
+                lo, hi = max(offset - position, 0), min(end - position, len(piece))
+                if lo < hi:
+                    self._chunk(piece[lo:hi])
+                position += len(piece)
+                if position >= end:
+                    break
+        except (_RPCError, ValueError) as exc:
+            error = getattr(exc, "message", str(exc))
+        self._end_stream({"X-Stream-Error": error} if error else {})
+
+    def cmd_block_get(self, query, body):
+        cid = _cid_arg(_args(query, "cid")[0])
+        block = self.owner._wait_for(cid, self._offline(query), self._timeout(query))
+        self._send(200, block, "text/plain", stream=True, extra={"X-Stream-Output": "1"})
 
     def cmd_block_stat(self, query, body):
         cid = _cid_arg(_args(query, "cid")[0])
-        block = self.owner._wait_for(cid, self._offline(query))
+        block = self.owner._wait_for(cid, self._offline(query), self._timeout(query))
         self._json({"Key": cid, "Size": len(block)})
+
+    def cmd_swarm_connect(self, query, body):
+        addrs = _args(query, "address")
+        for addr in addrs:
+            if not re.fullmatch(r"/ip4/[^/]+/tcp/\d+/p2p/[^/]+", addr):
+                raise _RPCError(f"connect: invalid peer address: {addr}")
+        with self.owner.lock:
+            for addr in addrs:
+                if addr not in self.owner.peers:
+                    self.owner.peers.append(addr)
+        self._json({"Strings": [f"connect {a.rsplit('/', 1)[-1]} success" for a in addrs]})
+
+    def cmd_swarm_peers(self, query, body):
+        with self.owner.lock:
+            peers = list(self.owner.peers)
+        self._json({"Peers": [{"Addr": a.rsplit("/p2p/", 1)[0], "Peer": a.rsplit("/", 1)[-1]} for a in peers]})
 
     def cmd_pin_add(self, query, body):
         cids = [_cid_arg(a) for a in _args(query, "ipfs-path")]
         recursive = _bool(query, "recursive", True)
         for cid in cids:
             if recursive:
-                self.owner._walk(cid, self._offline(query))  # Kubo fetches the whole DAG first
+                self.owner._walk(cid, self._offline(query), self._timeout(query))  # Kubo fetches the whole DAG first
             else:
-                self.owner._wait_for(cid, self._offline(query))
+                self.owner._wait_for(cid, self._offline(query), self._timeout(query))
         with self.owner.lock:
             for cid in cids:
                 if recursive or self.owner.pinned.get(cid) != "recursive":
@@ -446,9 +555,9 @@ class _Handler(BaseHTTPRequestHandler):
 
     def cmd_id(self, query, body):
         self._json({
-            "ID": "12D3KooWStandInStandInStandInStandInStandInStandIn1",
+            "ID": self.owner.peer_id,
             "PublicKey": "CAESIStandInNotARealKey",
-            "Addresses": [],
+            "Addresses": [self.owner.swarm_addr],
             "AgentVersion": f"kubo/{self.owner.version}/stand-in",
             "Protocols": [],
         })

@@ -84,9 +84,9 @@ class FlakyStore(EmbeddedStore):
         self._check()
         return super().add(data, pin=pin)
 
-    def _fetch(self, cid):
+    def _fetch(self, cid, **budget):
         self._check()
-        return super()._fetch(cid)
+        return super()._fetch(cid, **budget)
 
 
 def test_store_unavailable_to_one_peer(tmp_path, devnet):

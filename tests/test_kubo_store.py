@@ -96,15 +96,22 @@ def test_get_verifies_what_kubo_returns(store, kubo):
         store.get(cid)
 
 
-def test_get_of_unknown_cid_is_not_found_without_waiting_for_the_network(store, kubo):
+def test_get_of_unknown_cid_searches_the_network_only_until_the_fetch_timeout(kubo):
+    """Reads go to the network (another organization's Kubo may have the update), bounded by
+    ``fetch_timeout``, which Kubo is told too; ``has`` stays a local question."""
+    store = KuboStore(kubo.api, timeout=10, fetch_timeout=1)
     missing = cid_of_bytes(b"nobody ever added this")
     start = time.monotonic()
-    with pytest.raises(ArtifactNotFound):
-        store.get(missing)
-    assert not store.has(missing)
-    assert time.monotonic() - start < QUICK
-    lookups = [query for command, query in kubo.calls if command in ("cat", "block/stat")]
-    assert lookups and all(q.get("offline") == ["true"] for q in lookups), "an online lookup would search the network"
+    try:
+        with pytest.raises(ArtifactNotFound):
+            store.get(missing)
+        assert not store.has(missing)
+        assert time.monotonic() - start < QUICK
+    finally:
+        store.close()
+    reads = [query for command, query in kubo.calls if command in ("cat", "block/get")]
+    assert reads and all("offline" not in q and q["timeout"][0].endswith("s") for q in reads)
+    assert [q.get("offline") for command, q in kubo.calls if command == "block/stat"] == [["true"]]
 
 
 def test_malformed_cid_is_rejected_before_any_request(store, kubo):
@@ -117,8 +124,8 @@ def test_malformed_cid_is_rejected_before_any_request(store, kubo):
     assert kubo.calls == []
 
 
-def test_get_of_a_partial_dag_is_not_found_without_waiting(kubo):
-    store = KuboStore(kubo.api, timeout=2)
+def test_get_of_a_partial_dag_is_not_found_within_the_fetch_timeout(kubo):
+    store = KuboStore(kubo.api, timeout=2, fetch_timeout=1)
     data = _content(600_000)  # three leaves and a root
     cid = store.add(data)
     leaf = build_dag(data)[1][1].cid

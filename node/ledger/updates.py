@@ -17,16 +17,17 @@ __all__ = ["collect_updates", "load_model", "fetch_with_retry"]
 
 
 def load_model(store: ArtifactStore, cid: str, task: Task, schema: Schema | None = None) -> dict[str, torch.Tensor]:
-    """The global model ``cid``, checked against the task's schema."""
-    return validate_model(store.get(cid), schema or schema_of(task.model), max_bytes=task.max_update_bytes)
+    """The global model ``cid``, fetched within the task's size budget and checked against its schema."""
+    data = store.get(cid, max_bytes=task.max_update_bytes)
+    return validate_model(data, schema or schema_of(task.model), max_bytes=task.max_update_bytes)
 
 
-def fetch_with_retry(store: ArtifactStore, cid: str, retry_until: float) -> bytes:
-    """``store.get(cid)``, retried with backoff while the artifact is missing, until the deadline."""
+def fetch_with_retry(store: ArtifactStore, cid: str, retry_until: float, *, max_bytes: int) -> bytes:
+    """``store.get(cid, max_bytes=...)``, retried with backoff while the artifact is missing, until the deadline."""
     delay = 0.2
     while True:
         try:
-            return store.get(cid)
+            return store.get(cid, max_bytes=max_bytes)
         except (E.ArtifactNotFound, E.StoreUnavailable):
             if time.monotonic() + delay > retry_until:
                 raise
@@ -41,6 +42,11 @@ def collect_updates(
 ) -> RoundInputs:
     """Fetch and validate every update recorded for ``round_``; invalid ones are excluded.
 
+    Each fetch is held to the task's ``max_update_bytes`` while the content graph is walked, so
+    no update can make a peer hold more than that. Whatever goes wrong with one update (over
+    budget, malformed, missing, or an error nobody foresaw) excludes that update, with the
+    reason, and never ends the caller.
+
     ``expected``: the number of submissions the chain counts for the round. Fewer in view (the
     events lag behind the head by the confirmation depth) raises ``NotVisibleYet``.
     """
@@ -53,11 +59,16 @@ def collect_updates(
         member = index[ev.args.peer.lower()]
         cid = digest_to_cid(bytes(ev.args.update))
         try:
-            data = fetch_with_retry(store, cid, fetch_retry_until)
+            data = fetch_with_retry(store, cid, fetch_retry_until, max_bytes=task.max_update_bytes)
             art, samples = validate_update(
                 data, schema, max_bytes=task.max_update_bytes, task_cid=task_cid, round_=round_, base_cid=base_cid)
         except (E.ArtifactInvalid, E.StoreError) as exc:
             inputs.excluded.append(Exclusion(member, cid, str(exc)))
             continue
+        except Exception as exc:  # noqa: BLE001 - an update must not be able to end the peer
+            inputs.excluded.append(Exclusion(member, cid, f"unusable: {type(exc).__name__}: {exc}"))
+            continue
+        finally:
+            data = None  # a rejected update's bytes are not kept alive while the next is fetched
         inputs.contributions.append(Contribution(member, cid, art.tensors, samples, int(ev.args.reputation), position))
     return inputs.sort()

@@ -177,8 +177,9 @@ class Peer:
                     return
                 acted = self.step(state)
                 failures = 0
-            except (E.ChainUnavailable, E.StoreError, E.ContractError) as exc:
+            except (E.ChainUnavailable, E.StoreError, E.ContractError, E.ArtifactInvalid) as exc:
                 # Nothing a peer does is lost by retrying: the chain says what is still owed.
+                # ArtifactInvalid: a damaged base model in the store; the peer waits for it to be restored.
                 failures += 1
                 self.last_error = str(exc)
                 self.last_progress = time.time()  # retrying is progress: the process is not stuck

@@ -7,11 +7,13 @@ its multihash; ``cid_to_digest``/``digest_to_cid`` convert between the two.
 """
 from __future__ import annotations
 
+import functools
 import hashlib
-from collections.abc import Iterator
+import io
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
-from ..errors import InvalidCID
+from ..errors import ArtifactInvalid, ArtifactTooLarge, InvalidCID
 
 __all__ = [
     "CHUNK_SIZE",
@@ -26,10 +28,17 @@ __all__ = [
     "build_dag",
     "cid_of_bytes",
     "parse_node",
+    "MAX_BLOCK_SIZE",
+    "Node",
+    "FetchLimits",
+    "decode_node",
+    "encode_file_node",
+    "read_file",
 ]
 
 CHUNK_SIZE = 262_144
 MAX_LINKS = 174
+MAX_BLOCK_SIZE = 1 << 20  # Kubo's BlockSizeLimit: no block it makes or accepts by default is larger
 _ALPHABET = "123456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz"
 _INDEX = {c: i for i, c in enumerate(_ALPHABET)}
 _MULTIHASH_PREFIX = b"\x12\x20"  # sha2-256, 32 bytes
@@ -56,6 +65,7 @@ def b58decode(text: str) -> bytes:
     return b"\0" * pad + body
 
 
+@functools.lru_cache(maxsize=4096)  # a graph names the same children again and again
 def digest_to_cid(digest: bytes) -> str:
     if len(digest) != 32:
         raise InvalidCID("a CIDv0 digest is 32 bytes")
@@ -169,6 +179,21 @@ def _parent(children: list[Block]) -> Block:
     return Block(cid_of_block(node), node, file_size, len(node) + sum(c.tree_size for c in children))
 
 
+def encode_file_node(links: list[tuple[str, int]], file_size: int, block_sizes: list[int], data: bytes | None = None) -> bytes:
+    """A dag-pb UnixFS file node from its parts, declared sizes taken as given, true or not:
+    ``links`` as (child CID, Tsize). For tests and attack simulations; ``build_dag`` makes real files."""
+    out = b""
+    for cid, tsize in links:
+        out += _field_bytes(2, _field_bytes(1, _MULTIHASH_PREFIX + cid_to_digest(cid)) + _field_bytes(2, b"") + _field_varint(3, tsize))
+    unixfs = _field_varint(1, _UNIXFS_FILE)
+    if data:
+        unixfs += _field_bytes(2, data)
+    unixfs += _field_varint(3, file_size)
+    for size in block_sizes:
+        unixfs += _field_varint(4, size)
+    return out + _field_bytes(1, unixfs)
+
+
 def build_dag(data: bytes) -> tuple[str, list[Block]]:
     """Chunk ``data`` and build Kubo's balanced DAG; returns the root CID and every block."""
     level = [_leaf(data[i : i + CHUNK_SIZE]) for i in range(0, max(len(data), 1), CHUNK_SIZE)]
@@ -180,12 +205,36 @@ def build_dag(data: bytes) -> tuple[str, list[Block]]:
 
 
 def cid_of_bytes(data: bytes) -> str:
-    """The CID ``ipfs add -Q`` prints for a file with these bytes."""
-    return build_dag(data)[0]
+    """The CID ``ipfs add -Q`` prints for a file with these bytes.
+
+    Streams: only one chunk's leaf and the CIDs and sizes of the nodes above it are held at a
+    time, so checking a fetched file costs no second copy of it."""
+    view = memoryview(data)
+    level = []
+    for i in range(0, max(len(view), 1), CHUNK_SIZE):
+        leaf = _leaf(bytes(view[i : i + CHUNK_SIZE]))
+        level.append(Block(leaf.cid, b"", leaf.file_size, leaf.tree_size))
+    while len(level) > 1:
+        parents = []
+        for i in range(0, len(level), MAX_LINKS):
+            node = _parent(level[i : i + MAX_LINKS])
+            parents.append(Block(node.cid, b"", node.file_size, node.tree_size))
+        level = parents
+    return level[0].cid
 
 
-def parse_node(block: bytes) -> tuple[list[str], bytes | None, int]:
-    """Decode a dag-pb UnixFS file node: (child CIDs, inline data or None, file size)."""
+@dataclass(frozen=True)
+class Node:
+    """A decoded dag-pb UnixFS file node."""
+
+    links: list[str]  # child CIDs, in file order
+    data: bytes | None  # inline file content (leaves)
+    file_size: int  # bytes of file content this node declares below it
+    block_sizes: list[int]  # the file size it declares for each child, in link order
+
+
+def decode_node(block: bytes) -> Node:
+    """Decode a dag-pb UnixFS file node; ``ValueError`` if it is not one."""
     links: list[str] = []
     unixfs = b""
     try:
@@ -201,6 +250,7 @@ def parse_node(block: bytes) -> tuple[list[str], bytes | None, int]:
         data: bytes | None = None
         size = 0
         kind = None
+        block_sizes: list[int] = []
         for n, w, v in _fields(unixfs):
             if n == 1 and w == 0:
                 kind = v
@@ -208,8 +258,102 @@ def parse_node(block: bytes) -> tuple[list[str], bytes | None, int]:
                 data = v
             elif n == 3 and w == 0:
                 size = v
+            elif n == 4 and w == 0:
+                block_sizes.append(v)
     except ValueError as exc:
         raise ValueError(f"not a dag-pb UnixFS node: {exc}") from None
     if kind not in (_UNIXFS_FILE, 0):  # 0: Raw, as in older leaves
         raise ValueError(f"unsupported UnixFS node type {kind}")
-    return links, data, size
+    return Node(links, data, size, block_sizes)
+
+
+def parse_node(block: bytes) -> tuple[list[str], bytes | None, int]:
+    """Decode a dag-pb UnixFS file node: (child CIDs, inline data or None, file size)."""
+    node = decode_node(block)
+    return node.links, node.data, node.file_size
+
+
+# ---------------------------------------------------------------- reading a file within a budget
+def _levels(leaves: int) -> int:
+    """Depth (edges from root to leaf) of the balanced DAG over ``leaves`` chunks."""
+    depth = 0
+    while leaves > 1:
+        leaves = -(-leaves // MAX_LINKS)
+        depth += 1
+    return depth
+
+
+@dataclass(frozen=True)
+class FetchLimits:
+    """What one fetch may cost, all derived from its byte budget.
+
+    A file of at most ``max_bytes`` in Kubo's default layout has at most ``leaves`` chunks, a
+    balanced tree of ``max_depth`` levels above them, and fewer than ``max_blocks`` nodes in all.
+    Since ``get`` accepts only files whose CID re-derives in that layout, any graph past these
+    limits cannot be a valid artifact, however its nodes describe themselves.
+    """
+
+    max_bytes: int
+    max_depth: int
+    max_blocks: int
+
+    @classmethod
+    def for_bytes(cls, max_bytes: int) -> "FetchLimits":
+        if max_bytes < 0:
+            raise ValueError("a fetch budget cannot be negative")
+        leaves = max(1, -(-max_bytes // CHUNK_SIZE))
+        depth = _levels(leaves)
+        return cls(max_bytes, depth, leaves + leaves // (MAX_LINKS - 1) + depth + 1)
+
+
+def read_file(root: str, get_block: Callable[[str], bytes], max_bytes: int) -> bytes:
+    """Assemble the UnixFS file under ``root`` from verified blocks, refusing, while walking,
+    any graph that exceeds the budget or whose declared sizes disagree with its content.
+
+    ``get_block(cid)`` returns the block's bytes, already checked against ``cid`` (and at most
+    ``MAX_BLOCK_SIZE`` long). Each node's declared size is checked against the budget and its
+    parent's claim before anything below it is read, and bytes are counted as leaves are read,
+    so memory stays within the budget (plus one block) whatever the graph links to, and however
+    often. Raises ``ArtifactTooLarge`` or ``ArtifactInvalid`` naming the reason.
+    """
+    limits = FetchLimits.for_bytes(max_bytes)
+    out = io.BytesIO()  # getvalue() hands over its buffer: no second copy of the file
+    total = blocks = 0
+    stack: list[tuple[str, int | None, int]] = [(root, None, 0)]  # (cid, size the parent declares, depth)
+    while stack:
+        cid, expected, depth = stack.pop()
+        if depth > limits.max_depth:
+            raise ArtifactTooLarge(
+                f"DAG too deep: {root} is deeper than the {limits.max_depth} levels a {max_bytes}-byte file needs")
+        blocks += 1
+        if blocks > limits.max_blocks:
+            raise ArtifactTooLarge(
+                f"DAG too many blocks: {root} has more than the {limits.max_blocks} a {max_bytes}-byte file needs")
+        block = get_block(cid)
+        if len(block) > MAX_BLOCK_SIZE:
+            raise ArtifactInvalid(f"DAG malformed: block {cid} is {len(block)} bytes, over {MAX_BLOCK_SIZE}")
+        try:
+            node = decode_node(block)
+        except ValueError as exc:
+            raise ArtifactInvalid(f"DAG malformed: {cid}: {exc}") from None
+        if expected is None and node.file_size > max_bytes:
+            raise ArtifactTooLarge(f"DAG too large: {root} declares {node.file_size} bytes, over the {max_bytes}-byte budget")
+        if expected is not None and node.file_size != expected:
+            raise ArtifactInvalid(f"DAG malformed: {cid} declares {node.file_size} bytes, its parent says {expected}")
+        if node.links:
+            if len(node.links) > MAX_LINKS:
+                raise ArtifactTooLarge(f"DAG too many links: {cid} has {len(node.links)}, over {MAX_LINKS}")
+            if node.data:
+                raise ArtifactInvalid(f"DAG malformed: {cid} has both links and data")
+            if len(node.block_sizes) != len(node.links) or sum(node.block_sizes) != node.file_size:
+                raise ArtifactInvalid(f"DAG malformed: the child sizes of {cid} do not add up to its {node.file_size} bytes")
+            stack.extend((child, size, depth + 1) for child, size in zip(reversed(node.links), reversed(node.block_sizes)))
+            continue
+        data = node.data or b""
+        if len(data) != node.file_size:
+            raise ArtifactInvalid(f"DAG malformed: leaf {cid} holds {len(data)} bytes, declares {node.file_size}")
+        total += len(data)
+        if total > max_bytes:  # unreachable while sizes are checked above; kept as the last line of defence
+            raise ArtifactTooLarge(f"DAG too large: {root} holds more than the {max_bytes}-byte budget")
+        out.write(data)
+    return out.getvalue()

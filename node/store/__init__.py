@@ -10,11 +10,11 @@ from __future__ import annotations
 import os
 
 from ..errors import ConfigError
-from .base import ArtifactStore
+from .base import DEFAULT_MAX_BYTES, ArtifactStore
 from .embedded import EmbeddedStore
 from .kubo import DEFAULT_KUBO_API, KuboStore
 
-__all__ = ["ArtifactStore", "EmbeddedStore", "KuboStore", "open_store", "DEFAULT_KUBO_API"]
+__all__ = ["ArtifactStore", "EmbeddedStore", "KuboStore", "open_store", "DEFAULT_KUBO_API", "DEFAULT_MAX_BYTES"]
 
 
 def open_store(spec: str | os.PathLike) -> ArtifactStore:

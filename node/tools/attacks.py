@@ -172,8 +172,69 @@ class _PlainMean(AggregationRule):
         return Aggregate(torch.div(rows.sum(0), rows.shape[0], rounding_mode="floor"), tuple(range(rows.shape[0])))
 
 
+class DagBomb(Plugin):
+    """Publishes a content graph of a few hundred kilobytes that assembles to tens of gigabytes:
+    one zero-filled chunk, a node linking to it 174 times, a node linking to that 174 times, and
+    a root linking to that ``fanout`` times (3: 22 GiB from 278 KB of blocks). Odd rounds declare
+    the true sizes; even rounds declare 1 KiB everywhere (a size lie), so both checks are met.
+
+    ``add`` never builds such a graph, so the blocks are written raw (``put_block``: an embedded
+    store only) and the peer's store is wrapped so that its ``add`` of this plugin's placeholder
+    returns the bomb's root, which the peer then submits like any update.
+    """
+
+    name = "dagbomb"
+    KINDS = ("true-sizes", "lying-sizes")
+    _PLACEHOLDER = b"fedchain dagbomb placeholder"
+
+    def __init__(self, fanout: int = 3):
+        self.fanout = fanout
+
+    def publish(self, delta, ctx):
+        store = ctx.peer.store
+        inner = store.inner if isinstance(store, _BombRoot) else store
+        if not hasattr(inner, "put_block"):
+            raise ConfigError("the dagbomb attack writes raw blocks and needs an embedded store")
+        root = plant_dag_bomb(inner, ctx.round, fanout=self.fanout, lie=self.KINDS[(ctx.round - 1) % 2] == "lying-sizes")
+        ctx.peer.store = _BombRoot(inner, self._PLACEHOLDER, root)
+        return self._PLACEHOLDER
+
+
+def plant_dag_bomb(store, salt: int, *, fanout: int = 3, lie: bool = False) -> str:
+    """Write the blocks of a DAG bomb with ``put_block`` and return its root CID. The chunk
+    starts with ``salt`` so that bombs of different rounds are different artifacts."""
+    from ..protocol.cid import CHUNK_SIZE, MAX_LINKS, encode_file_node
+
+    chunk = salt.to_bytes(8, "big") + bytes(CHUNK_SIZE - 8)
+    leaf = encode_file_node([], 1024 if lie else CHUNK_SIZE, [], chunk)
+    cid, tsize, size = store.put_block(leaf), len(leaf), CHUNK_SIZE
+    for n in (MAX_LINKS, MAX_LINKS, fanout):
+        sizes = [1024 // n] * (n - 1) + [1024 - (1024 // n) * (n - 1)] if lie else [size] * n
+        node = encode_file_node([(cid, tsize)] * n, sum(sizes), sizes)
+        cid, tsize, size = store.put_block(node), len(node) + n * tsize, n * size
+    return cid
+
+
+class _BombRoot:
+    """The attacker's store, except that adding the placeholder yields the bomb's root."""
+
+    def __init__(self, inner, placeholder: bytes, root: str):
+        self.inner, self.placeholder, self.root = inner, placeholder, root
+
+    def add(self, data, *, pin: bool = True) -> str:
+        if data == self.placeholder:
+            if pin:
+                self.inner.pin(self.root)  # reads each distinct block once: cheap, however it expands
+            return self.root
+        return self.inner.add(data, pin=pin)
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+
 ATTACKS: dict[str, type[Plugin]] = {
-    cls.name: cls for cls in (SignFlip, Scaling, GaussianNoise, LabelFlip, Backdoor, FreeRider, Malformed, LazyVoter, Colluder)
+    cls.name: cls
+    for cls in (SignFlip, Scaling, GaussianNoise, LabelFlip, Backdoor, FreeRider, Malformed, LazyVoter, Colluder, DagBomb)
 }
 
 
