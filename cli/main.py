@@ -165,7 +165,7 @@ def node():
 @click.option("--json-log", is_flag=True, envvar="FEDCHAIN_JSON_LOG", help="Log one JSON object per line.")
 @click.option("--confirmations", type=click.IntRange(0), default=0, envvar="FEDCHAIN_CONFIRMATIONS", show_default=True, help="Blocks to wait after a transaction and to stay behind the head when reading events [env FEDCHAIN_CONFIRMATIONS].")
 @click.option("--gas-cap", type=click.IntRange(21_000), default=2_000_000, show_default=True, help="Refuse any transaction estimated above this much gas.")
-@click.option("--attack", default=None, envvar="FEDCHAIN_ATTACK", help="Behave adversarially (for robustness tests): signflip, scaling, noise, labelflip, backdoor, freeride, malformed, lazyvote, collude.")
+@click.option("--attack", default=None, envvar="FEDCHAIN_ATTACK", help="Behave adversarially (for robustness tests): signflip, scaling, noise, labelflip, backdoor, freeride, malformed, lazyvote, collude, dagbomb.")
 @click.option("--wait-deployment", type=float, default=0, show_default=True, help="Seconds to wait for the deployment file to appear.")
 @click.option("--health-port", type=click.IntRange(0, 65535), default=None, envvar="FEDCHAIN_HEALTH_PORT", help="Serve /livez, /readyz, /healthz and /metrics on this port (0: any free port) [env FEDCHAIN_HEALTH_PORT].")
 @click.option("--health-host", default="127.0.0.1", envvar="FEDCHAIN_HEALTH_HOST", show_default=True, help="Interface for /healthz and /metrics [env FEDCHAIN_HEALTH_HOST].")
@@ -501,15 +501,15 @@ def store_add(spec, file, no_pin, store_override):
 
 @store.command("get")
 @click.argument("cid")
-@click.option("--output", "-o", required=True, type=click.Path(dir_okay=False))
+@click.option("--output", "-o", required=True, type=click.Path(dir_okay=False), help="Where to write the file.")
+@click.option("--max-bytes", type=click.IntRange(1), default=1 << 30, show_default=True, help="Refuse content larger than this (checked while reading).")
 @_store_override
 @click.pass_obj
-def store_get(spec, cid, output, store_override):
+def store_get(spec, cid, output, max_bytes, store_override):
     """Fetch CID, verify it, write it to a file."""
-    from fedchain.node.protocol.cid import validate_cid
+    from fedchain.node.tools.operations import fetch_to_file
 
-    data = _the_store(spec, store_override).get(validate_cid(cid))
-    Path(output).write_bytes(data)
+    fetch_to_file(_the_store(spec, store_override), cid, output, max_bytes=max_bytes)
 
 
 @store.command("gc")

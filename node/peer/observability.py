@@ -26,6 +26,7 @@ __all__ = ["Metrics", "HealthServer", "EXCLUSION_REASONS", "exclusion_reason", "
 EXCLUSION_REASONS = ("too_large", "not_found", "unavailable", "cid_mismatch", "not_safetensors", "format",
                      "schema", "non_finite", "metadata", "samples", "malformed_graph", "other")
 _REASON_MARKERS = (
+    ("DAG too large", "too_large"), ("DAG too", "malformed_graph"), ("DAG malformed", "malformed_graph"),
     ("over the", "too_large"), ("budget", "too_large"), ("does not match its CID", "cid_mismatch"),
     ("not safetensors", "not_safetensors"), ("unknown artifact format", "format"),
     ("tensor names differ", "schema"), ("expected F", "schema"), ("expected I", "schema"),

@@ -21,9 +21,11 @@ from ..protocol.task import UINT32_MAX, ModelSpec, Task, TrainConfig
 from ..store import open_store
 from .deployment import Deployment, deploy_task
 
+TASK_MAX_BYTES = 1 << 20  # a task description is small JSON
+
 __all__ = [
     "connect", "open_deployment", "account_from_options", "DeployOptions", "deploy", "NodeOptions", "run_node",
-    "rounds", "round_detail", "members", "verify", "pull_model", "split_dataset", "check_writable",
+    "rounds", "round_detail", "members", "verify", "pull_model", "split_dataset", "check_writable", "fetch_to_file",
 ]
 
 
@@ -179,7 +181,7 @@ def run_node(opts: NodeOptions, account, *, echo=print) -> None:
     chain = connect(opts.rpc or dep.rpc_url, dep.contract, account, retry_seconds=5,
                     confirmations=opts.confirmations, gas_cap=opts.gas_cap)
     store = open_store(opts.store or dep.store)
-    task = Task.from_bytes(store.get(dep.task_cid))
+    task = Task.from_bytes(store.get(dep.task_cid, max_bytes=TASK_MAX_BYTES))
     log = EventLog(account.address, json_lines=opts.json_log)
     peer = Peer(chain, store, task, dep.task_cid, shard, seed=opts.seed, poll=opts.poll, log=log, plugins=plugins)
     if opts.attack:
@@ -219,7 +221,7 @@ def verify(deployment: str, round_: int | None = None, rpc: str | None = None, s
 
     dep, chain = open_deployment(deployment, rpc)
     st = open_store(store or dep.store)
-    task = Task.from_bytes(st.get(dep.task_cid))
+    task = Task.from_bytes(st.get(dep.task_cid, max_bytes=TASK_MAX_BYTES))
     history = [r for r in round_history(chain) if r.status == "finalized" and (round_ is None or r.round == round_)]
     if round_ is not None and not history:
         raise E.UnknownRound(f"round {round_} is not a finalized round of this task")
@@ -248,7 +250,8 @@ def pull_model(deployment: str, round_: int | None, output: str, rpc: str | None
             raise E.UnknownRound(f"round {round_} failed without a finalized model")
         cid = rec.model
     st = open_store(store or dep.store)
-    data = st.get(cid)
+    task = Task.from_bytes(st.get(dep.task_cid, max_bytes=TASK_MAX_BYTES))
+    data = st.get(cid, max_bytes=task.max_update_bytes)
     out.write_bytes(data)
     return round_, cid, len(data)
 
@@ -272,3 +275,13 @@ def split_dataset(dataset: str, peers: int, partition: str, alpha: float, seed: 
         save_shard(out / f"peer-{i}.safetensors", train, idx)
     save_shard(out / "test.safetensors", test, np.arange(len(test.y)))
     return [len(p) for p in parts], len(test.y), out
+
+
+def fetch_to_file(store, cid: str, output: str, *, max_bytes: int) -> int:
+    """``store get``: fetch and verify ``cid`` within ``max_bytes``, write it to ``output``."""
+    from ..protocol.cid import validate_cid
+
+    out = check_writable(output)
+    data = store.get(validate_cid(cid), max_bytes=max_bytes)
+    out.write_bytes(data)
+    return len(data)
