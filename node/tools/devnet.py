@@ -141,7 +141,9 @@ class HardhatEngine(Engine):
             raise ConfigError("hardhat's node cannot save or load chain state (--state); use the anvil engine")
         root = find_hardhat()
         mining = ({"auto": False, "interval": int(net.block_time * 1000)} if net.block_time else {"auto": True, "interval": 0})
-        config = {"networks": {"hardhat": {"chainId": net.chain_id, "mining": mining,
+        # throwOnTransactionFailures false: a reverting transaction is mined with status 0 and its
+        # hash returned, as anvil and real nodes do, instead of failing eth_sendRawTransaction.
+        config = {"networks": {"hardhat": {"chainId": net.chain_id, "mining": mining, "throwOnTransactionFailures": False,
                                            "accounts": {"mnemonic": DEV_MNEMONIC, "count": net.accounts}}}}
         (scratch / "hardhat.config.js").write_text(f"module.exports = {json.dumps(config)};\n")
         cmd = ["node", str(root / "node_modules" / "hardhat" / "internal" / "cli" / "cli.js"), "node",
