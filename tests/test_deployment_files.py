@@ -13,12 +13,23 @@ too, since a mismatch there only shows up at run time.
 """
 from __future__ import annotations
 
+import base64
+import copy
+import functools
+import importlib.metadata
 import json
+import math
+import os
 import re
 import shlex
+import shutil
+import socket
+import subprocess
+import sys
 import tomllib
 
 import click
+import kubernetes_validate
 import pytest
 import yaml
 from click.core import ParameterSource
@@ -127,7 +138,6 @@ class Invocation:
 
     def parse(self, env: dict[str, str], monkeypatch) -> click.Context:
         """Let click parse the leaf command's arguments with exactly this environment."""
-        import os
 
         for key in list(os.environ):
             if key.startswith("FEDCHAIN_"):
@@ -177,9 +187,6 @@ def _run_script(script: str, env: dict[str, str], tmp_path) -> list[list[str]]:
     """Run a container's `sh -c` script here, under the real /bin/sh with the container's
     environment, but with `fedchain` and `cp` replaced by stubs that only record their argv.
     What comes back is what the script would run, with its shell variables already expanded."""
-    import os
-    import subprocess
-    import sys
 
     stubs = tmp_path / "stubs"
     stubs.mkdir(exist_ok=True)
@@ -277,7 +284,8 @@ def _compose_secret_file(name: str):
     return ROOT / COMPOSE["secrets"][name]["file"]
 
 
-def _keystore_address(keystore: str | bytes, password: str) -> str:
+@functools.cache  # scrypt is slow by design; the same keystore is checked from several files
+def _keystore_address(keystore: str, password: str) -> str:
     return Account.from_key(Account.decrypt(json.loads(keystore), password.rstrip("\n"))).address
 
 
@@ -604,7 +612,6 @@ def _strategic_merge(base, patch):
 
 
 def _generated(root, kind: str, spec: dict) -> dict:
-    import base64
 
     assert set(spec) <= {"name", "literals", "files"}, f"{root}: generator fields {sorted(spec)}"
     data = {}
@@ -627,7 +634,6 @@ def _generated(root, kind: str, spec: dict) -> dict:
 
 def kustomize(root, docs: list[dict] | None = None) -> list[dict]:
     """Render the kustomization (or Component) in folder ``root``."""
-    import copy
 
     spec = yaml.safe_load((root / "kustomization.yaml").read_text())
     unknown = set(spec) - KUSTOMIZE_FIELDS
@@ -695,14 +701,12 @@ def _is_fedchain_container(c: dict) -> bool:
 
 def _limit_cpus(c: dict) -> int:
     """What a resourceFieldRef to limits.cpu with divisor 1 resolves to: the limit, rounded up."""
-    import math
 
     cpu = str(c["resources"]["limits"]["cpu"])
     return math.ceil(int(cpu[:-1]) / 1000) if cpu.endswith("m") else math.ceil(float(cpu))
 
 
 def _data(doc: dict) -> dict[str, str]:
-    import base64
 
     if doc["kind"] == "Secret":
         out = {k: base64.b64decode(v).decode() for k, v in (doc.get("data") or {}).items()}
@@ -741,10 +745,10 @@ def _expand(args: list[str], env: dict[str, str]) -> list[str]:
 
 def _k8s_argvs(docs, c: dict, tmp_path) -> list[list[str]]:
     env = _pod_env(docs, c)
-    if c.get("command") in (["sh", "-c"], ["/bin/sh", "-c"]):
-        return _fedchain_argvs(_run_script(c["args"][0] if c.get("args") else c["command"][2], env, tmp_path))
-    if c.get("command", ["sh", "-c"])[:2] == ["sh", "-c"] and len(c.get("command", [])) == 3:
-        return _fedchain_argvs(_run_script(c["command"][2], env, tmp_path))
+    command = c.get("command") or []
+    if command[:2] in (["sh", "-c"], ["/bin/sh", "-c"]):
+        (script,) = command[2:] or c["args"]
+        return _fedchain_argvs(_run_script(script, env, tmp_path))
     assert c.get("command") in (None, ["fedchain"]), f"{c['name']}: keep the image's fedchain entry point or use sh -c"
     argv = _expand(c["args"], env)
     assert not any("$(" in a for a in argv), f"{c['name']}: unresolved reference in {argv}"
@@ -797,10 +801,9 @@ def test_kustomize_subset_renames_references_only_to_resources_in_the_same_build
     assert [v["secret"]["secretName"] for v in job["spec"]["template"]["spec"]["volumes"]] == ["own-7", "shared"]
 
 
-@pytest.mark.skipif(not __import__("shutil").which("kubectl"), reason="no kubectl with built-in kustomize installed")
+@pytest.mark.skipif(not shutil.which("kubectl"), reason="no kubectl with built-in kustomize installed")
 @pytest.mark.parametrize("overlay", sorted(OVERLAYS))
 def test_kustomize_subset_renders_what_kubectl_renders(overlay):
-    import subprocess
 
     r = subprocess.run(["kubectl", "kustomize", str(OVERLAYS[overlay])], capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stderr
@@ -820,10 +823,7 @@ K8S_VERSIONS = ["1.29.0", "1.37.0"]  # the oldest release we claim to support, a
 
 
 def test_kubernetes_validate_works_offline_from_the_schemas_it_ships(monkeypatch):
-    import importlib.metadata
-    import socket
 
-    import kubernetes_validate
 
     files = [str(f) for f in importlib.metadata.files("kubernetes-validate")]
     for version in K8S_VERSIONS:
@@ -840,7 +840,6 @@ def test_kubernetes_validate_works_offline_from_the_schemas_it_ships(monkeypatch
 
 
 def test_kubernetes_validate_is_pinned_in_the_lock_and_the_test_extra():
-    import importlib.metadata
 
     installed = importlib.metadata.version("kubernetes-validate")
     lock = dict(line.split("==") for line in (ROOT / "requirements.lock").read_text().split() if "==" in line)
@@ -852,7 +851,6 @@ def test_kubernetes_validate_is_pinned_in_the_lock_and_the_test_extra():
 @pytest.mark.parametrize("version", K8S_VERSIONS)
 @pytest.mark.parametrize("overlay", sorted(OVERLAYS))
 def test_k8s_every_rendered_manifest_validates_against_the_kubernetes_schema(overlay, version):
-    import kubernetes_validate
 
     assert RENDERED[overlay]
     for doc in RENDERED[overlay]:
