@@ -30,11 +30,12 @@ RUN pip install --no-deps . \
  && cd / && rm -rf /src \
  && fedchain --version
 
-# Unprivileged user. /shards and /deployment exist, owned by it, so that named volumes mounted
-# there (docker-compose.yml) start out writable by it.
+# Unprivileged user (uid/gid 10001, as deploy/k8s runs it). /data (a member's private data) and
+# /deployment exist, owned by it, so that named volumes mounted there (docker-compose.yml) start
+# out writable by it; Kubernetes gets the same through fsGroup.
 RUN useradd --create-home --uid 10001 --user-group fedchain \
- && mkdir -p /shards /deployment \
- && chown fedchain:fedchain /shards /deployment
+ && mkdir -p /data /deployment \
+ && chown fedchain:fedchain /data /deployment
 USER fedchain
 WORKDIR /home/fedchain
 

@@ -17,8 +17,10 @@ from fedchain.node.tools.devnet import Devnet
 
 @pytest.fixture(scope="session")
 def devnet():
-    """An automining anvil with 20 funded accounts (index 0 deploys, the rest are peers)."""
-    with Devnet(accounts=20) as net:
+    """An automining devnet with 20 funded accounts (index 0 deploys, the rest are peers).
+
+    anvil by default; FEDCHAIN_DEVNET_ENGINE=hardhat runs the same tests against Hardhat's node."""
+    with Devnet(accounts=20, engine=os.environ.get("FEDCHAIN_DEVNET_ENGINE", "anvil")) as net:
         yield net
 
 
@@ -30,9 +32,10 @@ class Deployed:
     members: list[str]
     outsider: ChainClient  # a funded account that is not a member
     block: int
+    devnet: Devnet
 
     def mine(self, n: int = 1) -> None:
-        self.deployer.w3.provider.make_request("anvil_mine", [hex(n)])
+        self.devnet.mine(n)  # anvil_mine or hardhat_mine, whichever engine runs
 
 
 @pytest.fixture
@@ -48,6 +51,6 @@ def deploy(devnet):
         address, block = deploy_contract(deployer, members=cfg.pop("members", members), **cfg)
         clients = [ChainClient(devnet.rpc_url, address, Account.from_key(k)) for k in devnet.keys[1 : n + 1]]
         outsider = ChainClient(devnet.rpc_url, address, Account.from_key(devnet.keys[19]))
-        return Deployed(address, deployer, clients, members, outsider, block)
+        return Deployed(address, deployer, clients, members, outsider, block, devnet)
 
     return _deploy

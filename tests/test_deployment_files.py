@@ -1,19 +1,35 @@
-"""The Dockerfile, docker-compose.yml and deploy/k8s/ must agree with the CLI they run.
+"""The Dockerfile, .dockerignore, docker-compose.yml and deploy/k8s/ must agree with the CLI they run.
 
-Nothing here builds an image or starts a container: the files are read as data and every
-fedchain command line in them is checked against the real click CLI (subcommand path, options,
-environment variables the command actually reads), then parsed by click itself with that
-environment, as the container would. Cross-file facts (peer count, keys vs. members, pinned
-versions) are checked too, since a mismatch there only shows up at run time.
+Nothing here builds an image or starts a container (there is no Docker engine or cluster where
+the tests run): the files are read as data and every fedchain command line in them is checked
+against the real click CLI (subcommand path, options, environment variables the command actually
+reads), then parsed by click itself with that environment, as the container would. `sh -c`
+scripts run under the real /bin/sh with `fedchain` and `cp` stubbed. The Kubernetes overlays are
+rendered by a small kustomize subset (below; compared with `kubectl kustomize` where a kubectl is
+installed), validated against the Kubernetes JSON schemas shipped inside kubernetes-validate
+(offline), and checked against the Pod Security "restricted" profile. Cross-file facts (peer
+count, keystores vs. members, who may mount which volume or Secret, pinned versions) are checked
+too, since a mismatch there only shows up at run time.
 """
 from __future__ import annotations
 
+import base64
+import copy
+import functools
+import importlib.metadata
 import json
+import math
+import os
 import re
 import shlex
+import shutil
+import socket
+import subprocess
+import sys
 import tomllib
 
 import click
+import kubernetes_validate
 import pytest
 import yaml
 from click.core import ParameterSource
@@ -24,13 +40,10 @@ from fedchain.cli.main import cli
 from _support import ROOT
 
 COMPOSE_FILE = ROOT / "docker-compose.yml"
-K8S_DIR = ROOT / "deploy" / "k8s"
 DOCKERFILE = ROOT / "Dockerfile"
 
 COMPOSE = yaml.safe_load(COMPOSE_FILE.read_text())
 SERVICES: dict = COMPOSE["services"]
-K8S_FILES = sorted(K8S_DIR.glob("*.yaml"))
-K8S_DOCS = [(path, doc) for path in K8S_FILES for doc in yaml.safe_load_all(path.read_text()) if doc]
 
 
 # ---------------------------------------------------------------------------- the CLI as data
@@ -125,7 +138,6 @@ class Invocation:
 
     def parse(self, env: dict[str, str], monkeypatch) -> click.Context:
         """Let click parse the leaf command's arguments with exactly this environment."""
-        import os
 
         for key in list(os.environ):
             if key.startswith("FEDCHAIN_"):
@@ -170,6 +182,42 @@ def test_cli_walker_rejects_what_click_rejects():
     assert "FEDCHAIN_KEY" not in Invocation(["node", "run", "--key-env", "FEDCHAIN_KEY_7"]).reads()
 
 
+# ---------------------------------------------------------------------------- shell scripts
+def _run_script(script: str, env: dict[str, str], tmp_path) -> list[list[str]]:
+    """Run a container's `sh -c` script here, under the real /bin/sh with the container's
+    environment, but with `fedchain` and `cp` replaced by stubs that only record their argv.
+    What comes back is what the script would run, with its shell variables already expanded."""
+
+    stubs = tmp_path / "stubs"
+    stubs.mkdir(exist_ok=True)
+    log = tmp_path / "argv.jsonl"
+    log.write_text("")
+    for name in ("fedchain", "cp"):
+        stub = stubs / name
+        stub.write_text(f"#!{sys.executable}\nimport json, os, sys\n"
+                        f"open({str(log)!r}, 'a').write(json.dumps([os.path.basename(sys.argv[0])] + sys.argv[1:]) + '\\n')\n")
+        stub.chmod(0o755)
+    run_env = {**env, "PATH": f"{stubs}:/usr/bin:/bin"}
+    r = subprocess.run(["/bin/sh", "-c", script], env=run_env, capture_output=True, text=True, timeout=30)
+    assert r.returncode == 0, f"script failed: {r.stderr}"
+    return [json.loads(line) for line in log.read_text().splitlines()]
+
+
+def _fedchain_argvs(argv_lists: list[list[str]]) -> list[list[str]]:
+    return [a[1:] for a in argv_lists if a[0] == "fedchain"]
+
+
+def _check_invocation(argv: list[str], env: dict[str, str], where: str, monkeypatch, *, extra_ok=()) -> tuple[Invocation, click.Context]:
+    inv = Invocation(argv)
+    _check_env_is_read(inv, {k: v for k, v in env.items() if k not in extra_ok}, where)
+    ctx = inv.parse(env, monkeypatch)
+    _check_env_takes_effect(inv, ctx, env, where)
+    return inv, ctx
+
+
+PRIVATE_KEY = re.compile(r"(0x)?[0-9a-fA-F]{64}")
+
+
 # ---------------------------------------------------------------------------- compose helpers
 def _env(service: dict) -> dict[str, str]:
     env = service.get("environment") or {}
@@ -186,17 +234,31 @@ def _is_fedchain(service: dict) -> bool:
     return "build" in service or str(service.get("image", "")).startswith("fedchain")
 
 
-def _mounts(service: dict) -> dict[str, str]:
-    """Container path -> named volume (bind mounts are left out)."""
-    out = {}
+def _volume_mounts(service: dict) -> list[tuple[str, str, bool]]:
+    """(named volume, container path, read-only) of a service; bind mounts are left out."""
+    out = []
     for vol in service.get("volumes", []):
         if isinstance(vol, dict):
             if vol.get("type", "volume") == "volume":
-                out[vol["target"]] = vol["source"]
+                out.append((vol["source"], vol["target"], bool(vol.get("read_only"))))
             continue
-        source, target = vol.split(":")[:2]
-        if not source.startswith(("/", ".", "~")):
-            out[target] = source
+        parts = vol.split(":")
+        if not parts[0].startswith(("/", ".", "~")):
+            out.append((parts[0], parts[1], len(parts) > 2 and "ro" in parts[2].split(",")))
+    return out
+
+
+def _mounts(service: dict) -> dict[str, str]:
+    """Container path -> named volume."""
+    return {target: source for source, target, _ in _volume_mounts(service)}
+
+
+def _secrets(service: dict) -> dict[str, str]:
+    """Path in the container -> compose secret name."""
+    out = {}
+    for s in service.get("secrets") or []:
+        source, target = (s, s) if isinstance(s, str) else (s["source"], s.get("target", s["source"]))
+        out[target if target.startswith("/") else f"/run/secrets/{target}"] = source
     return out
 
 
@@ -204,36 +266,60 @@ def _one_shot(service: dict) -> bool:
     return str(service.get("restart", "no")) == "no"
 
 
+def _compose_argvs(name: str, svc: dict, tmp_path) -> list[list[str]]:
+    """Every fedchain command line the service runs: its command, or those in its `sh -c` script."""
+    if svc.get("entrypoint") in (["sh", "-c"], ["/bin/sh", "-c"]):
+        (script,) = _argv(svc["command"]) if isinstance(svc["command"], list) else [svc["command"]]
+        return _fedchain_argvs(_run_script(script, _env(svc), tmp_path))
+    assert "entrypoint" not in svc, f"{name}: the image's entry point is the fedchain CLI; override it only with sh -c"
+    return [_argv(svc["command"])]
+
+
 FEDCHAIN_SERVICES = {name: svc for name, svc in SERVICES.items() if _is_fedchain(svc)}
 PEERS = {name: svc for name, svc in SERVICES.items() if re.fullmatch(r"peer-\d+", name)}
+MEMBERS = _env(SERVICES["deployer"])["FEDCHAIN_MEMBERS"].split(",")
+
+
+def _compose_secret_file(name: str):
+    return ROOT / COMPOSE["secrets"][name]["file"]
+
+
+@functools.cache  # scrypt is slow by design; the same keystore is checked from several files
+def _keystore_address(keystore: str, password: str) -> str:
+    return Account.from_key(Account.decrypt(json.loads(keystore), password.rstrip("\n"))).address
 
 
 # ---------------------------------------------------------------------------- compose
-def test_compose_has_the_expected_services():
-    assert {"anvil", "kubo", "data", "deployer"} <= set(SERVICES)
-    assert sorted(PEERS) == [f"peer-{i}" for i in range(len(PEERS))] and len(PEERS) == 4
-    assert set(FEDCHAIN_SERVICES) == {"data", "deployer", *PEERS}
+# There is no Docker engine here: the file is read as data, its command lines are checked
+# against the click CLI, and its `sh -c` scripts run under /bin/sh with stubbed commands.
+def test_compose_has_one_peer_and_one_data_seeder_per_member():
+    n = len(MEMBERS)
+    assert n == 4 and len(set(MEMBERS)) == n
+    assert sorted(PEERS) == sorted(f"peer-{i}" for i in range(n))
+    assert set(FEDCHAIN_SERVICES) == {"deployer", *PEERS, *(f"data-{i}" for i in range(n))}
+    assert {"anvil", "kubo"} <= set(SERVICES)
 
 
 @pytest.mark.parametrize("name", sorted(FEDCHAIN_SERVICES))
-def test_compose_command_exists_in_cli(name, monkeypatch):
+def test_compose_command_exists_in_cli(name, monkeypatch, tmp_path):
     svc = FEDCHAIN_SERVICES[name]
-    assert "entrypoint" not in svc, f"{name}: the image's entry point is the fedchain CLI; do not override it"
-    assert svc.get("command"), f"{name}: no command"
-    inv = Invocation(_argv(svc["command"]))
+    argvs = _compose_argvs(name, svc, tmp_path)
+    assert argvs, f"{name} runs no fedchain command"
     env = _env(svc)
-    _check_env_is_read(inv, env, name)
-    ctx = inv.parse(env, monkeypatch)
-    _check_env_takes_effect(inv, ctx, env, name)
+    for argv in argvs:
+        # MEMBER_INDEX/FEDCHAIN_MEMBERS of a seeding script are read by the script, not the CLI.
+        _check_invocation(argv, env, name, monkeypatch, extra_ok={"FEDCHAIN_MEMBERS"} if name.startswith("data-") else ())
 
 
-def test_compose_fedchain_services_share_one_image():
+def test_compose_fedchain_services_share_one_hardened_image():
     images = {svc.get("image") for svc in FEDCHAIN_SERVICES.values()}
     assert len(images) == 1 and None not in images, images
     for name, svc in FEDCHAIN_SERVICES.items():
         build = svc["build"]
         context = build if isinstance(build, str) else build.get("context", ".")
         assert (ROOT / context / "Dockerfile").exists(), name
+        assert svc.get("read_only") is True and "/tmp" in (svc.get("tmpfs") or []), f"{name}: read-only root, /tmp scratch"
+        assert svc.get("cap_drop") == ["ALL"] and "no-new-privileges:true" in (svc.get("security_opt") or []), name
 
 
 def test_compose_depends_on_targets_exist_with_fitting_conditions():
@@ -250,11 +336,15 @@ def test_compose_depends_on_targets_exist_with_fitting_conditions():
                 assert SERVICES[target].get("healthcheck", {}).get("test"), f"{target} has no healthcheck"
 
 
-def test_compose_named_volumes_are_declared_and_used():
+def test_compose_named_volumes_and_secrets_are_declared_and_used():
     declared = set(COMPOSE.get("volumes") or {})
     used = {vol for svc in SERVICES.values() for vol in _mounts(svc).values()}
-    assert used <= declared, f"undeclared volumes: {sorted(used - declared)}"
-    assert declared <= used, f"declared but unused volumes: {sorted(declared - used)}"
+    assert used == declared, f"undeclared: {sorted(used - declared)}, unused: {sorted(declared - used)}"
+    secrets = set(COMPOSE.get("secrets") or {})
+    used = {s for svc in SERVICES.values() for s in _secrets(svc).values()}
+    assert used == secrets, f"undeclared: {sorted(used - secrets)}, unused: {sorted(secrets - used)}"
+    for name in secrets:
+        assert _compose_secret_file(name).is_file(), f"secret {name}: {_compose_secret_file(name)} is missing"
 
 
 @pytest.mark.parametrize("name", ["anvil", "kubo"])
@@ -288,52 +378,98 @@ def test_compose_anvil_matches_package_json_and_persists_state():
 
 
 @pytest.mark.parametrize("name", sorted(PEERS))
-def test_compose_peers_restart_and_read_their_own_inputs(name):
-    svc = PEERS[name]
+def test_compose_each_peer_alone_mounts_its_own_data_volume(name, monkeypatch):
     index = int(name.split("-")[1])
-    env = _env(svc)
-    assert svc.get("restart") == "on-failure"  # a peer exits 0 when the task is over
-    assert set(svc["depends_on"]) == {"anvil", "kubo", "data", "deployer"}
-    assert {"FEDCHAIN_DEPLOYMENT", "FEDCHAIN_STORE", "FEDCHAIN_RPC", "FEDCHAIN_DATA", "FEDCHAIN_KEY", "FEDCHAIN_JSON_LOG"} <= set(env)
-    assert env["FEDCHAIN_DATA"].endswith(f"/peer-{index}.safetensors")
-    mounts = _mounts(svc)
-    shards_dir = env["FEDCHAIN_DATA"].rsplit("/", 1)[0]
-    data_out = _argv(SERVICES["data"]["command"])
-    assert mounts.get(shards_dir) == _mounts(SERVICES["data"]).get(data_out[data_out.index("--out") + 1]), "shards volume"
-    deployment_dir = env["FEDCHAIN_DEPLOYMENT"].rsplit("/", 1)[0]
-    deploy_argv = _argv(SERVICES["deployer"]["command"])
-    output = deploy_argv[deploy_argv.index("--output") + 1]
-    assert output == env["FEDCHAIN_DEPLOYMENT"], "peers must read the file the deployer writes"
-    assert mounts.get(deployment_dir) == _mounts(SERVICES["deployer"]).get(deployment_dir), "deployment volume"
-    deployer_env = _env(SERVICES["deployer"])
-    assert env["FEDCHAIN_RPC"] == deployer_env["FEDCHAIN_RPC"] == "http://anvil:8545"
-    assert env["FEDCHAIN_STORE"] == deployer_env["FEDCHAIN_STORE"] == "kubo:/dns/kubo/tcp/5001/http"
+    svc = PEERS[name]
+    ctx = Invocation(_argv(svc["command"])).parse(_env(svc), monkeypatch)
+    data_dir = ctx.params["data_path"].rsplit("/", 1)[0]
+    (volume,) = [v for v, target, ro in _volume_mounts(svc) if target == data_dir and ro]
+    assert volume == f"peer-{index}-data", f"{name} reads its data from volume {volume}"
+    holders = sorted(other for other, s in SERVICES.items() if volume in _mounts(s).values())
+    assert holders == sorted([name, f"data-{index}"]), f"{volume} is mounted by {holders}"
+    assert _mounts(SERVICES[f"data-{index}"]) == {data_dir: volume}
+    # No volume is shared between peers except the deployment file's, which they only read.
+    for vol, _, ro in _volume_mounts(svc):
+        if vol != volume:
+            assert ro and vol == "deployment", f"{name} mounts {vol}"
 
 
-def test_compose_members_are_the_peers_keys_in_order():
-    deployer_env = _env(SERVICES["deployer"])
-    members = deployer_env["FEDCHAIN_MEMBERS"].split(",")
-    keys = [_env(PEERS[f"peer-{i}"])["FEDCHAIN_KEY"] for i in range(len(PEERS))]
-    assert len(set(keys)) == len(keys), "each peer needs its own key"
-    assert [Account.from_key(k).address for k in keys] == members  # checksummed, member index order
-    assert Account.from_key(deployer_env["FEDCHAIN_KEY"]).address not in members
-    split = _argv(SERVICES["data"]["command"])
-    assert int(split[split.index("--peers") + 1]) == len(PEERS) == len(members)
+@pytest.mark.parametrize("index", range(4))
+def test_compose_data_seeder_writes_only_its_members_shard(index, tmp_path, monkeypatch):
+    svc = SERVICES[f"data-{index}"]
+    ran = _run_script(_argv(svc["command"])[0], _env(svc), tmp_path)
+    (split,) = _fedchain_argvs(ran)
+    ctx = Invocation(split).parse(_env(svc), monkeypatch)
+    assert ctx.params["peers"] == len(MEMBERS), "the split must have one shard per member"
+    (copy,) = [a[1:] for a in ran if a[0] == "cp"]
+    assert copy == [f"{ctx.params['out_dir']}/peer-{index}.safetensors", "/data/shard.safetensors"]
+    assert not ctx.params["out_dir"].startswith("/data"), "the other shards must not land on the member's volume"
 
 
 @pytest.mark.parametrize("name", sorted(PEERS))
-def test_compose_peer_healthcheck_asks_the_nodes_health_server(name, monkeypatch):
+def test_compose_peer_reads_the_deployers_file_and_reaches_chain_and_store(name, monkeypatch):
     svc = PEERS[name]
     env = _env(svc)
+    assert svc.get("restart") == "on-failure"  # a peer exits 0 when the task is over
+    index = int(name.split("-")[1])
+    assert set(svc["depends_on"]) == {"anvil", "kubo", "deployer", f"data-{index}"}
+    deploy_ctx = Invocation(_argv(SERVICES["deployer"]["command"])).parse(_env(SERVICES["deployer"]), monkeypatch)
     ctx = Invocation(_argv(svc["command"])).parse(env, monkeypatch)
+    assert ctx.params["deployment"] == deploy_ctx.params["output"], "peers must read the file the deployer writes"
+    folder = ctx.params["deployment"].rsplit("/", 1)[0]
+    assert _mounts(svc)[folder] == _mounts(SERVICES["deployer"])[folder] == "deployment"
+    assert ctx.params["rpc"] == deploy_ctx.params["rpc"] == "http://anvil:8545"
+    assert ctx.params["store_spec"] == deploy_ctx.params["store_spec"] == "kubo:/dns/kubo/tcp/5001/http"
+    assert ctx.params["json_log"] is True
+
+
+def test_compose_has_no_raw_keys_anywhere():
+    for name, svc in SERVICES.items():
+        for var, value in _env(svc).items():
+            assert not PRIVATE_KEY.fullmatch(value.strip()), f"{name}: {var} holds a raw private key"
+        assert "--key-env" not in _argv(svc.get("command") or []), f"{name} reads a raw key"
+    assert not PRIVATE_KEY.search(COMPOSE_FILE.read_text().replace("0x", " ")), "a raw key is written in docker-compose.yml"
+
+
+@pytest.mark.parametrize("name", sorted(PEERS) + ["deployer"])
+def test_compose_keystore_and_password_are_this_services_own_secrets(name, monkeypatch):
+    svc = SERVICES[name]
+    ctx = Invocation(_argv(svc["command"])).parse(_env(svc), monkeypatch)
+    secrets = _secrets(svc)
+    keystore, password = secrets[ctx.params["keystore"]], secrets[ctx.params["password_file"]]
+    assert set(secrets.values()) == {keystore, password}
+    for secret in (keystore, password):
+        holders = [other for other, s in SERVICES.items() if secret in _secrets(s).values()]
+        assert holders == [name], f"secret {secret} is given to {holders}"
+    address = _keystore_address(_compose_secret_file(keystore).read_text(), _compose_secret_file(password).read_text())
+    if name == "deployer":
+        assert address not in MEMBERS, "the deployer pays for the deployment and is not a member"
+    else:
+        assert address == MEMBERS[int(name.split("-")[1])], f"{name}'s keystore is not member {name}"
+
+
+@pytest.mark.parametrize("name", sorted(FEDCHAIN_SERVICES))
+def test_compose_threads_are_capped_to_the_services_cpus(name):
+    svc = FEDCHAIN_SERVICES[name]
+    cpus = svc.get("cpus")
+    assert cpus, f"{name}: no cpus limit"
+    env = _env(svc)
+    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        assert var in env and 1 <= int(env[var]) <= max(1, int(float(cpus))), f"{name}: {var}={env.get(var)} vs cpus {cpus}"
+
+
+@pytest.mark.parametrize("name", sorted(PEERS))
+def test_compose_peer_healthcheck_asks_readyz_of_the_nodes_health_server(name, monkeypatch):
+    svc = PEERS[name]
+    ctx = Invocation(_argv(svc["command"])).parse(_env(svc), monkeypatch)
     port, host = ctx.params["health_port"], ctx.params["health_host"]
     assert port, f"{name}: no health server (set FEDCHAIN_HEALTH_PORT)"
     test = " ".join(svc["healthcheck"]["test"])
-    assert f"http://{host}:{port}/healthz" in test, f"{name}: healthcheck {test!r} vs server {host}:{port}"
+    assert f"http://{host}:{port}/readyz" in test, f"{name}: healthcheck {test!r} vs server {host}:{port}"
 
 
 def test_compose_one_shots_do_not_restart():
-    for name in ("data", "deployer"):
+    for name in ("deployer", *(f"data-{i}" for i in range(len(MEMBERS)))):
         assert str(SERVICES[name].get("restart")) == "no", name
 
 
@@ -348,182 +484,633 @@ def test_compose_says_the_keys_are_public_test_keys():
     assert "public test keys" in text and "never use them on a real chain" in text
 
 
-# ---------------------------------------------------------------------------- k8s helpers
-def _kind(kind: str) -> list[dict]:
-    return [doc for _, doc in K8S_DOCS if doc.get("kind") == kind]
+# ---------------------------------------------------------------------------- .dockerignore
+def _dockerignore_patterns() -> list[str]:
+    lines = (ROOT / ".dockerignore").read_text().splitlines()
+    return [line.strip() for line in lines if line.strip() and not line.strip().startswith("#")]
 
 
-def _named(kind: str) -> dict[str, dict]:
-    return {doc["metadata"]["name"]: doc for doc in _kind(kind)}
+def _pattern_regex(pattern: str) -> re.Pattern:
+    """Docker's .dockerignore syntax (Go filepath.Match plus `**`), as a regex over a path."""
+    out, i = "", 0
+    pattern = pattern.strip("/")
+    while i < len(pattern):
+        if pattern.startswith("**/", i):
+            out, i = out + "(?:.*/)?", i + 3
+        elif pattern.startswith("**", i):
+            out, i = out + ".*", i + 2
+        elif pattern[i] == "*":
+            out, i = out + "[^/]*", i + 1
+        elif pattern[i] == "?":
+            out, i = out + "[^/]", i + 1
+        else:
+            out, i = out + re.escape(pattern[i]), i + 1
+    return re.compile(out)
 
 
-def _data_keys(doc: dict) -> dict[str, str]:
-    import base64
+def _dockerignored(path: str) -> bool:
+    """Whether the build context leaves ``path`` out: a pattern matches it or a folder above it;
+    the last matching pattern wins, and `!` patterns put paths back."""
+    parts = path.split("/")
+    prefixes = ["/".join(parts[: n + 1]) for n in range(len(parts))]
+    ignored = False
+    for pattern in _dockerignore_patterns():
+        negate = pattern.startswith("!")
+        regex = _pattern_regex(pattern.lstrip("!"))
+        if any(regex.fullmatch(p) for p in prefixes):
+            ignored = not negate
+    return ignored
 
-    out = dict(doc.get("stringData") or {})
-    out.update({k: base64.b64decode(v).decode() for k, v in (doc.get("data") or {}).items()} if doc["kind"] == "Secret"
-               else (doc.get("data") or {}))
-    return {k: str(v) for k, v in out.items()}
+
+def test_dockerignore_matcher_follows_dockers_rules():
+    assert _pattern_regex("**/*.safetensors").fullmatch("a/b/c.safetensors")
+    assert _pattern_regex("**/*.safetensors").fullmatch("c.safetensors")
+    assert not _pattern_regex("*.json").fullmatch("a/b.json")  # `*` stays inside one folder
+    assert _pattern_regex("keys/").fullmatch("keys")
 
 
-def _fedchain_containers(pod_spec: dict):
+@pytest.mark.parametrize("path", [
+    "shards/peer-0.safetensors", "runs/x/shards/test.safetensors", "model.safetensors", "deployment.json",
+    "runs/sim/deployment.json", "keys/peer-0.json", "home/.fedchain/keys/alice.json",
+    "deploy/k8s/overlays/devnet/members/peer-0/keystore.json", "somewhere/keystore-peer.json", "my.keystore.json",
+    "UTC--2026-01-01T00-00-00Z--f39fd6e5", "deploy/k8s/overlays/devnet/deployer/password", ".venv/bin/python",
+    "node_modules/hardhat/package.json", ".git/HEAD", ".env",
+])
+def test_dockerignore_keeps_private_and_local_files_out_of_the_build_context(path):
+    assert _dockerignored(path), f"{path} would be sent to the Docker daemon and could end up in the image"
+
+
+def test_dockerignore_keeps_what_the_dockerfile_copies():
+    copied = {src for line in _instructions("COPY") for src in line.split()[:-1] if not src.startswith("--")}
+    needed = [p for src in copied for p in ([src] if (ROOT / src).is_file() else
+              [str(f.relative_to(ROOT)) for f in (ROOT / src.rstrip("*")).rglob("*") if f.is_file() and "__pycache__" not in f.parts])
+              if "*" not in src or (ROOT / src.rstrip("*")).exists()]
+    assert "contracts/FedChain.json" in needed  # a JSON file the image needs: not a keystore
+    dropped = sorted(p for p in needed if _dockerignored(p))
+    assert not dropped, f".dockerignore drops files the Dockerfile copies: {dropped}"
+
+
+# ---------------------------------------------------------------------------- kustomize, a subset
+# No kubectl is assumed: this renders the overlays with the part of kustomize they use, and
+# refuses any field outside it, so a new feature in a kustomization fails here instead of
+# rendering wrongly. Where a kubectl with built-in kustomize is installed, the two renders must
+# be identical (test_kustomize_subset_renders_what_kubectl_renders).
+KUSTOMIZE_FIELDS = {"apiVersion", "kind", "resources", "components", "namespace", "nameSuffix",
+                    "configMapGenerator", "secretGenerator", "generatorOptions", "patches"}
+CLUSTER_SCOPED = {"Namespace", "PersistentVolume", "ClusterRole", "ClusterRoleBinding", "StorageClass"}
+WORKLOADS = {"Job", "Deployment", "StatefulSet", "DaemonSet"}
+
+
+def _pod_spec(doc: dict) -> dict | None:
+    return doc["spec"]["template"]["spec"] if doc["kind"] in WORKLOADS else None
+
+
+def _references(pod: dict):
+    """(kind, holder dict, key) for every name a pod spec uses of a ConfigMap, Secret or claim."""
+    for vol in pod.get("volumes") or []:
+        assert "projected" not in vol, "projected volumes: not in the kustomize subset"
+        if "persistentVolumeClaim" in vol:
+            yield "PersistentVolumeClaim", vol["persistentVolumeClaim"], "claimName"
+        if "secret" in vol:
+            yield "Secret", vol["secret"], "secretName"
+        if "configMap" in vol:
+            yield "ConfigMap", vol["configMap"], "name"
     for key in ("initContainers", "containers"):
-        for c in pod_spec.get(key) or []:
-            if str(c.get("image", "")).startswith("fedchain"):
-                yield key, c
+        for c in pod.get(key) or []:
+            for ref in c.get("envFrom") or []:
+                if "configMapRef" in ref:
+                    yield "ConfigMap", ref["configMapRef"], "name"
+                if "secretRef" in ref:
+                    yield "Secret", ref["secretRef"], "name"
+            for item in c.get("env") or []:
+                source = item.get("valueFrom") or {}
+                if "configMapKeyRef" in source:
+                    yield "ConfigMap", source["configMapKeyRef"], "name"
+                if "secretKeyRef" in source:
+                    yield "Secret", source["secretKeyRef"], "name"
 
 
-def _container_env(c: dict) -> tuple[dict[str, str], dict[str, dict]]:
-    """(FEDCHAIN-visible env with literal values, fieldRef env) of a container."""
-    env, refs = {}, {}
+def _strategic_merge(base, patch):
+    """Strategic merge as kustomize does it for the fields used here: maps merge, lists of named
+    maps (containers, env, volumes) merge by name, any other list is replaced."""
+    if isinstance(base, dict) and isinstance(patch, dict):
+        out = dict(base)
+        for k, v in patch.items():
+            out[k] = _strategic_merge(base[k], v) if k in base else v
+        return out
+    if (isinstance(base, list) and isinstance(patch, list) and base and patch
+            and all(isinstance(x, dict) and "name" in x for x in base + patch)):
+        out = list(base)
+        for item in patch:
+            at = [i for i, x in enumerate(out) if x["name"] == item["name"]]
+            if at:
+                out[at[0]] = _strategic_merge(out[at[0]], item)
+            else:
+                out.append(item)
+        return out
+    return patch
+
+
+def _generated(root, kind: str, spec: dict) -> dict:
+
+    assert set(spec) <= {"name", "literals", "files"}, f"{root}: generator fields {sorted(spec)}"
+    data = {}
+    for literal in spec.get("literals") or []:
+        key, _, value = literal.partition("=")
+        data[key] = value
+    for entry in spec.get("files") or []:
+        key, _, path = entry.rpartition("=")
+        path = root / path
+        assert path.resolve().is_relative_to(root.resolve()), f"{root}: {entry} is outside the kustomization"
+        data[key or path.name] = path.read_text()
+    doc = {"apiVersion": "v1", "kind": kind, "metadata": {"name": spec["name"]}}
+    if kind == "Secret":
+        doc["type"] = "Opaque"
+        doc["data"] = {k: base64.b64encode(v.encode()).decode() for k, v in data.items()}
+    else:
+        doc["data"] = data
+    return doc
+
+
+def kustomize(root, docs: list[dict] | None = None) -> list[dict]:
+    """Render the kustomization (or Component) in folder ``root``."""
+
+    spec = yaml.safe_load((root / "kustomization.yaml").read_text())
+    unknown = set(spec) - KUSTOMIZE_FIELDS
+    assert not unknown, f"{root}: {sorted(unknown)} is outside the kustomize subset the tests render"
+    assert (spec["kind"] == "Component") == (docs is not None), f"{root}: components go under `components:`"
+    docs = copy.deepcopy(docs or [])
+    for res in spec.get("resources") or []:
+        path = root / res
+        docs += kustomize(path) if path.is_dir() else [d for d in yaml.safe_load_all(path.read_text()) if d]
+    for comp in spec.get("components") or []:
+        docs = kustomize(root / comp, docs)
+    if spec.get("configMapGenerator") or spec.get("secretGenerator"):
+        assert (spec.get("generatorOptions") or {}).get("disableNameSuffixHash") is True, (
+            f"{root}: generated names with a hash suffix are outside the subset")
+    docs += [_generated(root, "ConfigMap", g) for g in spec.get("configMapGenerator") or []]
+    docs += [_generated(root, "Secret", g) for g in spec.get("secretGenerator") or []]
+    for patch in spec.get("patches") or []:
+        assert set(patch) == {"path"}, f"{root}: only strategic-merge patches from a file"
+        for p in yaml.safe_load_all((root / patch["path"]).read_text()):
+            hits = [i for i, d in enumerate(docs) if (d["kind"], d["metadata"]["name"]) == (p["kind"], p["metadata"]["name"])]
+            assert len(hits) == 1, f"{root}: patch {patch['path']} matches {len(hits)} resources"
+            docs[hits[0]] = _strategic_merge(docs[hits[0]], p)
+    suffix = spec.get("nameSuffix")
+    if suffix:
+        names = {(d["kind"], d["metadata"]["name"]) for d in docs}
+        assert not any(d["kind"] in CLUSTER_SCOPED for d in docs), f"{root}: suffix on cluster-scoped kinds"
+        for d in docs:
+            pod = _pod_spec(d)
+            for kind, holder, key in (_references(pod) if pod else []):
+                if (kind, holder[key]) in names:
+                    holder[key] += suffix
+            d["metadata"]["name"] += suffix
+    if spec.get("namespace"):
+        for d in docs:
+            if d["kind"] not in CLUSTER_SCOPED:
+                d["metadata"]["namespace"] = spec["namespace"]
+    return docs
+
+
+K8S_DIR = ROOT / "deploy" / "k8s"
+OVERLAYS = {p.parent.name: p.parent for p in sorted((K8S_DIR / "overlays").glob("*/kustomization.yaml"))}
+RENDERED = {name: kustomize(path) for name, path in OVERLAYS.items()}
+DEVNET = RENDERED["devnet"]
+
+
+def _by(docs: list[dict], kind: str) -> dict[str, dict]:
+    return {d["metadata"]["name"]: d for d in docs if d["kind"] == kind}
+
+
+def _workloads(docs: list[dict]):
+    for d in docs:
+        if d["kind"] in WORKLOADS:
+            yield d, d["spec"]["template"]["spec"]
+
+
+def _containers(pod: dict):
+    for key in ("initContainers", "containers"):
+        for c in pod.get(key) or []:
+            yield key, c
+
+
+def _is_fedchain_container(c: dict) -> bool:
+    return str(c.get("image", "")).startswith("fedchain")
+
+
+def _limit_cpus(c: dict) -> int:
+    """What a resourceFieldRef to limits.cpu with divisor 1 resolves to: the limit, rounded up."""
+
+    cpu = str(c["resources"]["limits"]["cpu"])
+    return math.ceil(int(cpu[:-1]) / 1000) if cpu.endswith("m") else math.ceil(float(cpu))
+
+
+def _data(doc: dict) -> dict[str, str]:
+
+    if doc["kind"] == "Secret":
+        out = {k: base64.b64decode(v).decode() for k, v in (doc.get("data") or {}).items()}
+        out.update(doc.get("stringData") or {})
+        return out
+    return {k: str(v) for k, v in (doc.get("data") or {}).items()}
+
+
+def _pod_env(docs: list[dict], c: dict) -> dict[str, str]:
+    """The environment a container sees, resolved from the rendered ConfigMaps and Secrets."""
+    env: dict[str, str] = {}
     for ref in c.get("envFrom") or []:
-        if "configMapRef" in ref:
-            env.update(_data_keys(_named("ConfigMap")[ref["configMapRef"]["name"]]))
-        if "secretRef" in ref:
-            env.update(_data_keys(_named("Secret")[ref["secretRef"]["name"]]))
+        kind, name = ("ConfigMap", ref["configMapRef"]["name"]) if "configMapRef" in ref else ("Secret", ref["secretRef"]["name"])
+        env.update(_data(_by(docs, kind)[name]))
     for item in c.get("env") or []:
         if "value" in item:
             env[item["name"]] = str(item["value"])
-        elif "valueFrom" in item:
-            refs[item["name"]] = item["valueFrom"]
-    return env, refs
+            continue
+        source = item["valueFrom"]
+        if "configMapKeyRef" in source or "secretKeyRef" in source:
+            kind, ref = ("ConfigMap", source["configMapKeyRef"]) if "configMapKeyRef" in source else ("Secret", source["secretKeyRef"])
+            env[item["name"]] = _data(_by(docs, kind)[ref["name"]])[ref["key"]]
+        elif "resourceFieldRef" in source:
+            ref = source["resourceFieldRef"]
+            assert ref["resource"] == "limits.cpu" and str(ref.get("divisor", "1")) == "1", ref
+            env[item["name"]] = str(_limit_cpus(c))
+        else:
+            pytest.fail(f"{c['name']}: unsupported env source {source}")
+    return env
 
 
 def _expand(args: list[str], env: dict[str, str]) -> list[str]:
     """Kubernetes' $(VAR) expansion in command/args."""
-    return [re.sub(r"\$\((\w+)\)", lambda m: env.get(m.group(1), m.group(0)), a) for a in args]
+    return [re.sub(r"\$\((\w+)\)", lambda m: env.get(m.group(1), m.group(0)), str(a)) for a in args]
 
 
-STATEFULSETS = _kind("StatefulSet")
+def _k8s_argvs(docs, c: dict, tmp_path) -> list[list[str]]:
+    env = _pod_env(docs, c)
+    command = c.get("command") or []
+    if command[:2] in (["sh", "-c"], ["/bin/sh", "-c"]):
+        (script,) = command[2:] or c["args"]
+        return _fedchain_argvs(_run_script(script, env, tmp_path))
+    assert c.get("command") in (None, ["fedchain"]), f"{c['name']}: keep the image's fedchain entry point or use sh -c"
+    argv = _expand(c["args"], env)
+    assert not any("$(" in a for a in argv), f"{c['name']}: unresolved reference in {argv}"
+    return [argv]
 
 
-def _ordinal_envs(sts: dict, c: dict):
-    """The environment each pod of the StatefulSet sees, ordinal by ordinal."""
-    env, refs = _container_env(c)
-    for ordinal in range(sts["spec"]["replicas"]):
-        pod_env = dict(env)
-        for name, source in refs.items():
-            path = source.get("fieldRef", {}).get("fieldPath", "")
-            if path == "metadata.labels['apps.kubernetes.io/pod-index']":
-                pod_env[name] = str(ordinal)
-            elif path == "metadata.name":
-                pod_env[name] = f"{sts['metadata']['name']}-{ordinal}"
-        yield ordinal, pod_env
-
-
-# ---------------------------------------------------------------------------- k8s
-def test_k8s_manifests_exist():
-    assert {p.name for p in K8S_FILES} >= {"peers.yaml", "configmap.yaml", "secret.example.yaml"}
-    assert len(STATEFULSETS) == 1
-    assert _kind("ConfigMap") and _kind("Secret")
-
-
-@pytest.mark.parametrize("sts", STATEFULSETS, ids=lambda s: s["metadata"]["name"])
-def test_k8s_commands_exist_in_cli_for_every_pod(sts, monkeypatch):
-    pod = sts["spec"]["template"]["spec"]
-    containers = list(_fedchain_containers(pod))
-    assert containers
-    for key, c in containers:
-        assert c.get("command") in (None, ["fedchain"]), f"{c['name']}: keep the image's fedchain entry point"
-        read_by_some_pod: set[str] = set()
-        env_names: set[str] = set()
-        for ordinal, env in _ordinal_envs(sts, c):
-            argv = _expand([str(a) for a in c["args"]], env)
-            assert not any("$(" in a for a in argv), f"{c['name']}: unresolved reference in {argv}"
-            inv = Invocation(argv)
-            read_by_some_pod |= inv.reads()
-            env_names |= set(env)
-            where = f"{sts['metadata']['name']}-{ordinal}/{c['name']}"
-            # A pod may see variables meant for its siblings (FEDCHAIN_KEY_N from one Secret);
-            # everything else it sees, it must read.
-            _check_env_is_read(inv, {k: v for k, v in env.items() if not re.fullmatch(r"FEDCHAIN_KEY_\d+", k)}, where)
-            if key == "containers":
-                _check_env_takes_effect(inv, inv.parse(env, monkeypatch), env, where)
-            else:
-                inv.parse(env, monkeypatch)
-        unread = sorted(k for k in env_names if k.startswith("FEDCHAIN_") and k not in read_by_some_pod)
-        assert not unread, f"{c['name']}: no pod reads {unread}"
-
-
-@pytest.mark.parametrize("sts", STATEFULSETS, ids=lambda s: s["metadata"]["name"])
-def test_k8s_each_pod_gets_its_own_key_and_shard(sts):
-    pod = sts["spec"]["template"]["spec"]
-    (_, peer), = [(k, c) for k, c in _fedchain_containers(pod) if k == "containers"]
-    (_, init), = [(k, c) for k, c in _fedchain_containers(pod) if k == "initContainers"]
-    split = [str(a) for a in init["args"]]
-    assert int(split[split.index("--peers") + 1]) == sts["spec"]["replicas"]
-    addresses, shards = [], []
-    for ordinal, env in _ordinal_envs(sts, peer):
-        inv = Invocation(_expand([str(a) for a in peer["args"]], env))
-        key_var = inv.used.get("--key-env", ["FEDCHAIN_KEY"])[0]
-        assert key_var in env, f"pod {ordinal}: {key_var} is not in its environment"
-        addresses.append(Account.from_key(env[key_var]).address)
-        shards.append(inv.used.get("--data", [env.get("FEDCHAIN_DATA")])[0])
-    assert len(set(addresses)) == len(addresses), "pods share a key"
-    assert shards == [f"/shards/peer-{i}.safetensors" for i in range(sts["spec"]["replicas"])]
-
-
-@pytest.mark.parametrize("sts", STATEFULSETS, ids=lambda s: s["metadata"]["name"])
-def test_k8s_volumes_and_references_are_declared(sts):
-    pod = sts["spec"]["template"]["spec"]
+def _mount_of(c: dict, pod: dict, path: str) -> tuple[dict, dict]:
+    """(volume, volumeMount) under which ``path`` lies in container ``c``."""
     volumes = {v["name"]: v for v in pod.get("volumes") or []}
-    for key in ("initContainers", "containers"):
-        for c in pod.get(key) or []:
-            for mount in c.get("volumeMounts") or []:
-                assert mount["name"] in volumes, f"{c['name']} mounts undeclared volume {mount['name']}"
-            for ref in c.get("envFrom") or []:
-                kind, name = ("ConfigMap", ref["configMapRef"]["name"]) if "configMapRef" in ref else ("Secret", ref["secretRef"]["name"])
-                assert name in _named(kind), f"{c['name']}: {kind} {name} is not in deploy/k8s/"
-    texts = "\n".join(p.read_text() for p in K8S_FILES)
-    for vol in volumes.values():
-        if "configMap" in vol:
-            name = vol["configMap"]["name"]
-            assert name in _named("ConfigMap") or f"kubectl create configmap {name}" in texts, (
-                f"ConfigMap {name} is neither in deploy/k8s/ nor documented as created with kubectl")
-    deployment = _container_env(pod["containers"][0])[0].get("FEDCHAIN_DEPLOYMENT", "")
-    mounts = {m["mountPath"].rstrip("/"): m["name"] for m in pod["containers"][0].get("volumeMounts") or []}
-    assert mounts.get(deployment.rsplit("/", 1)[0]) == "deployment", "FEDCHAIN_DEPLOYMENT must point into the mounted ConfigMap"
+    best = max((m for m in c.get("volumeMounts") or [] if path.startswith(m["mountPath"].rstrip("/") + "/")),
+               key=lambda m: len(m["mountPath"]), default=None)
+    assert best, f"{c['name']}: {path} is on no volume"
+    return volumes[best["name"]], best
 
 
-@pytest.mark.parametrize("sts", STATEFULSETS, ids=lambda s: s["metadata"]["name"])
-def test_k8s_probes_hit_healthz(sts):
-    pod = sts["spec"]["template"]["spec"]
-    for c in pod["containers"]:
-        ports = {p.get("name"): p["containerPort"] for p in c.get("ports") or []}
-        for probe in ("livenessProbe", "readinessProbe"):
-            spec = c.get(probe)
-            assert spec and "httpGet" in spec, f"{c['name']}: no HTTP {probe}"
-            assert spec["httpGet"]["path"] == "/healthz"
-            port = spec["httpGet"]["port"]
-            assert ports.get(port, port) == 9100, f"{c['name']}: {probe} port {port}"
+def _peer_jobs(docs) -> dict[str, dict]:
+    return {name: job for name, job in _by(docs, "Job").items() if job["metadata"]["labels"].get("app.kubernetes.io/component") == "peer"}
 
 
-@pytest.mark.parametrize("sts", STATEFULSETS, ids=lambda s: s["metadata"]["name"])
-def test_k8s_probe_port_is_what_the_node_serves(sts, monkeypatch):
-    peer = sts["spec"]["template"]["spec"]["containers"][0]
-    ports = {p.get("name"): p["containerPort"] for p in peer.get("ports") or []}
-    probe_port = ports.get(peer["livenessProbe"]["httpGet"]["port"], peer["livenessProbe"]["httpGet"]["port"])
-    for ordinal, env in _ordinal_envs(sts, peer):
-        ctx = Invocation(_expand([str(a) for a in peer["args"]], env)).parse(env, monkeypatch)
-        assert ctx.params["health_port"] == probe_port, f"pod {ordinal} serves /healthz on {ctx.params['health_port']}"
-        assert ctx.params["health_host"] not in ("127.0.0.1", "localhost", "::1"), (
-            "the kubelet probes the pod IP: the health server must not listen on loopback only")
+def _members(docs) -> list[str]:
+    return _data(_by(docs, "ConfigMap")["fedchain-members"])["FEDCHAIN_MEMBERS"].split(",")
 
 
-@pytest.mark.parametrize("sts", STATEFULSETS, ids=lambda s: s["metadata"]["name"])
-def test_k8s_service_selects_the_pods(sts):
-    services = _named("Service")
-    assert sts["spec"]["serviceName"] in services
-    svc = services[sts["spec"]["serviceName"]]
-    labels = sts["spec"]["template"]["metadata"]["labels"]
-    assert svc["spec"]["selector"].items() <= labels.items()
-    assert sts["spec"]["selector"]["matchLabels"].items() <= labels.items()
-    assert sts["spec"]["template"]["spec"]["securityContext"]["runAsNonRoot"] is True
+def _member_index(docs, job: dict) -> int:
+    """The index a member's Job was generated for: the number its nameSuffix appended."""
+    return int(job["metadata"]["name"].rsplit("-", 1)[1])
 
 
-def test_k8s_secret_example_says_its_keys_are_public():
-    text = (K8S_DIR / "secret.example.yaml").read_text().lower()
-    assert "public test keys" in text and "never for a real" in text
+# ---------------------------------------------------------------------------- kustomize renderer
+def test_kustomize_subset_refuses_fields_it_does_not_implement(tmp_path):
+    (tmp_path / "kustomization.yaml").write_text("apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\nnamePrefix: x-\n")
+    with pytest.raises(AssertionError, match="outside the kustomize subset"):
+        kustomize(tmp_path)
+    (tmp_path / "kustomization.yaml").write_text("apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\n"
+                                                 "configMapGenerator: [{name: a, literals: [A=1]}]\n")
+    with pytest.raises(AssertionError, match="hash suffix"):
+        kustomize(tmp_path)
+
+
+def test_kustomize_subset_renames_references_only_to_resources_in_the_same_build(tmp_path):
+    (tmp_path / "kustomization.yaml").write_text(
+        "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\nnameSuffix: \"-7\"\nresources: [job.yaml]\n"
+        "secretGenerator: [{name: own, literals: [k=v]}]\ngeneratorOptions: {disableNameSuffixHash: true}\n")
+    (tmp_path / "job.yaml").write_text(yaml.safe_dump({
+        "apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": "j"},
+        "spec": {"template": {"spec": {"containers": [{"name": "c", "image": "x"}], "volumes": [
+            {"name": "a", "secret": {"secretName": "own"}}, {"name": "b", "secret": {"secretName": "shared"}}]}}}}))
+    (job,) = [d for d in kustomize(tmp_path) if d["kind"] == "Job"]
+    assert job["metadata"]["name"] == "j-7"
+    assert [v["secret"]["secretName"] for v in job["spec"]["template"]["spec"]["volumes"]] == ["own-7", "shared"]
+
+
+@pytest.mark.skipif(not shutil.which("kubectl"), reason="no kubectl with built-in kustomize installed")
+@pytest.mark.parametrize("overlay", sorted(OVERLAYS))
+def test_kustomize_subset_renders_what_kubectl_renders(overlay):
+
+    r = subprocess.run(["kubectl", "kustomize", str(OVERLAYS[overlay])], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    key = lambda d: (d["kind"], d["metadata"].get("namespace", ""), d["metadata"]["name"])  # noqa: E731
+    def decoded(d):  # kubectl wraps long base64 lines; compare what the Secret holds
+        return {**d, "data": _data(d)} if d["kind"] == "Secret" else d
+
+    theirs = sorted((decoded(d) for d in yaml.safe_load_all(r.stdout) if d), key=key)
+    ours = sorted(map(decoded, RENDERED[overlay]), key=key)
+    assert [key(d) for d in ours] == [key(d) for d in theirs]
+    for a, b in zip(ours, theirs):
+        assert a == b, f"{key(a)} differs from kubectl kustomize"
+
+
+# ---------------------------------------------------------------------------- k8s: schemas
+K8S_VERSIONS = ["1.29.0", "1.37.0"]  # the oldest release we claim to support, and the newest schema shipped
+
+
+def test_kubernetes_validate_works_offline_from_the_schemas_it_ships(monkeypatch):
+
+
+    files = [str(f) for f in importlib.metadata.files("kubernetes-validate")]
+    for version in K8S_VERSIONS:
+        assert any(f"kubernetes-json-schema/v{version}-local-strict/job-batch-v1.json" in f for f in files), version
+
+    def no_network(*args, **kwargs):
+        raise AssertionError("kubernetes-validate tried to open a network connection")
+
+    monkeypatch.setattr(socket.socket, "connect", no_network)
+    monkeypatch.setattr(socket, "create_connection", no_network)
+    with pytest.raises(kubernetes_validate.ValidationError):
+        kubernetes_validate.validate({"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": "x"},
+                                      "spec": {"completionz": 1}}, K8S_VERSIONS[0], strict=True)
+
+
+def test_kubernetes_validate_is_pinned_in_the_lock_and_the_test_extra():
+
+    installed = importlib.metadata.version("kubernetes-validate")
+    lock = dict(line.split("==") for line in (ROOT / "requirements.lock").read_text().split() if "==" in line)
+    assert lock.get("kubernetes-validate") == installed
+    extra = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]["test"]
+    assert f"kubernetes-validate=={installed}" in extra
+
+
+@pytest.mark.parametrize("version", K8S_VERSIONS)
+@pytest.mark.parametrize("overlay", sorted(OVERLAYS))
+def test_k8s_every_rendered_manifest_validates_against_the_kubernetes_schema(overlay, version):
+
+    assert RENDERED[overlay]
+    for doc in RENDERED[overlay]:
+        try:
+            kubernetes_validate.validate(doc, version, strict=True)
+        except kubernetes_validate.ValidationError as exc:
+            pytest.fail(f"{overlay}: {doc['kind']}/{doc['metadata']['name']} at {'.'.join(map(str, exc.path))}: {exc.message}")
+
+
+# ---------------------------------------------------------------------------- k8s: Pod Security "restricted"
+RESTRICTED_VOLUMES = {"configMap", "csi", "downwardAPI", "emptyDir", "ephemeral", "persistentVolumeClaim", "projected", "secret"}
+ALL_PODS = [(overlay, d["kind"], d["metadata"]["name"], pod) for overlay, docs in RENDERED.items() for d, pod in _workloads(docs)]
+POD_IDS = [f"{o}:{k}/{n}" for o, k, n, _ in ALL_PODS]
+
+
+def test_k8s_namespace_enforces_the_restricted_profile():
+    (ns,) = _by(DEVNET, "Namespace").values()
+    labels = ns["metadata"]["labels"]
+    assert labels["pod-security.kubernetes.io/enforce"] == "restricted"
+    assert all(d["metadata"].get("namespace") == ns["metadata"]["name"] for d in DEVNET if d["kind"] not in CLUSTER_SCOPED)
+
+
+@pytest.mark.parametrize("overlay,kind,name,pod", ALL_PODS, ids=POD_IDS)
+def test_k8s_pod_meets_the_restricted_profile(overlay, kind, name, pod):
+    psc = pod.get("securityContext") or {}
+    assert psc.get("runAsNonRoot") is True and psc.get("runAsUser", 1) != 0
+    assert (psc.get("seccompProfile") or {}).get("type") == "RuntimeDefault"
+    for field in ("hostNetwork", "hostPID", "hostIPC"):
+        assert not pod.get(field), field
+    for vol in pod.get("volumes") or []:
+        kinds = set(vol) - {"name"}
+        assert kinds <= RESTRICTED_VOLUMES, f"{vol['name']}: {kinds} is not allowed under restricted"
+    for _, c in _containers(pod):
+        sc = c.get("securityContext") or {}
+        where = f"{name}/{c['name']}"
+        assert sc.get("allowPrivilegeEscalation") is False, where
+        assert sc.get("privileged") in (None, False), where
+        assert (sc.get("capabilities") or {}).get("drop") == ["ALL"], where
+        assert set((sc.get("capabilities") or {}).get("add") or []) <= {"NET_BIND_SERVICE"}, where
+        assert sc.get("runAsUser", 1) != 0 and sc.get("runAsNonRoot", True) is True, where
+        assert sc.get("seccompProfile", {"type": "RuntimeDefault"})["type"] in ("RuntimeDefault", "Localhost"), where
+        assert not c.get("ports") or not any("hostPort" in p for p in c["ports"]), where
+
+
+@pytest.mark.parametrize("overlay,kind,name,pod", ALL_PODS, ids=POD_IDS)
+def test_k8s_containers_have_a_read_only_root_with_scratch_and_resource_limits(overlay, kind, name, pod):
+    volumes = {v["name"]: v for v in pod.get("volumes") or []}
+    for _, c in _containers(pod):
+        where = f"{name}/{c['name']}"
+        assert c["securityContext"].get("readOnlyRootFilesystem") is True, where
+        tmp = [m for m in c.get("volumeMounts") or [] if m["mountPath"] == "/tmp"]
+        assert tmp and "emptyDir" in volumes[tmp[0]["name"]], f"{where}: no emptyDir at /tmp for scratch"
+        for bound in ("requests", "limits"):
+            assert {"cpu", "memory"} <= set((c.get("resources") or {}).get(bound) or {}), f"{where}: {bound}"
+
+
+@pytest.mark.parametrize("overlay,kind,name,pod", ALL_PODS, ids=POD_IDS)
+def test_k8s_torch_threads_follow_the_cpu_limit(overlay, kind, name, pod):
+    for _, c in _containers(pod):
+        if not _is_fedchain_container(c):
+            continue
+        env = {e["name"]: e for e in c.get("env") or []}
+        for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+            ref = (env.get(var) or {}).get("valueFrom", {}).get("resourceFieldRef")
+            assert ref == {"containerName": c["name"], "resource": "limits.cpu", "divisor": "1"}, (
+                f"{name}/{c['name']}: {var} must be this container's CPU limit, not {env.get(var)}")
+
+
+# ---------------------------------------------------------------------------- k8s: the CLI
+@pytest.mark.parametrize("overlay,kind,name,pod", ALL_PODS, ids=POD_IDS)
+def test_k8s_commands_exist_in_cli(overlay, kind, name, pod, monkeypatch, tmp_path):
+    docs = RENDERED[overlay]
+    for _, c in _containers(pod):
+        if not _is_fedchain_container(c):
+            continue
+        env = _pod_env(docs, c)
+        argvs = _k8s_argvs(docs, c, tmp_path)
+        assert argvs, f"{name}/{c['name']} runs no fedchain command"
+        for argv in argvs:
+            _check_invocation(argv, env, f"{name}/{c['name']}", monkeypatch, extra_ok={"FEDCHAIN_MEMBERS"} if c["name"] == "seed-demo-shard" else ())
+
+
+def test_k8s_peer_count_is_the_member_list_and_every_member_has_its_job():
+    members = _members(DEVNET)
+    jobs = _peer_jobs(DEVNET)
+    assert sorted(_member_index(DEVNET, j) for j in jobs.values()) == list(range(len(members)))
+    listed = [r for r in yaml.safe_load((OVERLAYS["devnet"] / "kustomization.yaml").read_text())["resources"] if r.startswith("members/")]
+    assert listed == [f"members/peer-{i}" for i in range(len(members))], "one member folder per address, in order"
+    for name, job in jobs.items():
+        index = _member_index(DEVNET, job)
+        assert _data(_by(DEVNET, "ConfigMap")[f"fedchain-member-{index}"]) == {"MEMBER_INDEX": str(index)}
+
+
+@pytest.mark.parametrize("overlay", sorted(OVERLAYS))
+def test_k8s_each_member_alone_mounts_its_own_data_and_keystore(overlay, monkeypatch):
+    docs = RENDERED[overlay]
+    members = _members(docs)
+    claims_of, secrets_of = {}, {}
+    for d, pod in _workloads(docs):
+        for vol in pod.get("volumes") or []:
+            if "persistentVolumeClaim" in vol:
+                claims_of.setdefault(vol["persistentVolumeClaim"]["claimName"], set()).add(d["metadata"]["name"])
+            if "secret" in vol:
+                secrets_of.setdefault(vol["secret"]["secretName"], set()).add(d["metadata"]["name"])
+    for name, job in _peer_jobs(docs).items():
+        pod = job["spec"]["template"]["spec"]
+        (peer,) = pod["containers"]
+        ctx = Invocation(_k8s_argvs(docs, peer, None)[0]).parse(_pod_env(docs, peer), monkeypatch)
+        data_volume, data_mount = _mount_of(peer, pod, ctx.params["data_path"])
+        assert data_mount.get("readOnly") is True, f"{name}: mount the data read-only"
+        claim = data_volume["persistentVolumeClaim"]["claimName"]
+        key_volume, _ = _mount_of(peer, pod, ctx.params["keystore"])
+        password_volume, _ = _mount_of(peer, pod, ctx.params["password_file"])
+        assert key_volume is password_volume, f"{name}: keystore and password come from one Secret"
+        secret = key_volume["secret"]["secretName"]
+        assert claims_of[claim] == {name}, f"{claim} is mounted by {sorted(claims_of[claim])}"
+        assert secrets_of[secret] == {name}, f"{secret} is mounted by {sorted(secrets_of[secret])}"
+        index = _member_index(docs, job)
+        assert (claim, secret) == (f"fedchain-data-{index}", f"fedchain-keystore-{index}")
+        files = _data(_by(docs, "Secret")[secret])
+        keystore = files[ctx.params["keystore"].rsplit("/", 1)[1]]
+        password = files[ctx.params["password_file"].rsplit("/", 1)[1]]
+        assert _keystore_address(keystore, password) == members[index], f"{name} does not hold member {index}'s key"
+    (deployer,) = [d for d in _by(docs, "Job").values() if d["metadata"]["labels"]["app.kubernetes.io/component"] == "deployer"]
+    for secret, holders in secrets_of.items():
+        assert len(holders) == 1, f"{secret} is mounted by {sorted(holders)}"
+
+
+def test_k8s_deployer_key_is_not_a_member_and_no_secret_is_shared():
+    (job,) = [d for d in _by(DEVNET, "Job").values() if d["metadata"]["labels"]["app.kubernetes.io/component"] == "deployer"]
+    pod = job["spec"]["template"]["spec"]
+    (secret,) = [v["secret"]["secretName"] for v in pod["volumes"] if "secret" in v]
+    files = _data(_by(DEVNET, "Secret")[secret])
+    assert _keystore_address(files["keystore.json"], files["password"]) not in _members(DEVNET)
+
+
+def test_k8s_seed_script_puts_only_the_members_shard_on_its_volume(tmp_path, monkeypatch):
+    for name, job in _peer_jobs(DEVNET).items():
+        pod = job["spec"]["template"]["spec"]
+        (seed,) = pod["initContainers"]
+        env = _pod_env(DEVNET, seed)
+        ran = _run_script(seed["command"][2], env, tmp_path)
+        (split,) = _fedchain_argvs(ran)
+        ctx = Invocation(split).parse(env, monkeypatch)
+        assert ctx.params["peers"] == len(_members(DEVNET))
+        (copy,) = [a[1:] for a in ran if a[0] == "cp"]
+        index = _member_index(DEVNET, job)
+        assert copy[0] == f"{ctx.params['out_dir']}/peer-{index}.safetensors"
+        target_volume, _ = _mount_of(seed, pod, copy[1])
+        split_volume, _ = _mount_of(seed, pod, ctx.params["out_dir"] + "/x")
+        assert target_volume["persistentVolumeClaim"]["claimName"] == f"fedchain-data-{index}"
+        assert "emptyDir" in split_volume, "the other members' shards must stay in scratch"
+        peer_ctx = Invocation(_k8s_argvs(DEVNET, pod["containers"][0], None)[0]).parse(_pod_env(DEVNET, pod["containers"][0]), monkeypatch)
+        assert peer_ctx.params["data_path"] == copy[1]
+
+
+def test_k8s_peers_read_the_file_the_deployer_writes(monkeypatch):
+    jobs = _by(DEVNET, "Job")
+    (deployer,) = [d for d in jobs.values() if d["metadata"]["labels"]["app.kubernetes.io/component"] == "deployer"]
+    dpod = deployer["spec"]["template"]["spec"]
+    (dc,) = dpod["containers"]
+    dctx = Invocation(_k8s_argvs(DEVNET, dc, None)[0]).parse(_pod_env(DEVNET, dc), monkeypatch)
+    written, mount = _mount_of(dc, dpod, dctx.params["output"])
+    assert not mount.get("readOnly")
+    assert set(dctx.params["members"].split(",")) == set(_members(DEVNET))
+    for name, job in _peer_jobs(DEVNET).items():
+        pod = job["spec"]["template"]["spec"]
+        (peer,) = pod["containers"]
+        ctx = Invocation(_k8s_argvs(DEVNET, peer, None)[0]).parse(_pod_env(DEVNET, peer), monkeypatch)
+        assert ctx.params["deployment"] == dctx.params["output"]
+        assert ctx.params["wait_deployment"] > 0, f"{name}: wait for the deployer instead of failing at once"
+        read, mount = _mount_of(peer, pod, ctx.params["deployment"])
+        assert read["persistentVolumeClaim"]["claimName"] == written["persistentVolumeClaim"]["claimName"]
+        assert mount.get("readOnly") is True
+        assert (ctx.params["rpc"], ctx.params["store_spec"]) == (dctx.params["rpc"], dctx.params["store_spec"])
+
+
+# ---------------------------------------------------------------------------- k8s: lifecycle
+def test_k8s_peers_are_jobs_that_finish():
+    for overlay, docs in RENDERED.items():
+        for d, pod in _workloads(docs):
+            if any(_is_fedchain_container(c) for _, c in _containers(pod)):
+                assert d["kind"] == "Job", f"{d['metadata']['name']}: `fedchain` exits when done; run it as a Job"
+                assert pod["restartPolicy"] in ("OnFailure", "Never")
+                assert d["spec"].get("backoffLimit", 6) >= 1
+
+
+@pytest.mark.parametrize("name", sorted(_peer_jobs(DEVNET)))
+def test_k8s_probes_use_livez_and_readyz_on_the_port_the_node_serves(name, monkeypatch):
+    job = _peer_jobs(DEVNET)[name]
+    (peer,) = job["spec"]["template"]["spec"]["containers"]
+    ctx = Invocation(_k8s_argvs(DEVNET, peer, None)[0]).parse(_pod_env(DEVNET, peer), monkeypatch)
+    ports = {p["name"]: p["containerPort"] for p in peer["ports"]}
+    expected = {"livenessProbe": "/livez", "readinessProbe": "/readyz", "startupProbe": "/livez"}
+    for probe, path in expected.items():
+        get = peer[probe]["httpGet"]
+        assert get["path"] == path, f"{probe} asks {get['path']}"
+        assert ports.get(get["port"], get["port"]) == ctx.params["health_port"]
+    assert ctx.params["health_host"] not in ("127.0.0.1", "localhost", "::1"), (
+        "the kubelet probes the pod IP: the health server must not listen on loopback only")
+    annotations = job["spec"]["template"]["metadata"]["annotations"]
+    assert annotations["prometheus.io/scrape"] == "true" and annotations["prometheus.io/path"] == "/metrics"
+    assert int(annotations["prometheus.io/port"]) == ctx.params["health_port"]
+    # The startup probe must outlast the wait for the deployment file.
+    startup = peer["startupProbe"]
+    assert startup["periodSeconds"] * startup["failureThreshold"] >= ctx.params["wait_deployment"]
+
+
+def test_k8s_services_select_the_infrastructure_pods():
+    deployments = _by(DEVNET, "Deployment")
+    for name, svc in _by(DEVNET, "Service").items():
+        (target,) = [d for d in deployments.values() if svc["spec"]["selector"].items() <= d["spec"]["template"]["metadata"]["labels"].items()]
+        ports = {p["name"] for c in target["spec"]["template"]["spec"]["containers"] for p in c.get("ports") or []}
+        assert {p["targetPort"] for p in svc["spec"]["ports"]} <= ports, name
+        assert svc["spec"].get("type", "ClusterIP") == "ClusterIP", f"{name} must not leave the cluster"
+    for name, d in deployments.items():
+        (c,) = d["spec"]["template"]["spec"]["containers"]
+        assert c.get("readinessProbe") and c.get("livenessProbe"), name
+    config = _data(_by(DEVNET, "ConfigMap")["fedchain-config"])
+    assert config["FEDCHAIN_RPC"] == "http://anvil:8545" and "/dns/kubo/tcp/5001/" in config["FEDCHAIN_STORE"]
+
+
+def test_k8s_references_resolve_within_the_render():
+    for overlay, docs in RENDERED.items():
+        for d, pod in _workloads(docs):
+            volumes = {v["name"] for v in pod.get("volumes") or []}
+            for _, c in _containers(pod):
+                for m in c.get("volumeMounts") or []:
+                    assert m["name"] in volumes, f"{c['name']} mounts undeclared volume {m['name']}"
+            for kind, holder, key in _references(pod):
+                assert holder[key] in _by(docs, kind), f"{overlay}: {d['metadata']['name']} uses {kind} {holder[key]}, which is not rendered"
+
+
+def test_k8s_network_policy_admits_only_pods_of_the_namespace():
+    (policy,) = _by(DEVNET, "NetworkPolicy").values()
+    spec = policy["spec"]
+    assert spec["podSelector"] == {} and spec["policyTypes"] == ["Ingress"], "it must cover every pod"
+    for rule in spec["ingress"]:
+        for peer in rule["from"]:
+            assert set(peer) == {"podSelector"}, f"{peer} admits traffic from outside the namespace"
+
+
+def test_k8s_hostpath_volumes_are_each_bound_to_one_members_claim():
+    docs = RENDERED["devnet-hostpath"]
+    pvs = _by(docs, "PersistentVolume")
+    claims = _by(docs, "PersistentVolumeClaim")
+    assert len(pvs) == len(_members(docs))
+    for name, pv in pvs.items():
+        ref = pv["spec"]["claimRef"]
+        claim = claims[ref["name"]]
+        assert ref["namespace"] == claim["metadata"]["namespace"] and claim["spec"]["volumeName"] == name
+        assert claim["spec"]["storageClassName"] == pv["spec"]["storageClassName"] == ""
+        assert ref["name"].startswith("fedchain-data-") and "hostPath" in pv["spec"]
+    paths = [pv["spec"]["hostPath"]["path"] for pv in pvs.values()]
+    assert len(set(paths)) == len(paths), "members share a host folder"
+
+
+def test_k8s_devnet_overlay_says_its_keys_are_public():
+    text = (OVERLAYS["devnet"] / "kustomization.yaml").read_text().lower()
+    assert "public test keys" in text and "never for a real chain" in text
 
 
 # ---------------------------------------------------------------------------- Dockerfile
