@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import os
 import sys
-import time
 from pathlib import Path
 
 import click
@@ -93,24 +92,19 @@ def cli(debug):
 @click.option("--host", default="127.0.0.1", show_default=True, help="Interface to bind; loopback by default.")
 @click.option("--accounts", type=int, default=10, show_default=True)
 @click.option("--block-time", type=float, default=1.0, show_default=True, help="Seconds per block; 0 mines a block per transaction.")
-@click.option("--state", "state_file", type=click.Path(dir_okay=False), help="Load and save chain state in this file.")
-def devnet(port, host, accounts, block_time, state_file):
-    """Start a local anvil devnet in the foreground and print its RPC URL and dev keys."""
+@click.option("--state", "state_file", type=click.Path(dir_okay=False), help="Load and save chain state in this file (anvil only).")
+@click.option("--engine", type=click.Choice(["anvil", "hardhat"]), default="anvil", show_default=True, envvar="FEDCHAIN_DEVNET_ENGINE", help="Dev chain engine [env FEDCHAIN_DEVNET_ENGINE].")
+def devnet(port, host, accounts, block_time, state_file, engine):
+    """Start a local devnet (anvil or Hardhat) in the foreground; print its RPC URL and numbered dev keys."""
     from fedchain.node.tools.devnet import Devnet
 
-    net = Devnet(port=port, host=host, accounts=accounts, block_time=block_time, state_file=state_file).start()
+    net = Devnet(port=port, host=host, accounts=accounts, block_time=block_time, state_file=state_file, engine=engine).start()
     click.echo(f"RPC URL: {net.rpc_url}  (chain id {net.chain_id})")
-    click.echo("Funded development accounts (anvil's public test keys; never use them on a real chain):")
-    for addr, key in zip(net.addresses, net.keys):
-        click.echo(f"  {addr}  {key}")
+    click.echo(f"Funded development accounts ({engine}'s public test keys; never use them on a real chain):")
+    for i, (addr, key) in enumerate(zip(net.addresses, net.keys)):
+        click.echo(f"  {i:>2}  {addr}  {key}")
     click.echo("Ctrl-C to stop.")
-    try:
-        while net.process and net.process.poll() is None:
-            time.sleep(0.5)
-    except KeyboardInterrupt:
-        pass
-    finally:
-        net.stop()
+    net.wait()
 
 
 # ---------------------------------------------------------------------------- deploy

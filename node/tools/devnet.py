@@ -214,7 +214,9 @@ class Devnet:
             if self._ready():
                 found = engine.accounts(self, scratch)
                 if found:
-                    self.keys, self.addresses = found
+                    from eth_utils import to_checksum_address
+
+                    self.keys, self.addresses = found[0], [to_checksum_address(a) for a in found[1]]
                     shutil.rmtree(scratch, ignore_errors=True)
                     return self
             time.sleep(0.1)
@@ -252,6 +254,16 @@ class Devnet:
                 self.process.kill()
                 self.process.wait()
         self.process = None
+
+    def wait(self) -> None:
+        """Block until the node exits or Ctrl-C; then stop it."""
+        try:
+            while self.process and self.process.poll() is None:
+                time.sleep(0.5)
+        except KeyboardInterrupt:
+            pass
+        finally:
+            self.stop()
 
     def __enter__(self) -> "Devnet":
         return self.start()

@@ -105,7 +105,7 @@ def run_trial(cfg: TrialConfig, devnet: Devnet, workdir: Path, *, datasets_cache
             st = observer.round_state()
             if st.round == r and st.phase.name != "REVEAL":  # not everyone committed: wait out the window
                 reveal_opens = st.vote_deadline - task.reveal_blocks
-                observer.w3.provider.make_request("anvil_mine", [hex(max(reveal_opens - observer.block_number(), 1))])
+                devnet.mine(max(reveal_opens - observer.block_number(), 1))
             for p in peers:
                 try:
                     p.reveal(r)
@@ -113,7 +113,7 @@ def run_trial(cfg: TrialConfig, devnet: Devnet, workdir: Path, *, datasets_cache
                     pass
         if observer.round_state().round == r:  # no quorum: fail the round like a real network would
             deployer.contract = observer.contract
-            deployer.w3.provider.make_request("anvil_mine", [hex(task.submit_blocks + task.vote_blocks + task.reveal_blocks)])
+            devnet.mine(task.submit_blocks + task.vote_blocks + task.reveal_blocks)
             deployer.advance()
         history = round_history(observer, from_block=dep.deploy_block)
         finalized = [h for h in history if h.status == "finalized"]
