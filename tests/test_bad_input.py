@@ -18,6 +18,31 @@ MEMBER = "0xf39Fd6e51aad88F6F4ce6aB8827279cffFb92266"
 KEY = {"FEDCHAIN_KEY": "0x" + "02" * 32}
 
 
+class _Result:
+    def __init__(self, returncode: int, stdout: str, stderr: str):
+        self.returncode, self.stdout, self.stderr = returncode, stdout, stderr
+
+
+def run_inline(args: list[str], capsys, monkeypatch, cwd, env: dict | None = None) -> _Result:
+    """The console script's ``main()`` in this process (same code path, no torch start-up per case)."""
+    from fedchain.cli.main import main
+
+    for k in [k for k in __import__("os").environ if k.startswith("FEDCHAIN_")]:
+        monkeypatch.delenv(k)
+    for k, v in (env or {}).items():
+        monkeypatch.setenv(k, v)
+    monkeypatch.chdir(cwd)
+    monkeypatch.setattr("sys.argv", ["fedchain", *args])
+    capsys.readouterr()
+    try:
+        main()
+        code = 0
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else 1
+    out = capsys.readouterr()
+    return _Result(code, out.out, out.err)
+
+
 def _one_line_exit_1(r, needle: str) -> None:
     assert r.returncode == 1, (r.returncode, r.stderr)
     lines = r.stderr.strip().splitlines()
@@ -39,27 +64,27 @@ def _one_line_exit_1(r, needle: str) -> None:
     (["--rule", "krum-ish"], "unknown aggregation rule"),
     (["-o", "/nonexistent/dir/deployment.json"], "does not exist"),
 ])
-def test_deploy_refuses_bad_options_before_spending_anything(args, needle, tmp_path):
-    r = run_cli(["deploy", "--members", MEMBER, "--store", str(tmp_path / "store"), *args],
-                env=clean_env(**KEY), cwd=tmp_path)
+def test_deploy_refuses_bad_options_before_spending_anything(args, needle, tmp_path, capsys, monkeypatch):
+    r = run_inline(["deploy", "--members", MEMBER, "--store", str(tmp_path / "store"), *args], capsys, monkeypatch,
+                   tmp_path, env=KEY)
     _one_line_exit_1(r, needle)
     assert not (tmp_path / "deployment.json").exists()
 
 
-def test_deployment_file_with_a_non_string_rpc_url_is_refused(tmp_path):
+def test_deployment_file_with_a_non_string_rpc_url_is_refused(tmp_path, capsys, monkeypatch):
     dep = tmp_path / "deployment.json"
     dep.write_text(json.dumps({"rpc_url": 5, "contract": "0x5FbDB2315678afecb367f032d93F642f64180aa3", "chain_id": 1,
                                "deploy_block": 1, "task_cid": "x", "initial_model": "x", "store": "x", "task": {}}))
-    _one_line_exit_1(run_cli(["rounds", "list", "-d", str(dep)], cwd=tmp_path), "RPC URL must be a string")
+    _one_line_exit_1(run_inline(["rounds", "list", "-d", str(dep)], capsys, monkeypatch, tmp_path), "RPC URL must be a string")
 
 
 @pytest.mark.parametrize("args, needle", [
     (["--health-port", "99999"], "--health-port"),
     (["--health-host", "999.1.1.1", "--health-port", "0"], "not an IP address"),
 ])
-def test_node_run_refuses_bad_health_endpoints(args, needle, tmp_path):
-    r = run_cli(["node", "run", "--data", str(tmp_path / "x.safetensors"), "-d", str(tmp_path / "d.json"), *args],
-                env=clean_env(**KEY), cwd=tmp_path)
+def test_node_run_refuses_bad_health_endpoints(args, needle, tmp_path, capsys, monkeypatch):
+    r = run_inline(["node", "run", "--data", str(tmp_path / "x.safetensors"), "-d", str(tmp_path / "d.json"), *args],
+                   capsys, monkeypatch, tmp_path, env=KEY)
     _one_line_exit_1(r, needle)
 
 
@@ -68,30 +93,31 @@ def test_simulate_refuses_negative_epochs_before_starting_anything(tmp_path):
     assert not (tmp_path / "w").exists()
 
 
-def test_data_split_refuses_a_nan_alpha(tmp_path):
-    r = run_cli(["data", "split", "--partition", "dirichlet", "--alpha", "nan", "--out", str(tmp_path / "s")], cwd=tmp_path)
+def test_data_split_refuses_a_nan_alpha(tmp_path, capsys, monkeypatch):
+    r = run_inline(["data", "split", "--partition", "dirichlet", "--alpha", "nan", "--out", str(tmp_path / "s")],
+                   capsys, monkeypatch, tmp_path)
     _one_line_exit_1(r, "--alpha")
     assert not (tmp_path / "s").exists()
 
 
-def test_keys_list_refuses_a_file_as_its_folder(tmp_path):
+def test_keys_list_refuses_a_file_as_its_folder(tmp_path, capsys, monkeypatch):
     f = tmp_path / "file"
     f.write_text("x")
-    _one_line_exit_1(run_cli(["keys", "--dir", str(f), "list"], cwd=tmp_path), "is not a folder")
+    _one_line_exit_1(run_inline(["keys", "--dir", str(f), "list"], capsys, monkeypatch, tmp_path), "is not a folder")
 
 
-def test_keys_new_with_a_missing_password_file_is_a_clear_error(tmp_path):
-    _one_line_exit_1(run_cli(["keys", "--dir", str(tmp_path), "new", "k", "--password-file", "nope"], cwd=tmp_path),
-                     "cannot read password file")
+def test_keys_new_with_a_missing_password_file_is_a_clear_error(tmp_path, capsys, monkeypatch):
+    _one_line_exit_1(run_inline(["keys", "--dir", str(tmp_path), "new", "k", "--password-file", "nope"], capsys, monkeypatch,
+                                tmp_path), "cannot read password file")
     assert not list(tmp_path.glob("*.json"))
 
 
-def test_model_pull_to_a_missing_folder_is_refused_before_reading_the_chain(tmp_path):
-    _one_line_exit_1(run_cli(["model", "pull", "-o", "/nonexistent/dir/f", "-d", str(tmp_path / "d.json")], cwd=tmp_path),
-                     "does not exist")
+def test_model_pull_to_a_missing_folder_is_refused_before_reading_the_chain(tmp_path, capsys, monkeypatch):
+    _one_line_exit_1(run_inline(["model", "pull", "-o", "/nonexistent/dir/f", "-d", str(tmp_path / "d.json")], capsys,
+                                monkeypatch, tmp_path), "does not exist")
 
 
-def test_usage_errors_are_one_line_exit_1(tmp_path):
+def test_usage_errors_are_one_line_exit_1_in_a_real_process(tmp_path):
     _one_line_exit_1(run_cli(["rounds", "show", "0"], cwd=tmp_path), "NUMBER")
 
 
