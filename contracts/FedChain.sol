@@ -542,6 +542,12 @@ contract FedChain {
         return (m.weight, m.activeRound);
     }
 
+    /// @notice The summed settled reputation of the members that are not dormant: what the next
+    /// round's snapshot starts from (before the lane that expires then is dropped).
+    function countedReputation() external view returns (uint256) {
+        return _sumLanes(_activity);
+    }
+
     /// @notice Vote weight counted for a candidate of `round` (the open round, or the latest
     /// round with votes; earlier tallies are not kept).
     function candidateWeight(uint256 round, bytes32 model, uint256 included) external view returns (uint256) {
