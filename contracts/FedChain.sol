@@ -279,7 +279,7 @@ contract FedChain {
         }
         if (m.submittedRound == round) revert FedChainAlreadySubmitted(round, msg.sender);
 
-        _participate(m, msg.sender, round, previous);
+        _participate(m, msg.sender, round, round, previous);
         m.submittedRound = uint32(round);
         _members[msg.sender] = m;
         clock.submissions += 1;
@@ -296,8 +296,8 @@ contract FedChain {
     /// @param round The open round, or the just-finalized one.
     /// @param model Digest of the aggregate model artifact.
     /// @param included Bitmap of member indices whose updates the aggregate includes.
-    /// @param previous The finalized outcome of the member's last unsettled round (zeros if none);
-    /// for a late vote by a member that submitted in `round`, that is `round`'s outcome.
+    /// @param previous The finalized outcome of the member's last unsettled round before `round`
+    /// (zeros if none).
     function vote(uint256 round, bytes32 model, uint256 included, Outcome calldata previous) external {
         Member memory m = _loadMember(msg.sender);
         if (_revealBlocks != 0) revert FedChainCommitRevealRequired();
@@ -313,7 +313,7 @@ contract FedChain {
         if (m.submittedRound > round || m.votedRound > round) revert FedChainRoundClosed(round, clock.round);
 
         bytes32 key = _candidateKey(model, included);
-        _participate(m, msg.sender, clock.round, previous);
+        _participate(m, msg.sender, clock.round, round, previous);
         m.votedRound = uint32(round);
         m.voteKey = bytes12(key);
         m.lateVote = late;
@@ -339,7 +339,7 @@ contract FedChain {
         }
         if (m.votedRound == round) revert FedChainAlreadyVoted(round, msg.sender);
 
-        _participate(m, msg.sender, round, previous);
+        _participate(m, msg.sender, round, round, previous);
         m.votedRound = uint32(round);
         m.voteKey = bytes12(0); // not revealed yet
         m.lateVote = false;
@@ -720,11 +720,13 @@ contract FedChain {
         return _withLane(act, current, _lane(act, current) + rep);
     }
 
-    /// @dev Takes part in `current` and settles the member's last unsettled round before it.
-    function _participate(Member memory m, address peer, uint256 current, Outcome calldata previous) internal {
+    /// @dev Takes part in `current` and settles the member's last unsettled round before `round`.
+    function _participate(Member memory m, address peer, uint256 current, uint256 round, Outcome calldata previous)
+        internal
+    {
         uint256 act = _activity;
         uint256 next = _touch(m, peer, current, act);
-        next = _settleInto(m, peer, previous, current, next, current);
+        next = _settleInto(m, peer, previous, round, next, current);
         if (next != act) _activity = next;
     }
 
