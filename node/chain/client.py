@@ -160,6 +160,7 @@ class ChainClient:
         self.log_range = log_range
         self.contract = None
         self.gas_spent = 0
+        self.tip_multiplier = 1  # priority fee = the node's suggestion times this
         self._chain_id: int | None = None
         if address:
             if not Web3.is_address(address):
@@ -300,7 +301,7 @@ class ChainClient:
         base = block.get("baseFeePerGas")
         if base is None:
             return {"gasPrice": self._rpc(lambda: self.w3.eth.gas_price)}
-        tip = self._rpc(lambda: self.w3.eth.max_priority_fee)
+        tip = self._rpc(lambda: self.w3.eth.max_priority_fee) * self.tip_multiplier
         return {"maxFeePerGas": 2 * base + tip, "maxPriorityFeePerGas": tip}
 
     def transact(self, name: str, *args) -> dict:
