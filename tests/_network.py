@@ -67,3 +67,26 @@ def build(devnet, tmp: Path, attacks: dict[int, str], *, peers: int, rounds: int
         shard = train.__class__(train.name, train.x[parts[i]], train.y[parts[i]], train.classes)
         out.append(Peer(chain, store, task, dep.task_cid, shard, seed=i, log=_Quiet(), plugins=make_attack(attacks.get(i))))
     return Network(out, ChainClient(devnet.rpc_url, dep.contract), deployer, task, dep.deploy_block)
+
+
+def play_round(net: Network, r: int) -> bool:
+    """Every peer submits, then votes, as a live network would; a round that gets no quorum is
+    run out and failed. True if round ``r`` finalized."""
+    from fedchain.node.errors import FedChainError
+
+    for p in net.peers:
+        try:
+            p.submit(r, p.chain.member_info(p.address))
+        except FedChainError:
+            pass
+    state = net.observer.round_state()
+    net.mine(max(state.submit_deadline - net.observer.block_number(), 0))  # absent members never submit
+    for p in net.peers:
+        try:
+            p.vote(r, p.chain.member_info(p.address), expected=state.submissions if state.round == r else None)
+        except FedChainError:
+            pass
+    if net.observer.round_state().round == r:
+        net.mine(net.task.submit_blocks + net.task.vote_blocks)
+        net.deployer.advance()
+    return net.observer.is_finalized(r)
