@@ -218,39 +218,39 @@ contract FedChain {
     mapping(address peer => bytes32 commitment) private _commitments;
     mapping(uint256 round => mapping(bytes32 key => uint256 weight)) private _candidates;
 
-    /// @param config Members, initial model digest, task digest, window lengths in blocks, the
+    /// @param cfg Members, initial model digest, task digest, window lengths in blocks, the
     /// quorum as a fraction of the snapshotted total (at least 1/2, at most 1), number of rounds
     /// and aggregation rule id.
-    constructor(Config memory config) {
-        uint256 n = config.members.length;
+    constructor(Config memory cfg) {
+        uint256 n = cfg.members.length;
         if (n == 0 || n > MAX_MEMBERS) revert FedChainInvalidConfig("members");
-        if (config.submitBlocks == 0 || config.voteBlocks == 0) revert FedChainInvalidConfig("windows");
-        uint256 num = config.quorumNumerator;
-        uint256 den = config.quorumDenominator;
+        if (cfg.submitBlocks == 0 || cfg.voteBlocks == 0) revert FedChainInvalidConfig("windows");
+        uint256 num = cfg.quorumNumerator;
+        uint256 den = cfg.quorumDenominator;
         if (den == 0 || num > den || 2 * num < den) revert FedChainInvalidConfig("quorum");
-        if (config.maxRounds == 0) revert FedChainInvalidConfig("rounds");
-        if (config.initialModel == bytes32(0)) revert FedChainInvalidConfig("model");
+        if (cfg.maxRounds == 0) revert FedChainInvalidConfig("rounds");
+        if (cfg.initialModel == bytes32(0)) revert FedChainInvalidConfig("model");
         for (uint256 i = 0; i < n; ++i) {
-            address peer = config.members[i];
+            address peer = cfg.members[i];
             if (peer == address(0) || _members[peer].slot != 0) revert FedChainInvalidConfig("member");
             // weight non-zero now, so that the member's second slot is never written from zero.
             _members[peer] = Member(INITIAL_REPUTATION, 0, 0, 0, uint16(i + 1), bytes12(0), 0, 0, INITIAL_REPUTATION, false);
             // Non-zero now, so that a member's first commitment costs a reused slot's price.
-            if (config.revealBlocks != 0) _commitments[peer] = bytes32(uint256(1));
+            if (cfg.revealBlocks != 0) _commitments[peer] = bytes32(uint256(1));
             _memberList.push(peer);
             emit MemberRegistered(peer, i, INITIAL_REPUTATION);
         }
-        _submitBlocks = config.submitBlocks;
-        _voteBlocks = config.voteBlocks;
-        _revealBlocks = config.revealBlocks;
+        _submitBlocks = cfg.submitBlocks;
+        _voteBlocks = cfg.voteBlocks;
+        _revealBlocks = cfg.revealBlocks;
         _quorumNumerator = num;
         _quorumDenominator = den;
-        _maxRounds = config.maxRounds;
+        _maxRounds = cfg.maxRounds;
         _memberCount = n;
-        _rule = config.rule;
-        _task = config.task;
+        _rule = cfg.rule;
+        _task = cfg.task;
         _deployBlock = block.number;
-        _initialModel = config.initialModel;
+        _initialModel = cfg.initialModel;
         _clock = Clock(1, uint64(block.number), 0, uint64(n) * INITIAL_REPUTATION, 0, 0);
         _activity = n * INITIAL_REPUTATION; // everyone active in round 0: lane 0
         // Make every ring slot non-zero now, so that archiving an outcome later costs a reused
@@ -259,7 +259,7 @@ contract FedChain {
             _outcomes[i] = Archived(type(uint32).max, bytes20(0), uint8(Status.Unknown));
         }
         _lead = Lead(0, bytes20(0), 1);
-        emit RoundStarted(1, config.initialModel);
+        emit RoundStarted(1, cfg.initialModel);
     }
 
     // ------------------------------------------------------------------ transactions
