@@ -433,6 +433,16 @@ contract FedChain {
     // ------------------------------------------------------------------ views
     /// @notice The task's configuration; the quorum is quorumNumerator / quorumDenominator of the
     /// round's snapshotted total.
+    /// @return task Digest of the task description.
+    /// @return submitBlocks Length of the submission window.
+    /// @return voteBlocks Length of the voting (commit) window.
+    /// @return quorumNumerator Numerator of the quorum fraction.
+    /// @return quorumDenominator Denominator of the quorum fraction.
+    /// @return maxRounds Number of rounds.
+    /// @return memberCount Number of members.
+    /// @return rule Aggregation rule id.
+    /// @return deployBlock Block of deployment.
+    /// @return revealBlocks Length of the reveal window (0: plain votes).
     function config()
         external
         view
@@ -499,22 +509,32 @@ contract FedChain {
     /// leading 20 bytes of its outcome key keccak256(abi.encode(model, included)).
     /// @dev The model digest itself is in that round's RoundFinalized event: storing it again
     /// would cost the finalizing voter a slot write every round. `outcomeOf` commits to it.
+    /// @return round The round that produced the global model (0: the initial model).
+    /// @return key The leading 20 bytes of that round's outcome key (zero for round 0).
     function globalModel() external view returns (uint256 round, bytes20 key) {
         round = _clock.modelRound;
         if (round != 0) (, key) = _outcome(round);
     }
 
     /// @notice The digest of the model the task started from.
+    /// @return The initial model's digest.
     function initialModel() external view returns (bytes32) {
         return _initialModel;
     }
 
     /// @notice All members in index order.
+    /// @return The member addresses; a member's index is its bit in `included` bitmaps.
     function members() external view returns (address[] memory) {
         return _memberList;
     }
 
     /// @notice A member's settled reputation and participation.
+    /// @param peer The member.
+    /// @return index Its index on the member list.
+    /// @return reputation Its settled reputation.
+    /// @return submittedRound The last round it submitted in.
+    /// @return votedRound The last round it voted (or committed) in.
+    /// @return settledRound The last round whose reputation effect it has been settled for.
     function memberInfo(address peer)
         external
         view
@@ -544,12 +564,17 @@ contract FedChain {
 
     /// @notice The summed settled reputation of the members that are not dormant: what the next
     /// round's snapshot starts from (before the lane that expires then is dropped).
+    /// @return The sum of the non-dormant members' settled reputations.
     function countedReputation() external view returns (uint256) {
         return _sumLanes(_activity);
     }
 
     /// @notice Vote weight counted for a candidate of `round` (the open round, or the latest
     /// round with votes; earlier tallies are not kept).
+    /// @param round The round.
+    /// @param model Digest of the candidate aggregate.
+    /// @param included Bitmap of the candidate.
+    /// @return The weight voted for it (0 if unknown).
     function candidateWeight(uint256 round, bytes32 model, uint256 included) external view returns (uint256) {
         return _weightOf(round, _candidateKey(model, included)) & ~_WINNER;
     }
@@ -557,6 +582,9 @@ contract FedChain {
     /// @notice How `round` ended and, if finalized, the leading 20 bytes of its winner's key
     /// keccak256(abi.encode(model, included)). `Unknown` for rounds that never existed or ended
     /// more than OUTCOME_HISTORY rounds ago (their events remain in the chain's logs).
+    /// @param round The round.
+    /// @return status How it ended, or `Open` / `Unknown`.
+    /// @return key The leading 20 bytes of the winner's key, zero unless finalized.
     function outcomeOf(uint256 round) public view returns (Status status, bytes20 key) {
         if (round == 0 || round > _maxRounds) return (Status.Unknown, bytes20(0));
         if (round >= _clock.round) return (Status.Open, bytes20(0));
@@ -564,18 +592,26 @@ contract FedChain {
     }
 
     /// @notice Whether `round` ended with a finalized model (as far as `outcomeOf` knows).
+    /// @param round The round.
+    /// @return Whether it was finalized.
     function isFinalized(uint256 round) external view returns (bool) {
         (Status status,) = outcomeOf(round);
         return status == Status.Finalized;
     }
 
     /// @notice Whether `round` ended without a quorum (as far as `outcomeOf` knows).
+    /// @param round The round.
+    /// @return Whether it failed.
     function isFailed(uint256 round) external view returns (bool) {
         (Status status,) = outcomeOf(round);
         return status == Status.Failed;
     }
 
     /// @notice Whether (`model`, `included`) is the candidate that won `round`.
+    /// @param round The round.
+    /// @param model Digest of the candidate aggregate.
+    /// @param included Bitmap of the candidate.
+    /// @return Whether that candidate won `round`.
     function isOutcome(uint256 round, bytes32 model, uint256 included) external view returns (bool) {
         (Status status, bytes20 key) = outcomeOf(round);
         return status == Status.Finalized && key == bytes20(_candidateKey(model, included));
