@@ -189,7 +189,8 @@ contract FedChain {
     );
     /// @notice The windows of `round` ran out without a quorum; the previous model carries over.
     event RoundFailed(uint256 indexed round);
-    /// @notice A member's reputation was settled for `round`.
+    /// @notice A member's reputation changed: settled for `round`, or, when `round` is the round
+    /// in which a dormant member took part again, halved for its absence.
     event ReputationChanged(address indexed peer, uint256 indexed round, uint256 previous, uint256 current);
     /// @notice The last round of the task has ended; `model` is zero if that round failed.
     event TaskCompleted(uint256 rounds, bytes32 model);
@@ -477,6 +478,13 @@ contract FedChain {
     /// the block at which the round expires (after the reveal window in commit-reveal tasks);
     /// `totalReputation` is the quorum's denominator, snapshotted at the round's start.
     /// @dev An expired round shows phase `Expired` until someone advances it.
+    /// @return round The open round (maxRounds + 1 once the task is complete).
+    /// @return phase Its phase at the current block.
+    /// @return startBlock The block it started in.
+    /// @return submitDeadline The block at which submissions close.
+    /// @return voteDeadline The block at which it expires.
+    /// @return submissions How many members submitted in it.
+    /// @return totalReputation The quorum's denominator, snapshotted at its start.
     function roundState()
         external
         view
