@@ -198,6 +198,23 @@ contract FedChainInvariants {
         require(total <= members.length * chain.MAX_REPUTATION(), "total out of bounds");
     }
 
+    /// @dev The activity lanes hold exactly the non-dormant members' reputations, and the open
+    /// round's snapshotted total is exactly the sum of its members' vote weights.
+    function invariant_countedReputationAndSnapshotAreExact() public view {
+        (uint256 round,,,,,, uint256 total) = chain.roundState();
+        if (round > 1_000) return; // task complete
+        uint256 counted;
+        uint256 weights;
+        for (uint256 i = 0; i < members.length; ++i) {
+            (, uint256 rep,,,) = chain.memberInfo(members[i]);
+            (uint256 weight, uint256 active) = chain.voteWeight(members[i]);
+            if (active + chain.DORMANCY_ROUNDS() >= round) counted += rep;
+            weights += weight;
+        }
+        require(chain.countedReputation() == counted, "activity lanes drifted from the members' reputations");
+        require(weights == total, "snapshotted total is not the sum of the round's weights");
+    }
+
     function invariant_noMemberVotesTwiceInARound() public view {
         require(!handler.doubleVote(), "a member voted twice in one round");
         for (uint256 i = 0; i < members.length; ++i) {
