@@ -8,6 +8,24 @@ pragma solidity >=0.8.24 <0.9.0;
 /// @dev Digests are the sha256 inside a CIDv0 multihash. No function loops over members: the
 /// reputation effect of a round is settled per member, pulled by that member's next transaction
 /// (or by anyone through `settle`).
+///
+/// Quorum and absence. A candidate finalizes when the weight voting for it is at least
+/// `quorumNumerator / quorumDenominator` (exactly, in integers) of the round's snapshotted total,
+/// and that fraction is at least 1/2, so a minority of the counted reputation never finalizes.
+/// Weights and the total are fixed at the round's start, as OpenZeppelin's Governor fixes them at
+/// `proposalSnapshot`: each member's weight is its reputation when the round started (checkpointed
+/// lazily, before its first change in the round), and the total is the sum of those weights over
+/// members that are not dormant. A member is dormant in round r when it took part (submitted,
+/// voted, committed or revealed) in none of the DORMANCY_ROUNDS rounds before r; deployment counts
+/// as taking part in round 0. A dormant member weighs 0 and is not in the total, and when it takes
+/// part again its reputation is halved (ABSENCE penalty) before it counts again, from the next round.
+/// Liveness: while members holding up to 1 - quorum of the total stay away, the others finalize as
+/// before; when more stay away, rounds fail for at most DORMANCY_ROUNDS rounds after their last
+/// activity, and the round that starts DORMANCY_ROUNDS + 1 rounds after it counts only the members
+/// that are present. The total stays exact without a loop: `_activity` keeps, per round of the last
+/// DORMANCY_ROUNDS + 1, the summed reputation of the members last active in it; a member moves its
+/// reputation to the current round's lane when it takes part, and a round's start drops the lane
+/// that has just expired and snapshots the sum of the others.
 contract FedChain {
     // ------------------------------------------------------------------ reputation rule
     /// @notice Reputation every member starts with.
@@ -18,6 +36,12 @@ contract FedChain {
     uint32 public constant INCLUSION_REWARD = 100;
     /// @notice Gain when a member voted for the candidate that was finalized.
     uint32 public constant AGREEMENT_REWARD = 50;
+    /// @notice Gain for a vote that agrees with the winner but arrived after the round finalized:
+    /// copying an announced winner pays less than computing it.
+    uint32 public constant LATE_AGREEMENT_REWARD = 25;
+    /// @notice A member that took part in none of this many consecutive rounds is dormant: it
+    /// weighs nothing and is left out of the quorum's total until it takes part again.
+    uint256 public constant DORMANCY_ROUNDS = 3;
     /// @notice Maximum number of members: the included set is a 256-bit bitmap.
     uint256 public constant MAX_MEMBERS = 256;
     /// @notice How many past outcomes stay on-chain for settlement; a member that comes back
@@ -32,7 +56,8 @@ contract FedChain {
         bytes32 task;
         uint32 submitBlocks;
         uint32 voteBlocks;
-        uint16 quorumBps;
+        uint16 quorumNumerator; // quorum = quorumNumerator / quorumDenominator, at least 1/2
+        uint16 quorumDenominator;
         uint32 maxRounds;
         uint8 rule;
         uint32 revealBlocks; // 0: plain votes; otherwise commit-reveal with a reveal window this long
@@ -44,6 +69,8 @@ contract FedChain {
         uint256 included;
     }
 
+    /// @dev Two storage slots. The second holds the round-start checkpoint of the member's vote
+    /// weight and its last activity; it keeps spare room for a per-member update commitment.
     struct Member {
         uint32 reputation;
         uint32 submittedRound;
@@ -51,21 +78,19 @@ contract FedChain {
         uint32 settledRound;
         uint16 slot; // index + 1; zero means not a member
         bytes12 voteKey; // leading bytes of keccak256(model, included) last voted for
+        uint32 activeRound; // the last round in which the member took part (0: deployment)
+        uint32 weightRound; // the round whose start `weight` records
+        uint32 weight; // vote weight in `weightRound`: reputation at its start, 0 if dormant then
+        bool lateVote; // the vote of `votedRound` arrived after that round finalized
     }
 
     struct Clock {
         uint32 round;
         uint64 startBlock;
         uint16 submissions;
-        uint64 totalReputation;
+        uint64 totalReputation; // the quorum's denominator, snapshotted at the round's start
         uint32 modelRound;
         uint16 commits;
-    }
-
-    struct Submission {
-        uint32 round;
-        uint16 slot;
-        uint32 reputation;
     }
 
     /// @dev The first candidate voted for in the latest round with votes, and its tally. Most
@@ -115,8 +140,6 @@ contract FedChain {
     error FedChainSubmissionClosed(uint256 round, uint256 deadline);
     /// @notice The peer already submitted an update in `round`.
     error FedChainAlreadySubmitted(uint256 round, address peer);
-    /// @notice This digest was already recorded, in round `round`; copying is not contributing.
-    error FedChainDuplicateUpdate(bytes32 update, uint256 round);
     /// @notice A zero digest names no artifact.
     error FedChainZeroDigest();
     /// @notice Voting for `round` opens at block `opensAt` or once every member has submitted.
@@ -150,19 +173,24 @@ contract FedChain {
     /// @notice Round `round` opened on top of global model `baseModel`; zero means the previous
     /// round failed and its base carries over.
     event RoundStarted(uint256 indexed round, bytes32 baseModel);
-    /// @notice A member recorded the digest of its update; `reputation` is its weight this round.
+    /// @notice A member recorded the digest of its update; `reputation` is its settled reputation,
+    /// the weight honest aggregators give the update. The record binds the digest to its sender:
+    /// the same digest sent by another member is that member's claim, not the author's.
     event UpdateSubmitted(uint256 indexed round, address indexed peer, bytes32 update, uint256 reputation);
     /// @notice A member committed to a vote it will reveal later (commit-reveal tasks).
     event VoteCommitted(uint256 indexed round, address indexed peer, bytes32 commitment);
-    /// @notice A member voted for aggregate `model` built from the members in bitmap `included`.
+    /// @notice A member voted for aggregate `model` built from the members in bitmap `included`;
+    /// `weight` is what the vote added to the tally (0 for a late vote).
     event VoteCast(uint256 indexed round, address indexed peer, bytes32 model, uint256 included, uint256 weight);
-    /// @notice `model` became the global model; `weight` of `totalReputation` voted for it.
+    /// @notice `model` became the global model; `weight` of the round's snapshotted
+    /// `totalReputation` voted for it.
     event RoundFinalized(
         uint256 indexed round, bytes32 model, uint256 included, uint256 weight, uint256 totalReputation
     );
     /// @notice The windows of `round` ran out without a quorum; the previous model carries over.
     event RoundFailed(uint256 indexed round);
-    /// @notice A member's reputation was settled for `round`.
+    /// @notice A member's reputation changed: settled for `round`, or, when `round` is the round
+    /// in which a dormant member took part again, halved for its absence.
     event ReputationChanged(address indexed peer, uint256 indexed round, uint256 previous, uint256 current);
     /// @notice The last round of the task has ended; `model` is zero if that round failed.
     event TaskCompleted(uint256 rounds, bytes32 model);
@@ -171,7 +199,8 @@ contract FedChain {
     uint256 private immutable _submitBlocks;
     uint256 private immutable _voteBlocks;
     uint256 private immutable _revealBlocks;
-    uint256 private immutable _quorumBps;
+    uint256 private immutable _quorumNumerator;
+    uint256 private immutable _quorumDenominator;
     uint256 private immutable _maxRounds;
     uint256 private immutable _memberCount;
     uint256 private immutable _rule;
@@ -182,52 +211,63 @@ contract FedChain {
     bytes32 private immutable _initialModel;
     Lead private _lead;
     Archived[OUTCOME_HISTORY] private _outcomes;
+    /// @dev Lane `r % ACTIVITY_LANES` (64 bits each) holds the summed reputation of the members
+    /// whose last activity was round r, for the last ACTIVITY_LANES rounds.
+    uint256 private _activity;
     address[] private _memberList;
     mapping(address peer => Member) private _members;
-    mapping(bytes32 update => Submission) private _submissions;
     mapping(address peer => bytes32 commitment) private _commitments;
     mapping(uint256 round => mapping(bytes32 key => uint256 weight)) private _candidates;
 
-    /// @param config Members, initial model digest, task digest, window lengths in blocks,
-    /// quorum in basis points of total reputation, number of rounds and aggregation rule id.
-    constructor(Config memory config) {
-        uint256 n = config.members.length;
+    /// @param cfg Members, initial model digest, task digest, window lengths in blocks, the
+    /// quorum as a fraction of the snapshotted total (at least 1/2, at most 1), number of rounds
+    /// and aggregation rule id.
+    constructor(Config memory cfg) {
+        uint256 n = cfg.members.length;
         if (n == 0 || n > MAX_MEMBERS) revert FedChainInvalidConfig("members");
-        if (config.submitBlocks == 0 || config.voteBlocks == 0) revert FedChainInvalidConfig("windows");
-        if (config.quorumBps == 0 || config.quorumBps > 10_000) revert FedChainInvalidConfig("quorum");
-        if (config.maxRounds == 0) revert FedChainInvalidConfig("rounds");
-        if (config.initialModel == bytes32(0)) revert FedChainInvalidConfig("model");
+        if (cfg.submitBlocks == 0 || cfg.voteBlocks == 0) revert FedChainInvalidConfig("windows");
+        uint256 num = cfg.quorumNumerator;
+        uint256 den = cfg.quorumDenominator;
+        if (den == 0 || num > den || 2 * num < den) revert FedChainInvalidConfig("quorum");
+        if (cfg.maxRounds == 0) revert FedChainInvalidConfig("rounds");
+        if (cfg.initialModel == bytes32(0)) revert FedChainInvalidConfig("model");
         for (uint256 i = 0; i < n; ++i) {
-            address peer = config.members[i];
+            address peer = cfg.members[i];
             if (peer == address(0) || _members[peer].slot != 0) revert FedChainInvalidConfig("member");
-            _members[peer] = Member(INITIAL_REPUTATION, 0, 0, 0, uint16(i + 1), bytes12(0));
+            // weight non-zero now, so that the member's second slot is never written from zero.
+            _members[peer] = Member(INITIAL_REPUTATION, 0, 0, 0, uint16(i + 1), bytes12(0), 0, 0, INITIAL_REPUTATION, false);
             // Non-zero now, so that a member's first commitment costs a reused slot's price.
-            if (config.revealBlocks != 0) _commitments[peer] = bytes32(uint256(1));
+            if (cfg.revealBlocks != 0) _commitments[peer] = bytes32(uint256(1));
             _memberList.push(peer);
             emit MemberRegistered(peer, i, INITIAL_REPUTATION);
         }
-        _submitBlocks = config.submitBlocks;
-        _voteBlocks = config.voteBlocks;
-        _revealBlocks = config.revealBlocks;
-        _quorumBps = config.quorumBps;
-        _maxRounds = config.maxRounds;
+        _submitBlocks = cfg.submitBlocks;
+        _voteBlocks = cfg.voteBlocks;
+        _revealBlocks = cfg.revealBlocks;
+        _quorumNumerator = num;
+        _quorumDenominator = den;
+        _maxRounds = cfg.maxRounds;
         _memberCount = n;
-        _rule = config.rule;
-        _task = config.task;
+        _rule = cfg.rule;
+        _task = cfg.task;
         _deployBlock = block.number;
-        _initialModel = config.initialModel;
+        _initialModel = cfg.initialModel;
         _clock = Clock(1, uint64(block.number), 0, uint64(n) * INITIAL_REPUTATION, 0, 0);
+        _activity = n * INITIAL_REPUTATION; // everyone active in round 0: lane 0
         // Make every ring slot non-zero now, so that archiving an outcome later costs a reused
         // slot's price, paid at deployment instead of by a peer in some round.
         for (uint256 i = 0; i < OUTCOME_HISTORY; ++i) {
             _outcomes[i] = Archived(type(uint32).max, bytes20(0), uint8(Status.Unknown));
         }
         _lead = Lead(0, bytes20(0), 1);
-        emit RoundStarted(1, config.initialModel);
+        emit RoundStarted(1, cfg.initialModel);
     }
 
     // ------------------------------------------------------------------ transactions
     /// @notice Record the digest of this member's update for `round`, settling its previous round.
+    /// @dev No uniqueness is enforced on digests: an update is bound to its sender by this record
+    /// and by the `peer` its artifact names, so a copy sent by someone else earns its sender an
+    /// exclusion and cannot block the author.
     /// @param round The round the update was trained for; must be the open round.
     /// @param update sha256 digest of the update artifact's root block (the CIDv0 multihash digest).
     /// @param previous The finalized outcome of the member's last unsettled round (zeros if none).
@@ -239,13 +279,10 @@ contract FedChain {
             revert FedChainSubmissionClosed(round, clock.startBlock + _submitBlocks);
         }
         if (m.submittedRound == round) revert FedChainAlreadySubmitted(round, msg.sender);
-        Submission memory seen = _submissions[update];
-        if (seen.round != 0) revert FedChainDuplicateUpdate(update, seen.round);
 
-        clock.totalReputation = _settleInto(m, msg.sender, previous, clock.totalReputation, round);
+        _participate(m, msg.sender, round, round, previous);
         m.submittedRound = uint32(round);
         _members[msg.sender] = m;
-        _submissions[update] = Submission(uint32(round), m.slot, m.reputation);
         clock.submissions += 1;
         _clock = clock;
         emit UpdateSubmitted(round, msg.sender, update, m.reputation);
@@ -253,18 +290,21 @@ contract FedChain {
 
     /// @notice Vote for the aggregate this member computed; finalizes the round on quorum.
     /// @dev A vote for the round that was just finalized is still recorded (it arrived in the
-    /// same block as, or after, the deciding vote): it counts for the voter's reputation, so late
-    /// honest voters are rewarded and late dissenters penalized, but it changes no outcome.
+    /// same block as, or after, the deciding vote): it adds nothing to the tally, and it is settled
+    /// like a timely vote except that agreement earns LATE_AGREEMENT_REWARD. If the member's round
+    /// was already settled (by anyone), the late vote is settled at once, so settling first and
+    /// voting afterwards neither forfeits nor escapes its effect.
     /// @param round The open round, or the just-finalized one.
     /// @param model Digest of the aggregate model artifact.
     /// @param included Bitmap of member indices whose updates the aggregate includes.
-    /// @param previous The finalized outcome of the member's last unsettled round (zeros if none).
+    /// @param previous The finalized outcome of the member's last unsettled round before `round`
+    /// (zeros if none).
     function vote(uint256 round, bytes32 model, uint256 included, Outcome calldata previous) external {
         Member memory m = _loadMember(msg.sender);
         if (_revealBlocks != 0) revert FedChainCommitRevealRequired();
         if (model == bytes32(0)) revert FedChainZeroDigest();
         Clock memory clock = _clock;
-        bool late = round != 0 && round + 1 == clock.round && _statusOf(round) == Status.Finalized;
+        bool late = _isLate(clock, round);
         if (!late) {
             clock = _openRound(clock, round);
             _checkVotingOpen(clock);
@@ -273,28 +313,21 @@ contract FedChain {
         // A late vote must not overwrite a vote already cast in a later round.
         if (m.submittedRound > round || m.votedRound > round) revert FedChainRoundClosed(round, clock.round);
 
-        clock.totalReputation = _settleInto(m, msg.sender, previous, clock.totalReputation, round);
         bytes32 key = _candidateKey(model, included);
+        _participate(m, msg.sender, clock.round, round, previous);
         m.votedRound = uint32(round);
         m.voteKey = bytes12(key);
+        m.lateVote = late;
+        if (late && m.settledRound >= round) _settleLateVote(m, msg.sender, round, clock.round);
         _members[msg.sender] = m;
-        emit VoteCast(round, msg.sender, model, included, m.reputation);
-        if (late) {
-            if (clock.totalReputation != _clock.totalReputation) _clock.totalReputation = clock.totalReputation;
-            return; // recorded for reputation only
-        }
-
-        uint256 weight = _addWeight(round, key, m.reputation);
-        if (_quorumReached(weight, clock.totalReputation)) {
-            _finalize(clock, round, key, model, included, weight);
-        } else if (clock.totalReputation != _clock.totalReputation) {
-            _clock.totalReputation = clock.totalReputation;
-        }
+        _count(clock, round, key, model, included, m.weight, late);
     }
 
     /// @notice Commit to a vote without showing it (commit-reveal tasks), settling the member's
     /// previous round. Nobody can copy a vote they cannot see.
+    /// @param round The open round.
     /// @param commitment keccak256(abi.encode(round, model, included, salt, voter)).
+    /// @param previous The finalized outcome of the member's last unsettled round (zeros if none).
     function commitVote(uint256 round, bytes32 commitment, Outcome calldata previous) external {
         Member memory m = _loadMember(msg.sender);
         if (_revealBlocks == 0) revert FedChainCommitRevealDisabled();
@@ -307,9 +340,10 @@ contract FedChain {
         }
         if (m.votedRound == round) revert FedChainAlreadyVoted(round, msg.sender);
 
-        clock.totalReputation = _settleInto(m, msg.sender, previous, clock.totalReputation, round);
+        _participate(m, msg.sender, round, round, previous);
         m.votedRound = uint32(round);
         m.voteKey = bytes12(0); // not revealed yet
+        m.lateVote = false;
         _members[msg.sender] = m;
         _commitments[msg.sender] = commitment;
         clock.commits += 1;
@@ -319,12 +353,17 @@ contract FedChain {
 
     /// @notice Reveal a committed vote; counts like `vote` and finalizes the round on quorum.
     /// A vote never revealed counts as dissent when the round is settled.
-    /// @dev As with `vote`, a reveal for the just-finalized round is recorded for reputation only.
+    /// @dev As with `vote`, a reveal for the just-finalized round is late: recorded for
+    /// reputation only, at the late rate, and settled at once if the round already was.
+    /// @param round The round of the commitment: the open round, or the just-finalized one.
+    /// @param model Digest of the aggregate model artifact committed to.
+    /// @param included Bitmap of member indices committed to.
+    /// @param salt The salt inside the commitment.
     function revealVote(uint256 round, bytes32 model, uint256 included, bytes32 salt) external {
         Member memory m = _loadMember(msg.sender);
         if (_revealBlocks == 0) revert FedChainCommitRevealDisabled();
         Clock memory clock = _clock;
-        bool late = round != 0 && round + 1 == clock.round && _statusOf(round) == Status.Finalized;
+        bool late = _isLate(clock, round);
         if (!late) {
             clock = _openRound(clock, round);
             uint256 opensAt = clock.startBlock + _submitBlocks + _voteBlocks;
@@ -335,16 +374,24 @@ contract FedChain {
             revert FedChainCommitmentMismatch(round, msg.sender);
         }
         bytes32 key = _candidateKey(model, included);
+        uint256 act = _activity;
+        uint256 touched = _touch(m, msg.sender, clock.round, act);
+        if (touched != act) _activity = touched;
         m.voteKey = bytes12(key);
+        m.lateVote = late;
+        if (late && m.settledRound >= round) _settleLateVote(m, msg.sender, round, clock.round);
         _members[msg.sender] = m;
-        emit VoteCast(round, msg.sender, model, included, m.reputation);
-        if (late) return;
-        uint256 weight = _addWeight(round, key, m.reputation);
-        if (_quorumReached(weight, clock.totalReputation)) _finalize(clock, round, key, model, included, weight);
+        // The commit checkpointed the member's weight of its round: m.weight is it.
+        _count(clock, round, key, model, included, m.weight, late);
     }
 
-    /// @notice Finalize a candidate whose votes reach the quorum (e.g. after reputations settled).
-    /// @dev Reverts with `FedChainQuorumNotReached` when the candidate is short of the quorum.
+    /// @notice Finalize a candidate whose votes reach the quorum.
+    /// @dev Weights and the total are snapshots of the round's start, so a candidate short of the
+    /// quorum at its last vote stays short; this remains for callers that verify a tally.
+    /// Reverts with `FedChainQuorumNotReached` when the candidate is short of the quorum.
+    /// @param round The open round.
+    /// @param model Digest of the candidate aggregate.
+    /// @param included Bitmap of the candidate.
     function finalize(uint256 round, bytes32 model, uint256 included) external {
         Clock memory clock = _openRound(_clock, round);
         _checkVotingOpen(clock);
@@ -366,21 +413,37 @@ contract FedChain {
         _fail(clock);
     }
 
-    /// @notice Apply the reputation effect of `peer`'s last unsettled round.
+    /// @notice Apply the reputation effect of `peer`'s last unsettled round. Anyone may call; the
+    /// result is the one the member's own next transaction would apply, and a second call changes
+    /// nothing. It does not count as the member taking part.
+    /// @dev A committed vote of the just-finalized round that can still be revealed is not
+    /// settled here, so that nobody can settle it as dissent ahead of its late reveal.
+    /// @param peer The member to settle.
     /// @param previous That round's finalized outcome (zeros if it failed).
     function settle(address peer, Outcome calldata previous) external {
-        _checkMember(peer);
-        Member memory m = _members[peer];
+        Member memory m = _loadMember(peer);
         Clock memory clock = _clock;
-        uint64 total = _settleInto(m, peer, previous, clock.totalReputation, clock.round);
+        if (_revealBlocks != 0 && m.voteKey == bytes12(0) && m.votedRound != 0 && _isLate(clock, m.votedRound)) return;
+        _checkpoint(m, clock.round);
+        uint256 act = _activity;
+        uint256 settled = _settleInto(m, peer, previous, clock.round, act, clock.round);
         _members[peer] = m;
-        if (total != clock.totalReputation) {
-            _clock.totalReputation = total;
-        }
+        if (settled != act) _activity = settled;
     }
 
     // ------------------------------------------------------------------ views
-    /// @notice The task's configuration.
+    /// @notice The task's configuration; the quorum is quorumNumerator / quorumDenominator of the
+    /// round's snapshotted total.
+    /// @return task Digest of the task description.
+    /// @return submitBlocks Length of the submission window.
+    /// @return voteBlocks Length of the voting (commit) window.
+    /// @return quorumNumerator Numerator of the quorum fraction.
+    /// @return quorumDenominator Denominator of the quorum fraction.
+    /// @return maxRounds Number of rounds.
+    /// @return memberCount Number of members.
+    /// @return rule Aggregation rule id.
+    /// @return deployBlock Block of deployment.
+    /// @return revealBlocks Length of the reveal window (0: plain votes).
     function config()
         external
         view
@@ -388,7 +451,8 @@ contract FedChain {
             bytes32 task,
             uint256 submitBlocks,
             uint256 voteBlocks,
-            uint256 quorumBps,
+            uint256 quorumNumerator,
+            uint256 quorumDenominator,
             uint256 maxRounds,
             uint256 memberCount,
             uint256 rule,
@@ -397,13 +461,30 @@ contract FedChain {
         )
     {
         return (
-            _task, _submitBlocks, _voteBlocks, _quorumBps, _maxRounds, _memberCount, _rule, _deployBlock, _revealBlocks
+            _task,
+            _submitBlocks,
+            _voteBlocks,
+            _quorumNumerator,
+            _quorumDenominator,
+            _maxRounds,
+            _memberCount,
+            _rule,
+            _deployBlock,
+            _revealBlocks
         );
     }
 
     /// @notice The open round, its phase and windows, as of the current block. `voteDeadline` is
-    /// the block at which the round expires (after the reveal window in commit-reveal tasks).
+    /// the block at which the round expires (after the reveal window in commit-reveal tasks);
+    /// `totalReputation` is the quorum's denominator, snapshotted at the round's start.
     /// @dev An expired round shows phase `Expired` until someone advances it.
+    /// @return round The open round (maxRounds + 1 once the task is complete).
+    /// @return phase Its phase at the current block.
+    /// @return startBlock The block it started in.
+    /// @return submitDeadline The block at which submissions close.
+    /// @return voteDeadline The block at which it expires.
+    /// @return submissions How many members submitted in it.
+    /// @return totalReputation The quorum's denominator, snapshotted at its start.
     function roundState()
         external
         view
@@ -436,22 +517,32 @@ contract FedChain {
     /// leading 20 bytes of its outcome key keccak256(abi.encode(model, included)).
     /// @dev The model digest itself is in that round's RoundFinalized event: storing it again
     /// would cost the finalizing voter a slot write every round. `outcomeOf` commits to it.
+    /// @return round The round that produced the global model (0: the initial model).
+    /// @return key The leading 20 bytes of that round's outcome key (zero for round 0).
     function globalModel() external view returns (uint256 round, bytes20 key) {
         round = _clock.modelRound;
         if (round != 0) (, key) = _outcome(round);
     }
 
     /// @notice The digest of the model the task started from.
+    /// @return The initial model's digest.
     function initialModel() external view returns (bytes32) {
         return _initialModel;
     }
 
     /// @notice All members in index order.
+    /// @return The member addresses; a member's index is its bit in `included` bitmaps.
     function members() external view returns (address[] memory) {
         return _memberList;
     }
 
     /// @notice A member's settled reputation and participation.
+    /// @param peer The member.
+    /// @return index Its index on the member list.
+    /// @return reputation Its settled reputation.
+    /// @return submittedRound The last round it submitted in.
+    /// @return votedRound The last round it voted (or committed) in.
+    /// @return settledRound The last round whose reputation effect it has been settled for.
     function memberInfo(address peer)
         external
         view
@@ -468,19 +559,30 @@ contract FedChain {
         return (m.slot - 1, m.reputation, m.submittedRound, m.votedRound, m.settledRound);
     }
 
-    /// @notice Where and by whom `update` was recorded (round 0 if never).
-    function submissionOf(bytes32 update)
-        external
-        view
-        returns (uint256 round, address peer, uint256 reputation)
-    {
-        Submission memory s = _submissions[update];
-        if (s.round == 0) return (0, address(0), 0);
-        return (s.round, _memberList[s.slot - 1], s.reputation);
+    /// @notice What `peer`'s vote counts in the open round: its reputation at the round's start,
+    /// or 0 if it was dormant then; and the round of its last activity.
+    /// @param peer The member.
+    /// @return weight Its vote weight in the open round.
+    /// @return activeRound The last round in which it took part (0: none since deployment).
+    function voteWeight(address peer) external view returns (uint256 weight, uint256 activeRound) {
+        Member memory m = _loadMember(peer);
+        _checkpoint(m, _clock.round);
+        return (m.weight, m.activeRound);
+    }
+
+    /// @notice The summed settled reputation of the members that are not dormant: what the next
+    /// round's snapshot starts from (before the lane that expires then is dropped).
+    /// @return The sum of the non-dormant members' settled reputations.
+    function countedReputation() external view returns (uint256) {
+        return _sumLanes(_activity);
     }
 
     /// @notice Vote weight counted for a candidate of `round` (the open round, or the latest
     /// round with votes; earlier tallies are not kept).
+    /// @param round The round.
+    /// @param model Digest of the candidate aggregate.
+    /// @param included Bitmap of the candidate.
+    /// @return The weight voted for it (0 if unknown).
     function candidateWeight(uint256 round, bytes32 model, uint256 included) external view returns (uint256) {
         return _weightOf(round, _candidateKey(model, included)) & ~_WINNER;
     }
@@ -488,6 +590,9 @@ contract FedChain {
     /// @notice How `round` ended and, if finalized, the leading 20 bytes of its winner's key
     /// keccak256(abi.encode(model, included)). `Unknown` for rounds that never existed or ended
     /// more than OUTCOME_HISTORY rounds ago (their events remain in the chain's logs).
+    /// @param round The round.
+    /// @return status How it ended, or `Open` / `Unknown`.
+    /// @return key The leading 20 bytes of the winner's key, zero unless finalized.
     function outcomeOf(uint256 round) public view returns (Status status, bytes20 key) {
         if (round == 0 || round > _maxRounds) return (Status.Unknown, bytes20(0));
         if (round >= _clock.round) return (Status.Open, bytes20(0));
@@ -495,18 +600,26 @@ contract FedChain {
     }
 
     /// @notice Whether `round` ended with a finalized model (as far as `outcomeOf` knows).
+    /// @param round The round.
+    /// @return Whether it was finalized.
     function isFinalized(uint256 round) external view returns (bool) {
         (Status status,) = outcomeOf(round);
         return status == Status.Finalized;
     }
 
     /// @notice Whether `round` ended without a quorum (as far as `outcomeOf` knows).
+    /// @param round The round.
+    /// @return Whether it failed.
     function isFailed(uint256 round) external view returns (bool) {
         (Status status,) = outcomeOf(round);
         return status == Status.Failed;
     }
 
     /// @notice Whether (`model`, `included`) is the candidate that won `round`.
+    /// @param round The round.
+    /// @param model Digest of the candidate aggregate.
+    /// @param included Bitmap of the candidate.
+    /// @return Whether that candidate won `round`.
     function isOutcome(uint256 round, bytes32 model, uint256 included) external view returns (bool) {
         (Status status, bytes20 key) = outcomeOf(round);
         return status == Status.Finalized && key == bytes20(_candidateKey(model, included));
@@ -571,12 +684,125 @@ contract FedChain {
         return keccak256(abi.encode(model, included));
     }
 
+    /// @dev The least weight that reaches the quorum: ceil(total * numerator / denominator).
     function _required(uint256 total) internal view returns (uint256) {
-        return (total * _quorumBps + 9_999) / 10_000;
+        return (total * _quorumNumerator + _quorumDenominator - 1) / _quorumDenominator;
     }
 
+    /// @dev weight / total >= numerator / denominator, exactly (2 of 3 equal members reach 2/3).
     function _quorumReached(uint256 weight, uint256 total) internal view returns (bool) {
-        return total != 0 && (weight & ~_WINNER) * 10_000 >= total * _quorumBps;
+        return total != 0 && (weight & ~_WINNER) * _quorumDenominator >= total * _quorumNumerator;
+    }
+
+    function _isLate(Clock memory clock, uint256 round) internal view returns (bool) {
+        return round != 0 && round + 1 == clock.round && _statusOf(round) == Status.Finalized;
+    }
+
+    /// @dev Emits the vote and, unless it is late, adds `weight` to the candidate and finalizes
+    /// the round if that reaches the quorum.
+    function _count(
+        Clock memory clock,
+        uint256 round,
+        bytes32 key,
+        bytes32 model,
+        uint256 included,
+        uint256 weight,
+        bool late
+    ) internal {
+        emit VoteCast(round, msg.sender, model, included, late ? 0 : weight);
+        if (late) return;
+        uint256 tally = _addWeight(round, key, weight);
+        if (_quorumReached(tally, clock.totalReputation)) _finalize(clock, round, key, model, included, tally);
+    }
+
+    // ------------------------------------------------------------------ activity and weights
+    uint256 private constant _LANES = DORMANCY_ROUNDS + 1;
+    uint256 private constant _LANE_MASK = type(uint64).max;
+
+    function _lane(uint256 act, uint256 round) internal pure returns (uint256) {
+        return (act >> ((round % _LANES) * 64)) & _LANE_MASK;
+    }
+
+    function _withLane(uint256 act, uint256 round, uint256 value) internal pure returns (uint256) {
+        uint256 shift = (round % _LANES) * 64;
+        return (act & ~(_LANE_MASK << shift)) | (value << shift);
+    }
+
+    function _sumLanes(uint256 act) internal pure returns (uint256 sum) {
+        for (uint256 i = 0; i < _LANES; ++i) {
+            sum += (act >> (i * 64)) & _LANE_MASK;
+        }
+    }
+
+    function _isDormant(Member memory m, uint256 current) internal pure returns (bool) {
+        return m.activeRound + DORMANCY_ROUNDS < current;
+    }
+
+    /// @dev Records the member's weight of round `current` before its reputation first changes
+    /// in that round: its reputation then, or 0 if it was dormant at the round's start.
+    function _checkpoint(Member memory m, uint256 current) internal pure {
+        if (m.weightRound == current) return;
+        m.weight = _isDormant(m, current) ? 0 : m.reputation;
+        m.weightRound = uint32(current);
+    }
+
+    /// @dev Marks the member as taking part in round `current`: its reputation moves to that
+    /// round's lane, after the absence penalty if it was dormant. Returns the new lanes.
+    function _touch(Member memory m, address peer, uint256 current, uint256 act) internal returns (uint256) {
+        _checkpoint(m, current);
+        if (m.activeRound == current) return act;
+        uint256 rep = m.reputation;
+        if (_isDormant(m, current)) {
+            uint256 halved = rep / 2;
+            if (halved != rep) emit ReputationChanged(peer, current, rep, halved);
+            m.reputation = uint32(halved);
+            rep = halved;
+        } else {
+            act = _withLane(act, m.activeRound, _lane(act, m.activeRound) - rep);
+        }
+        m.activeRound = uint32(current);
+        return _withLane(act, current, _lane(act, current) + rep);
+    }
+
+    /// @dev Takes part in `current` and settles the member's last unsettled round before `round`.
+    function _participate(Member memory m, address peer, uint256 current, uint256 round, Outcome calldata previous)
+        internal
+    {
+        uint256 act = _activity;
+        uint256 next = _touch(m, peer, current, act);
+        next = _settleInto(m, peer, previous, round, next, current);
+        if (next != act) _activity = next;
+    }
+
+    /// @dev Sets the member's reputation for the effect of `round`, keeping its lane exact.
+    function _changeReputation(
+        Member memory m,
+        address peer,
+        uint256 round,
+        uint256 rep,
+        uint256 act,
+        uint256 current
+    ) internal returns (uint256) {
+        uint256 before = m.reputation;
+        if (rep == before) return act;
+        if (!_isDormant(m, current)) {
+            act = _withLane(act, m.activeRound, _lane(act, m.activeRound) + rep - before);
+        }
+        m.reputation = uint32(rep);
+        emit ReputationChanged(peer, round, before, rep);
+        return act;
+    }
+
+    /// @dev Applies a late vote for the finalized `round` at once, the round being settled already.
+    function _settleLateVote(Member memory m, address peer, uint256 round, uint256 current) internal {
+        (, bytes20 winner) = _outcome(round);
+        uint256 rep = m.reputation;
+        if (m.voteKey == bytes12(winner)) rep += LATE_AGREEMENT_REWARD;
+        else rep /= 2;
+        if (rep > MAX_REPUTATION) rep = MAX_REPUTATION;
+        uint256 act = _activity;
+        uint256 next = _changeReputation(m, peer, round, rep, act, current);
+        if (next != act) _activity = next;
     }
 
     /// @dev Loads the clock, fails an expired round first, and checks `round` is the open one.
@@ -603,35 +829,35 @@ contract FedChain {
     }
 
     /// @dev Applies the reputation rule for the member's last unsettled round before `round` to
-    /// `m` and returns the new total. The caller writes `m` back.
-    function _settleInto(Member memory m, address peer, Outcome calldata previous, uint64 total, uint256 round)
-        internal
-        returns (uint64)
-    {
+    /// `m` and returns the new lanes. The caller writes `m` back.
+    function _settleInto(
+        Member memory m,
+        address peer,
+        Outcome calldata previous,
+        uint256 round,
+        uint256 act,
+        uint256 current
+    ) internal returns (uint256) {
         uint256 last = m.submittedRound > m.votedRound ? m.submittedRound : m.votedRound;
-        if (last <= m.settledRound || last >= round) return total;
+        if (last <= m.settledRound || last >= round) return act;
         m.settledRound = uint32(last);
         (Status status, bytes20 winner) = _outcome(last);
         // A failed round changes nothing; neither does one too old to prove.
-        if (status != Status.Finalized) return total;
+        if (status != Status.Finalized) return act;
         bytes32 key = _candidateKey(previous.model, previous.included);
         if (bytes20(key) != winner) revert FedChainInvalidOutcome(last);
 
         uint256 rep = m.reputation;
-        uint256 before = rep;
         if (m.submittedRound == last) {
             if ((previous.included >> (m.slot - 1)) & 1 == 1) rep += INCLUSION_REWARD;
             else rep /= 2;
         }
         if (m.votedRound == last) {
-            if (m.voteKey == bytes12(key)) rep += AGREEMENT_REWARD;
+            if (m.voteKey == bytes12(key)) rep += m.lateVote ? LATE_AGREEMENT_REWARD : AGREEMENT_REWARD;
             else rep /= 2;
         }
         if (rep > MAX_REPUTATION) rep = MAX_REPUTATION;
-        if (rep == before) return total;
-        m.reputation = uint32(rep);
-        emit ReputationChanged(peer, last, before, rep);
-        return uint64(total + rep - before);
+        return _changeReputation(m, peer, last, rep, act, current);
     }
 
     function _finalize(
@@ -672,6 +898,10 @@ contract FedChain {
         clock.startBlock = uint64(block.number);
         clock.submissions = 0;
         clock.commits = 0;
+        // The lane of round - DORMANCY_ROUNDS - 1 expires: its members are dormant from now on.
+        uint256 act = _withLane(_activity, clock.round, 0);
+        _activity = act;
+        clock.totalReputation = uint64(_sumLanes(act));
         _clock = clock;
         if (clock.round > _maxRounds) emit TaskCompleted(_maxRounds, base);
         else emit RoundStarted(clock.round, base);

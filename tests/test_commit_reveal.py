@@ -109,3 +109,39 @@ def test_the_expiry_includes_the_reveal_window(deploy):
     d = deploy(3, submit_blocks=5, vote_blocks=5, reveal_blocks=7)
     st = d.clients[0].round_state()
     assert st.vote_deadline == st.start_block + 5 + 5 + 7
+
+
+def _finalize_with_three_reveals(d):
+    _submit_all(d, 1)
+    model, included = os.urandom(32), 0b1111
+    salts = [_salt() for _ in d.clients]
+    for c, s in zip(d.clients, salts):
+        c.commit_vote(1, c.commitment(1, model, included, s, c.address), NONE)
+    for c, s in zip(d.clients[:3], salts):
+        c.reveal_vote(1, model, included, s)
+    assert d.clients[0].is_outcome(1, model, included)
+    return Outcome(model, included), salts
+
+
+def test_an_outsider_cannot_settle_a_vote_as_dissent_before_its_late_reveal(deploy):
+    d = deploy(4, reveal_blocks=20)
+    out, salts = _finalize_with_three_reveals(d)
+    late = d.clients[3]
+    d.outsider.settle(late.address, out)  # would have halved the unrevealed vote: now a no-op
+    info = d.outsider.member_info(late.address)
+    assert (info.reputation, info.settled_round) == (1000, 0)
+    late.reveal_vote(1, out.model, out.included, salts[3])
+    d.outsider.settle(late.address, out)
+    assert d.outsider.member_info(late.address).reputation == 1000 + 100 + 25  # the late rate
+
+
+def test_a_late_reveal_after_the_member_settled_its_round_is_applied_at_once(deploy):
+    d = deploy(4, reveal_blocks=20)
+    out, salts = _finalize_with_three_reveals(d)
+    late = d.clients[3]
+    late.settle(late.address, out)  # settle() waits for the reveal, even when the member asks
+    assert d.outsider.member_info(late.address).settled_round == 0
+    late.submit(2, os.urandom(32), out)  # its own choice: the unrevealed vote counts as dissent
+    assert d.outsider.member_info(late.address).reputation == (1000 + 100) // 2
+    late.reveal_vote(1, out.model, out.included, salts[3])
+    assert d.outsider.member_info(late.address).reputation == (1000 + 100) // 2 + 25

@@ -19,7 +19,10 @@ from web3.exceptions import ContractLogicError, Web3RPCError
 from .. import errors as E
 from .._utils import redact_url
 
-__all__ = ["Phase", "RoundState", "MemberInfo", "Outcome", "ChainClient", "load_artifact", "deploy_contract", "ZERO32"]
+__all__ = [
+    "Phase", "RoundState", "MemberInfo", "Outcome", "ChainClient", "load_artifact", "deploy_contract", "quorum_fraction",
+    "ZERO32",
+]
 
 ZERO32 = b"\0" * 32
 
@@ -72,7 +75,6 @@ _ERRORS = {
     "FedChainVotingClosed": E.WindowClosed,
     "FedChainAlreadySubmitted": E.AlreadySubmitted,
     "FedChainAlreadyVoted": E.AlreadyVoted,
-    "FedChainDuplicateUpdate": E.DuplicateUpdate,
     "FedChainVotingNotOpen": E.VotingNotOpen,
     "FedChainQuorumNotReached": E.QuorumNotReached,
     "FedChainRoundStillOpen": E.RoundStillOpen,
@@ -156,6 +158,7 @@ class ChainClient:
         self.log_range = log_range
         self.contract = None
         self.gas_spent = 0
+        self.tip_multiplier = 1  # priority fee = the node's suggestion times this
         self._chain_id: int | None = None
         if address:
             if not Web3.is_address(address):
@@ -205,9 +208,10 @@ class ChainClient:
 
     # ------------------------------------------------------------ views
     def config(self) -> dict:
-        task, submit, vote, quorum, rounds, members, rule, deploy_block, reveal = self._call("config")
+        task, submit, vote, num, den, rounds, members, rule, deploy_block, reveal = self._call("config")
         return {
-            "task": bytes(task), "submit_blocks": submit, "vote_blocks": vote, "quorum_bps": quorum,
+            "task": bytes(task), "submit_blocks": submit, "vote_blocks": vote, "quorum": (num, den),
+            "quorum_bps": -(-num * 10_000 // den),
             "max_rounds": rounds, "member_count": members, "rule": rule, "deploy_block": deploy_block,
             "reveal_blocks": reveal,
         }
@@ -239,9 +243,10 @@ class ChainClient:
         index, rep, sub, voted, settled = self._call("memberInfo", Web3.to_checksum_address(peer))
         return MemberInfo(Web3.to_checksum_address(peer), index, rep, sub, voted, settled)
 
-    def submission_of(self, digest: bytes) -> tuple[int, str, int]:
-        r, peer, rep = self._call("submissionOf", digest)
-        return r, peer, rep
+    def vote_weight(self, peer: str) -> tuple[int, int]:
+        """(weight of ``peer``'s vote in the open round, the last round it took part in)."""
+        weight, active = self._call("voteWeight", Web3.to_checksum_address(peer))
+        return weight, active
 
     def is_outcome(self, round_: int, model: bytes, included: int) -> bool:
         return bool(self._call("isOutcome", round_, model, included))
@@ -294,7 +299,7 @@ class ChainClient:
         base = block.get("baseFeePerGas")
         if base is None:
             return {"gasPrice": self._rpc(lambda: self.w3.eth.gas_price)}
-        tip = self._rpc(lambda: self.w3.eth.max_priority_fee)
+        tip = self._rpc(lambda: self.w3.eth.max_priority_fee) * self.tip_multiplier
         return {"maxFeePerGas": 2 * base + tip, "maxPriorityFeePerGas": tip}
 
     def transact(self, name: str, *args) -> dict:
@@ -381,6 +386,21 @@ class ChainClient:
         return self.transact("settle", Web3.to_checksum_address(peer), (previous.model, previous.included))
 
 
+def quorum_fraction(quorum_bps: int) -> tuple[int, int]:
+    """The simplest fraction p/q whose share rounded up to basis points is ``quorum_bps``.
+
+    ``deploy --quorum 2/3`` gives ceil(6666.67) = 6667 bps, and this gives back exactly 2/3, so
+    that 2 of 3 equal members reach the quorum; 5000 gives 1/2 and 6000 gives 3/5.
+    """
+    if not 0 < quorum_bps <= 10_000:
+        raise E.ConfigError(f"quorum must be in (0, 10000] basis points, not {quorum_bps}")
+    for den in range(1, 10_001):
+        num = den * (quorum_bps - 1) // 10_000 + 1  # the least p with p/q > (bps - 1) / 10000
+        if num * 10_000 <= quorum_bps * den:
+            return num, den
+    raise AssertionError("unreachable: q = 10000 always qualifies")
+
+
 def deploy_contract(
     client: ChainClient,
     *,
@@ -394,10 +414,14 @@ def deploy_contract(
     rule: int,
     reveal_blocks: int = 0,
 ) -> tuple[str, int]:
-    """Deploy FedChain from ``client``'s account; returns (address, block)."""
+    """Deploy FedChain from ``client``'s account; returns (address, block). The quorum is the
+    simplest fraction that ``quorum_bps`` rounds (see ``quorum_fraction``); the contract refuses
+    one below 1/2."""
     art = client.artifact
     factory = client.w3.eth.contract(abi=art["abi"], bytecode=art["bytecode"])
-    config = ([Web3.to_checksum_address(m) for m in members], initial_model, task, submit_blocks, vote_blocks, quorum_bps, max_rounds, rule, reveal_blocks)
+    num, den = quorum_fraction(quorum_bps)
+    config = ([Web3.to_checksum_address(m) for m in members], initial_model, task, submit_blocks, vote_blocks, num, den,
+              max_rounds, rule, reveal_blocks)
     sender = client.address
     ctor = factory.constructor(config)
     estimate = client._rpc(lambda: ctor.estimate_gas({"from": sender}))

@@ -61,7 +61,8 @@ def collect_updates(
         try:
             data = fetch_with_retry(store, cid, fetch_retry_until, max_bytes=task.max_update_bytes)
             art, samples = validate_update(
-                data, schema, max_bytes=task.max_update_bytes, task_cid=task_cid, round_=round_, base_cid=base_cid)
+                data, schema, max_bytes=task.max_update_bytes, task_cid=task_cid, round_=round_, base_cid=base_cid,
+                submitter=ev.args.peer)
         except (E.ArtifactInvalid, E.StoreError) as exc:
             inputs.excluded.append(Exclusion(member, cid, str(exc)))
             continue

@@ -65,14 +65,22 @@ def model_metadata(task_cid: str, round_: int, base: str, **extra) -> dict:
 
 
 def validate_update(
-    data: bytes, schema: Schema, *, max_bytes: int, task_cid: str, round_: int, base_cid: str
+    data: bytes, schema: Schema, *, max_bytes: int, task_cid: str, round_: int, base_cid: str, submitter: str
 ) -> tuple[Artifact, int]:
-    """The parsed update and its reported sample count; ``ArtifactInvalid`` if it must not count."""
+    """The parsed update and its reported sample count; ``ArtifactInvalid`` if it must not count.
+
+    ``submitter`` is the address that recorded the update on chain. The artifact must name it as
+    its ``peer`` (addresses compared case-insensitively), so that a digest copied from someone
+    else's pending submission is excluded instead of credited: a copy earns its sender nothing.
+    """
     art = validate(
         decode(data, max_bytes=max_bytes),
         schema,
         expect={"kind": "update", "task": task_cid, "round": str(round_), "base": base_cid},
     )
+    author = str(art.metadata.get("peer", ""))
+    if author.lower() != submitter.lower():
+        raise ArtifactInvalid(f"update names peer {author or '(none)'} but was submitted by {submitter}")
     try:
         samples = int(art.metadata.get("samples", "x"))
     except ValueError:

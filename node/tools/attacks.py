@@ -254,3 +254,71 @@ def malicious_indices(peers: int, attack: str | None, fraction: float) -> list[i
         return []
     k = min(peers, round(fraction * peers))
     return list(range(peers - k, peers))
+
+
+class FrontRunner(Plugin):
+    """Steals updates: reads another member's pending ``submit`` from the transaction pool and
+    sends the same digest first, with a tip ``tip`` times the usual one. Falls back to a digest
+    already recorded this round, and to its own update when there is nothing to copy.
+
+    The copy is bound to its sender: the artifact names its author as ``peer``, honest validators
+    exclude it, and the author's own submission still lands."""
+
+    name = "frontrun"
+
+    def __init__(self, tip: int = 20):
+        self.tip = tip
+
+    def publish(self, delta, ctx):
+        peer = ctx.peer
+        peer.chain.tip_multiplier = self.tip
+        for digest in self._pending_digests(peer, ctx.round) + self._recorded_digests(peer, ctx.round):
+            try:
+                return peer.store.get(digest_to_cid(digest))
+            except Exception:
+                continue
+        return None
+
+    @staticmethod
+    def _pending_digests(peer, round_: int) -> list[bytes]:
+        try:
+            pool = peer.chain.w3.provider.make_request("txpool_content", []).get("result") or {}
+        except Exception:  # a node without the txpool namespace: nothing to read
+            return []
+        found = []
+        for sender, txs in (pool.get("pending") or {}).items():
+            if sender.lower() == peer.address.lower():
+                continue
+            for tx in txs.values():
+                if (tx.get("to") or "").lower() != peer.chain.contract.address.lower():
+                    continue
+                try:
+                    fn, args = peer.chain.contract.decode_function_input(tx.get("input") or tx.get("data"))
+                except Exception:
+                    continue
+                if fn.fn_name == "submit" and int(args["round"]) == round_:
+                    found.append(bytes(args["update"]))
+        return found
+
+    @staticmethod
+    def _recorded_digests(peer, round_: int) -> list[bytes]:
+        evs = peer.chain.events("UpdateSubmitted", from_block=peer.round_start_block(round_), round=round_)
+        return [bytes(ev.args.update) for ev in evs if ev.args.peer.lower() != peer.address.lower()]
+
+
+class Absent(Plugin):
+    """A member that never takes part: it publishes nothing and never votes. (Stopping the
+    process does the same; this lets an in-process trial keep the member on the list.)"""
+
+    name = "absent"
+
+    def publish(self, delta, ctx):
+        from ..errors import ContractError
+
+        raise ContractError("absent: this member takes no part")
+
+    def vote(self, ctx, honest):
+        return ABSTAIN
+
+
+ATTACKS.update({cls.name: cls for cls in (FrontRunner, Absent)})
