@@ -107,8 +107,8 @@ class Task:
     reveal_blocks: int = 0  # > 0: commit-reveal voting with a reveal window this long
 
     def __post_init__(self):
-        if not 0 < self.quorum_bps <= 10_000:
-            raise ConfigError("quorum must be in (0, 1]")
+        if not 5_000 <= self.quorum_bps <= 10_000:
+            raise ConfigError(f"quorum must be between 1/2 and 1 of the reputation (a minority must never finalize), got {self.quorum_bps / 10_000:g}")
         for what, value in (("rounds", self.rounds), ("submission window", self.submit_blocks),
                             ("voting window", self.vote_blocks)):
             if not 1 <= value <= UINT32_MAX:

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from eth_account import Account
 
-from ..chain import ChainClient
+from ..chain import ChainClient, Outcome
 from ..ml.data import load_dataset, partition, train_test_split
 from .deployment import deploy_task
 from .devnet import Devnet
@@ -85,6 +85,7 @@ def run_trial(cfg: TrialConfig, devnet: Devnet, workdir: Path, *, datasets_cache
         plugins = make_attack(cfg.attack if i in bad else None)
         peers.append(Peer(chain, store, task, dep.task_cid, shard, seed=cfg.seed * 1000 + i, log=_Quiet(), plugins=plugins))
     observer = ChainClient(devnet.rpc_url, dep.contract)
+    deployer.contract = observer.contract  # the deployer also settles members and closes failed rounds
 
     accuracy, reputation = [], []
     for _ in range(cfg.rounds):
@@ -112,14 +113,13 @@ def run_trial(cfg: TrialConfig, devnet: Devnet, workdir: Path, *, datasets_cache
                 except FedChainError:
                     pass
         if observer.round_state().round == r:  # no quorum: fail the round like a real network would
-            deployer.contract = observer.contract
             devnet.mine(task.submit_blocks + task.vote_blocks + task.reveal_blocks)
             deployer.advance()
         history = round_history(observer, from_block=dep.deploy_block)
         finalized = [h for h in history if h.status == "finalized"]
         model_cid = finalized[-1].model if finalized else dep.initial_model
         accuracy.append(evaluate(task.model, load_model(store, model_cid, task), test))
-        reputation.append([_effective_reputation(observer, p.address, history) for p in peers])
+        reputation.append([_settled_reputation(deployer, p.address, dep.deploy_block) for p in peers])
     final_state = load_model(store, model_cid, task)
     return {
         "dataset": cfg.dataset, "rule": cfg.rule, "attack": cfg.attack or "none", "malicious": cfg.malicious,
@@ -130,23 +130,18 @@ def run_trial(cfg: TrialConfig, devnet: Devnet, workdir: Path, *, datasets_cache
     }
 
 
-def _effective_reputation(chain: ChainClient, address: str, history) -> int:
-    """Settled reputation plus the not-yet-settled effect of the member's last round, i.e. what
-    its next transaction will settle to; the same rule as the contract's."""
-    info = chain.member_info(address)
-    rep = info.reputation
+def _settled_reputation(settler: ChainClient, address: str, deploy_block: int) -> int:
+    """The member's reputation as the contract settles it: anyone may settle a member's last round,
+    and settling earlier changes nothing (later late votes are applied at once)."""
+    info = settler.member_info(address)
     last = max(info.submitted_round, info.voted_round)
-    if last <= info.settled_round:
-        return rep
-    rec = next((h for h in history if h.round == last), None)
-    if rec is None or rec.status != "finalized":
-        return rep
-    if info.submitted_round == last:
-        rep = rep + 100 if (rec.included >> info.index) & 1 else rep // 2
-    if info.voted_round == last:
-        vote = next((v for v in rec.votes if v["peer"].lower() == address.lower()), None)
-        rep = rep + 50 if vote and vote["model"] == rec.model and int(vote["included"], 16) == rec.included else rep // 2
-    return min(rep, 10_000)
+    if last > info.settled_round:
+        try:
+            settler.settle(address, settler.outcome(last, from_block=deploy_block) or Outcome.none())
+        except FedChainError:
+            pass  # e.g. a committed vote that can still be revealed: it settles later
+        info = settler.member_info(address)
+    return info.reputation
 
 
 def run_grid(

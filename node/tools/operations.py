@@ -109,8 +109,8 @@ def build_task(opts: DeployOptions) -> tuple[Task, list[str]]:
         widths = tuple(int(h) for h in opts.hidden.split(",") if h.strip())
     except ValueError:
         raise E.ConfigError(f"--hidden must be comma-separated integers, got {opts.hidden!r}") from None
-    if not (isinstance(opts.quorum, float | int) and math.isfinite(opts.quorum) and 0 < opts.quorum <= 1):
-        raise E.ConfigError(f"--quorum must be a fraction in (0, 1], got {opts.quorum}")
+    if not (isinstance(opts.quorum, float | int) and math.isfinite(opts.quorum) and 0.5 <= opts.quorum <= 1):
+        raise E.ConfigError(f"--quorum must be a fraction between 0.5 and 1 (a minority must never finalize), got {opts.quorum}")
     if not 0 <= opts.seed < 2**63:
         raise E.ConfigError(f"--seed must be between 0 and 2**63-1, got {opts.seed}")
     ds = load_dataset(opts.dataset)
