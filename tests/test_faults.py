@@ -6,6 +6,7 @@ import sys
 import threading
 import time
 
+import pytest
 from eth_account import Account
 
 from fedchain.node.chain import ChainClient
@@ -136,7 +137,14 @@ def _run(peer, errors):
         errors.append(repr(exc))
 
 
-def test_a_stuck_transaction_is_replaced_with_higher_fees(tmp_path):
+def _pooled(client: ChainClient, nonce: int) -> dict | None:
+    """The transaction anvil's pool holds for ``client``'s account at ``nonce``, if any."""
+    pending = client.w3.provider.make_request("txpool_content", [])["result"]["pending"]
+    return {a.lower(): txs for a, txs in pending.items()}.get(client.address.lower(), {}).get(str(nonce))
+
+
+@pytest.mark.timeout(180)
+def test_a_stuck_transaction_is_replaced_with_higher_fees():
     import os
 
     from fedchain.node.chain import Outcome, deploy_contract
@@ -145,12 +153,31 @@ def test_a_stuck_transaction_is_replaced_with_higher_fees(tmp_path):
         deployer = ChainClient(net.rpc_url, account=Account.from_key(net.keys[0]))
         address, _ = deploy_contract(deployer, members=net.addresses[1:3], initial_model=os.urandom(32), task=os.urandom(32),
                                      submit_blocks=50, vote_blocks=50, quorum_bps=6667, max_rounds=2, rule=0)
-        peer = ChainClient(net.rpc_url, address, Account.from_key(net.keys[1]), tx_timeout=3.0)
-        peer.w3.provider.make_request("evm_setAutomine", [False])  # nothing gets mined for now
+        # Three attempts of 5 s each: the first fee bump comes after 5 s, and the test then has 10 s
+        # (a few RPC round trips are needed) to see the replacement in the pool and mine it.
+        peer = ChainClient(net.rpc_url, address, Account.from_key(net.keys[1]), tx_timeout=15.0)
+        peer.w3.provider.make_request("evm_setAutomine", [False])  # nothing gets mined until the test says so
         first_fee = peer._fees()["maxFeePerGas"]  # no block is mined meanwhile, so the base fee holds
-        threading.Timer(1.6, lambda: peer.w3.provider.make_request("evm_mine", [])).start()
-        receipt = peer.submit(1, os.urandom(32), Outcome.none())
+        outcome: dict = {}
+
+        def send():
+            try:
+                outcome["receipt"] = peer.submit(1, os.urandom(32), Outcome.none())
+            except Exception as exc:  # surfaced by the assertions below
+                outcome["error"] = exc
+
+        sender = threading.Thread(target=send, daemon=True)
+        sender.start()
+        wait_for(lambda: int(_pooled(peer, 0)["maxFeePerGas"], 16) > first_fee, 60, "the fee-bumped replacement in the pool",
+                 interval=0.05)
+        replacement = _pooled(peer, 0)["hash"]
+        peer.w3.provider.make_request("evm_mine", [])
+        sender.join(timeout=60)
+        assert not sender.is_alive(), "submit did not return after its transaction was mined"
+        assert "error" not in outcome, outcome.get("error")
+        receipt = outcome["receipt"]
         assert receipt["status"] == 1
+        assert receipt["transactionHash"].to_0x_hex() == replacement  # the version the pool held is the one mined
         mined = peer.w3.eth.get_transaction(receipt["transactionHash"])
         block = peer.w3.eth.get_block(receipt["blockNumber"], full_transactions=True)
         assert len(block.transactions) == 1  # only one version of the transaction was mined
