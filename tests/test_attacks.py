@@ -55,14 +55,15 @@ def test_data_poisoning_and_free_riding_do_not_hurt_the_model(net, cache, tmp_pa
 
 
 def test_lazy_voter_finds_nothing_to_copy_under_commit_reveal_and_falls_behind(net, cache, tmp_path, monkeypatch):
-    from fedchain.node import attacks
+    from fedchain.node.peer.pipeline import ABSTAIN
+    from fedchain.node.tools import attacks
 
     copied = []
     original = attacks.LazyVoter.vote
 
-    def spy(self, peer, round_, inputs, honest):
-        choice = original(self, peer, round_, inputs, honest)
-        copied.append(choice not in (None, attacks.ABSTAIN))
+    def spy(self, ctx, honest):
+        choice = original(self, ctx, honest)
+        copied.append(choice not in (None, ABSTAIN))
         return choice
 
     monkeypatch.setattr(attacks.LazyVoter, "vote", spy)
