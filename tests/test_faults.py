@@ -23,9 +23,6 @@ from fedchain.node.ml.training import TrainConfig
 
 from _support import clean_env, deploy_with_cli, wait_for
 
-
-
-
 OUTAGE = 20.0  # seconds the chain is down: many polls, well inside the peers' 60 s RPC retry budget
 
 
