@@ -33,7 +33,10 @@ def test_rpc_down_20s_and_anvil_restarted_from_its_dump(tmp_path):
     net = Devnet(accounts=peers + 1, block_time=0.5, state_file=str(state)).start()
     procs = []
     try:
-        deploy_with_cli(net, tmp_path, peers=peers, rounds=rounds, windows=200)
+        # 600-block windows (5 minutes): starting three peers and training on a machine busy with
+        # other work took over 100 s, which closed round 1 before anyone submitted. Rounds end when
+        # every peer has voted, so long windows cost nothing when all goes well.
+        deploy_with_cli(net, tmp_path, peers=peers, rounds=rounds, windows=600)
         for i in range(peers):
             penv = clean_env(FEDCHAIN_KEY=net.keys[i + 1], FEDCHAIN_DEPLOYMENT=str(tmp_path / "deployment.json"))
             procs.append(subprocess.Popen([sys.executable, "-m", "fedchain.cli.main", "node", "run", "--json-log", "--poll", "0.3",
