@@ -1,15 +1,21 @@
 """Helpers shared by tests (imported as `from _support import ...`)."""
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-SHARED = ROOT.parent / "shared"
+DATA = ROOT / "tests" / "data"  # everything a test reads lives inside the repository
 
-__all__ = ["ROOT", "SHARED", "run_cli", "clean_env", "deploy_with_cli", "wait_for"]
+__all__ = ["ROOT", "DATA", "kubo_vectors", "run_cli", "clean_env", "deploy_with_cli", "wait_for"]
+
+
+def kubo_vectors() -> list[dict]:
+    """CIDs real Kubo's ``ipfs add`` printed for generated files (see tests/data/README.md)."""
+    return json.loads((DATA / "kubo-cid-vectors.json").read_text())["vectors"]
 
 
 def clean_env(**extra: str) -> dict:

@@ -1,14 +1,12 @@
 """CIDs must be exactly the ones real Kubo computes with default `ipfs add` settings."""
-import json
-
 import pytest
 
 from fedchain.node.protocol.cid import b58decode, b58encode, cid_of_bytes, cid_to_digest, digest_to_cid
 from fedchain.node.errors import InvalidCID
 
-from _support import SHARED
+from _support import kubo_vectors
 
-VECTORS = json.loads((SHARED / "ipfs" / "kubo-cid-vectors.json").read_text())["vectors"]
+VECTORS = kubo_vectors()
 
 
 def _content(n: int) -> bytes:

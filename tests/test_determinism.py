@@ -7,6 +7,7 @@ import math
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 import torch
 
@@ -21,6 +22,7 @@ from _support import ROOT, clean_env
 # delta bytes of the pure rule function, and which exact-arithmetic plan the data needed.
 SCRIPT = r"""
 import hashlib, json, sys
+import numpy as np
 import torch
 torch.set_num_threads(int(sys.argv[1]))
 from fedchain.node import aggregation as agg
@@ -29,13 +31,15 @@ from fedchain.node.protocol.fixedpoint import quantize
 from fedchain.node.protocol.fixedpoint import state_to_vector
 
 def dataset(n, d, scale, seed):
-    gen = torch.Generator().manual_seed(seed)
+    # NumPy's generator gives the same numbers on every CPU; torch's samplers need not.
+    rng = np.random.default_rng(seed)
     shapes = {"layer.bias": (d // 10,), "layer.weight": (9, d // 10)}  # d parameters in all
-    base = {k: torch.randn(s, generator=gen) for k, s in shapes.items()}
-    direction = {k: torch.randn(s, generator=gen) * scale for k, s in shapes.items()}
+    normal = lambda shape, s=1.0: torch.from_numpy((rng.standard_normal(shape) * s).astype(np.float32))
+    base = {k: normal(s) for k, s in shapes.items()}
+    direction = {k: normal(s, scale) for k, s in shapes.items()}
     out = []
     for member in range(n):
-        delta = {k: v + torch.randn(v.shape, generator=gen) * scale * 0.5 for k, v in direction.items()}
+        delta = {k: v + normal(v.shape, scale * 0.5) for k, v in direction.items()}
         if member == 1:
             delta = {k: -3 * v for k, v in delta.items()}  # sign-flipped and scaled
         if member == 4:
@@ -185,14 +189,14 @@ REFERENCE = {"fedavg": ref_fedavg, "median": ref_median, "trimmed-mean": ref_tri
 
 
 def _tiny_case(seed: int, magnitude: int, n: int = 7, d: int = 40) -> tuple[list[list[int]], list[int]]:
-    gen = torch.Generator().manual_seed(seed)
-    g = torch.randint(magnitude // 4, magnitude // 2, (d,), generator=gen)
-    rows = [g + torch.randint(-magnitude // 8, magnitude // 8 + 1, (d,), generator=gen) for _ in range(n)]
+    rng = np.random.default_rng(seed)
+    g = rng.integers(magnitude // 4, magnitude // 2, d)
+    rows = [g + rng.integers(-magnitude // 8, magnitude // 8 + 1, d) for _ in range(n)]
     rows[1] = -rows[1]  # sign-flipped
-    rows[3] = torch.full((d,), magnitude)  # outlier
+    rows[3] = np.full(d, magnitude)  # outlier
     rows[5] = rows[5] // 1000  # a small update, rescaled up by trust-cosine
-    weights = [int(w) for w in torch.randint(0, 100, (n,), generator=gen)]
-    return [r.clamp(-LIMIT, LIMIT).tolist() for r in rows], weights
+    weights = [int(w) for w in rng.integers(0, 100, n)]
+    return [np.clip(r, -LIMIT, LIMIT).tolist() for r in rows], weights
 
 
 def test_reference_covers_every_rule():

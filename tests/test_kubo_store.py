@@ -4,14 +4,13 @@ Real Kubo cannot be installed here. The stand-in answers the requests ipfshttpcl
 the way Kubo does (shapes, status codes, error JSON, offline semantics, chunked uploads), so
 these tests exercise KuboStore's real HTTP path: the client library, its parsing, and
 KuboStore's mapping of Kubo's answers to fedchain's errors. CIDs are checked against the Kubo
-vectors in shared/ipfs/, not only against the stand-in's own arithmetic.
+vectors in tests/data/, not only against the stand-in's own arithmetic.
 
 Bugs these tests found in KuboStore (online lookups that waited for the client's timeout, gc
 keys reported as CIDv1, `--store` only before the subcommand) stay pinned by them.
 """
 from __future__ import annotations
 
-import json
 import os
 import socket
 import time
@@ -22,13 +21,13 @@ from fedchain.node.protocol.cid import build_dag, cid_of_bytes
 from fedchain.node.errors import ArtifactInvalid, ArtifactNotFound, StoreUnavailable
 from fedchain.node.store import EmbeddedStore, KuboStore, open_store
 
-from _support import SHARED, clean_env, run_cli
+from _support import clean_env, kubo_vectors, run_cli
 from kubo_standin import KuboStandIn, raw_cidv1
 
 # ipfshttpclient 0.7 hands urllib3 2.x a `strict` argument it no longer needs.
 pytestmark = pytest.mark.filterwarnings("ignore:The 'strict' parameter is no longer needed:FutureWarning")
 
-VECTORS = {v["size"]: v["cid"] for v in json.loads((SHARED / "ipfs" / "kubo-cid-vectors.json").read_text())["vectors"]}
+VECTORS = {v["size"]: v["cid"] for v in kubo_vectors()}
 SIZES = [0, 1, 1000, 262_143, 262_144, 262_145, 1_000_000, 3_000_000]  # up to 12 leaves under one root
 QUICK = 5.0  # seconds: "fails fast", with ample margin over the milliseconds it really takes
 

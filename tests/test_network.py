@@ -18,6 +18,8 @@ from _support import clean_env, run_cli
 PEERS = 3
 ROUNDS = 2
 
+pytestmark = pytest.mark.timeout(900)  # the first test also pays for the module's network run
+
 
 @pytest.fixture(scope="module")
 def network(tmp_path_factory):
@@ -33,14 +35,21 @@ def network(tmp_path_factory):
         procs = []
         for i in range(PEERS):
             penv = clean_env(FEDCHAIN_KEY=net.keys[i + 1], FEDCHAIN_DEPLOYMENT=str(work / "deployment.json"))
-            procs.append(subprocess.Popen(
-                [sys.executable, "-m", "fedchain.cli.main", "node", "run", "--data", str(work / "shards" / f"peer-{i}.safetensors"),
-                 "--json-log", "--poll", "0.2"], env=penv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
-        deadline = time.monotonic() + 240
-        for p in procs:
-            p.wait(timeout=max(1, deadline - time.monotonic()))
-        logs = [p.stdout.read() for p in procs]
-        assert all(p.returncode == 0 for p in procs), logs
+            # Logs go to files: a pipe nobody reads until the end would stall a chatty peer.
+            with open(work / f"peer-{i}.log", "w") as log:
+                procs.append(subprocess.Popen(
+                    [sys.executable, "-m", "fedchain.cli.main", "node", "run", "--data", str(work / "shards" / f"peer-{i}.safetensors"),
+                     "--json-log", "--poll", "0.2"], env=penv, stdout=log, stderr=subprocess.STDOUT))
+        try:
+            deadline = time.monotonic() + 400
+            for p in procs:
+                p.wait(timeout=max(1, deadline - time.monotonic()))
+        finally:
+            for p in procs:
+                if p.poll() is None:
+                    p.kill()
+        logs = [(work / f"peer-{i}.log").read_text() for i in range(PEERS)]
+        assert all(p.returncode == 0 for p in procs), [log[-2000:] for log in logs]
         yield {"work": work, "net": net, "env": clean_env(FEDCHAIN_DEPLOYMENT=str(work / "deployment.json")), "logs": logs}
 
 
