@@ -34,6 +34,8 @@ _CHUNK = 1 << 18
 def quantize(t: torch.Tensor) -> torch.Tensor:
     """float tensor -> int64 fixed point (round half to even, clamped to +-LIMIT)."""
     q = torch.round(t.detach().to(torch.float64) * _SCALE)
+    if bool(torch.isnan(q).any()):
+        raise ValueError("cannot quantize NaN")  # artifacts with NaN are rejected before this
     return q.clamp_(-LIMIT, LIMIT).to(torch.int64)
 
 
