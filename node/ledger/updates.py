@@ -59,5 +59,10 @@ def collect_updates(
         except (E.ArtifactInvalid, E.StoreError) as exc:
             inputs.excluded.append(Exclusion(member, cid, str(exc)))
             continue
+        except (ValueError, TypeError, KeyError, IndexError, OverflowError, RecursionError) as exc:
+            # Validation is a pure function of the member's bytes, so any failure of it is that
+            # member's problem, the same on every peer: exclude the update, never end the peer.
+            inputs.excluded.append(Exclusion(member, cid, f"unreadable: {type(exc).__name__}: {exc}"))
+            continue
         inputs.contributions.append(Contribution(member, cid, art.tensors, samples, int(ev.args.reputation), position))
     return inputs.sort()

@@ -80,21 +80,22 @@ class Facts:
 def next_action(f: Facts) -> tuple[Action, int]:
     """What this member owes the chain next, and for which round.
 
-    Unfinished business of the previous round comes first: its late vote or reveal must land
-    before this member submits for the next round, or the contract settles the previous round
-    with no vote recorded (and, under commit-reveal, halves an honest but slow revealer).
+    Unfinished business of the previous round comes first, in every phase: its late vote or
+    reveal must land before this member sends anything that settles that round (a submission or
+    vote for a later round), and before the round it belongs to is closed (an ``advance``, or the
+    task's end), or the contract settles it with no vote recorded and, under commit-reveal,
+    halves an honest but slow revealer as a dissenter.
     """
-    r = f.round
-    if f.phase is Phase.COMPLETE:
-        return Action.WAIT, r
-    if f.phase is Phase.EXPIRED:
-        return Action.ADVANCE, r
-    prev = r - 1
+    r, prev = f.round, f.round - 1
     if prev >= 1 and f.previous_finalized and prev not in f.abstained and f.submitted_round < r:
         if f.commit_reveal and f.voted_round == prev and prev not in f.revealed:
             return Action.REVEAL, prev
         if not f.commit_reveal and f.submitted_round == prev and f.voted_round < prev:
             return Action.LATE_VOTE, prev
+    if f.phase is Phase.COMPLETE:
+        return Action.WAIT, r
+    if f.phase is Phase.EXPIRED:
+        return Action.ADVANCE, r
     if f.phase is Phase.SUBMISSION and f.submitted_round != r:
         return Action.SUBMIT, r
     if f.phase is Phase.VOTING and f.voted_round != r and r not in f.abstained:
@@ -154,6 +155,7 @@ class Peer:
         self._abstained: set[int] = set()
         self._revealed: set[int] = set()
         self.commit_reveal = cfg["reveal_blocks"] > 0
+        self.last_step: tuple[Action | None, int, str] = (None, 0, "idle")
 
     # ---------------------------------------------------------------- the loop
     def run(self, stop=None) -> None:
@@ -165,12 +167,13 @@ class Peer:
                 self.last_poll = time.time()
                 self.metrics.set("last_poll_timestamp", self.last_poll)
                 self.metrics.set("rounds_seen", state.round)
-                if state.phase is Phase.COMPLETE:
-                    self._settle_last()
-                    self.log("task_complete", state.round - 1)
-                    return
                 acted = self.step(state)
                 failures = 0
+                # The task is over once nothing is owed (a late reveal or vote for the last round
+                # still counts) and this peer's last round is settled.
+                if state.phase is Phase.COMPLETE and self.last_step[0] is Action.WAIT and self._settle_last():
+                    self.log("task_complete", state.round - 1)
+                    return
             except (E.ChainUnavailable, E.StoreError, E.ContractError) as exc:
                 # Nothing a peer does is lost by retrying: the chain says what is still owed.
                 failures += 1
@@ -201,34 +204,58 @@ class Peer:
         )
 
     def step(self, state: RoundState) -> bool:
-        """Do whatever this peer owes the chain in ``state``; True if it sent something."""
-        action, r = Action.WAIT, state.round
+        """Do whatever this peer owes the chain in ``state``; True if it sent something.
+
+        ``last_step`` records (action decided or None, its round, what came of it: ``sent``,
+        ``idle``, ``waiting``, ``skipped`` or ``already``).
+        """
+        action, r = None, state.round
+        self.last_step = (None, r, "waiting")
         try:
             me = self.chain.member_info(self.address)
             self.metrics.set("reputation", me.reputation)
             action, r = next_action(self.facts(state, me))
+            self.last_step = (action, r, "waiting")
+            sent = True
             if action is Action.WAIT:
-                return False
-            if action is Action.ADVANCE:
+                sent = False
+            elif action is Action.ADVANCE:
                 self.chain.advance()
                 self.log("advanced", r, reason="windows ran out without quorum")
             elif action is Action.SUBMIT:
                 self.submit(r, me)
             elif action is Action.VOTE:
-                return self.vote(r, me, expected=state.submissions)
+                sent = self.vote(r, me, expected=state.submissions)
             elif action is Action.LATE_VOTE:
-                return self.vote(r, me)
+                sent = self.vote(r, me)
             elif action is Action.REVEAL:
-                self.reveal(r, expected=state.submissions if r == state.round else None)
-            return True
+                sent = self.reveal(r, expected=state.submissions if r == state.round else None)
+            self.last_step = (action, r, "sent" if sent else "idle")
+            return sent
         except E.NotVisibleYet as exc:
             self.log("waiting", r, reason=str(exc))
         except (E.RoundClosed, E.RoundStillOpen, E.WindowClosed, E.VotingNotOpen, E.TaskComplete, E.InvalidOutcome) as exc:
+            self.last_step = (action, r, "skipped")
             self.log("skipped", r, reason=str(exc))  # the chain moved on under us
             if r < state.round:
                 self._abstained.add(r)  # a previous round's late step that cannot land: move on
         except (E.AlreadySubmitted, E.AlreadyVoted):
-            pass  # a previous life of this peer got there first
+            self.last_step = (action, r, "already")  # a previous life of this peer got there first
+            if action is Action.REVEAL:
+                self._revealed.add(r)  # ours is on chain, only not in view yet
+        except E.ArtifactInvalid as exc:
+            # Only a base model can get here (updates that fail validation are excluded): a
+            # finalized model that is not one. Nothing to build on this round; keep following.
+            self.last_step = (action, r, "skipped")
+            self.log("skipped", r, reason=f"unusable base model: {exc}")
+        except E.ContractError as exc:
+            if exc.name != "FedChainCommitmentMismatch":
+                raise
+            # Our recomputed ballot (a restart lost the committed one) differs from the commitment:
+            # it cannot be revealed, and retrying cannot change that.
+            self.last_step = (action, r, "skipped")
+            self._abstained.add(r)
+            self.log("skipped", r, reason=str(exc))
         return False
 
     # ---------------------------------------------------------------- helpers for plugins
@@ -274,14 +301,21 @@ class Peer:
         t[phase] += seconds
         self.metrics.inc("phase_seconds_total", seconds, phase=phase)
 
-    def _previous(self, me: MemberInfo) -> Outcome:
+    def _previous(self, me: MemberInfo, round_: int) -> Outcome:
+        """The outcome of this member's last unsettled round, which a transaction for ``round_``
+        settles. ``NotVisibleYet`` while that round is finalized but its event is not in view:
+        sending zeros then would revert with ``InvalidOutcome``."""
         last = max(me.submitted_round, me.voted_round)
-        if last <= me.settled_round:
-            return Outcome.none()
-        return self.chain.outcome(last, from_block=self.deploy_block) or Outcome.none()
+        if last <= me.settled_round or last >= round_:
+            return Outcome.none()  # nothing to settle: the contract ignores the argument
+        found = self.chain.outcome(last, from_block=self.deploy_block)
+        if found is None and self.chain.is_finalized(last):
+            raise E.NotVisibleYet(f"the outcome of round {last} is not visible yet")
+        return found or Outcome.none()
 
     def submit(self, r: int, me: MemberInfo) -> None:
         t0 = time.perf_counter()
+        previous = self._previous(me, r)  # before training: it may say to wait
         base_cid, base = self.global_model(r)
         t1 = time.perf_counter()
         delta, loss = train_local(self.task.model, base, self.data, self.task.train, seed=self.seed * 100_003 + r)
@@ -292,7 +326,7 @@ class Peer:
         artifact = self.pipeline.publish(delta, ctx) or encode(delta, meta)
         cid = self.store.add(artifact, pin=True)
         t3 = time.perf_counter()
-        receipt = self.chain.submit(r, cid_to_digest(cid), self._previous(me))
+        receipt = self.chain.submit(r, cid_to_digest(cid), previous)
         t4 = time.perf_counter()
         self._timing(r, "store", (t1 - t0) + (t3 - t2))
         self._timing(r, "train", t2 - t1)
@@ -325,7 +359,9 @@ class Peer:
         return chosen or honest, inputs, cid
 
     def vote(self, r: int, me: MemberInfo, *, expected: int | None = None) -> bool:
-        """Vote (or commit) for round ``r``; ``expected`` is the open round's on-chain submission count."""
+        """Vote (or commit) for round ``r``; ``expected`` is the open round's on-chain submission
+        count (None for a round that has ended). False if the plugins abstained."""
+        previous = self._previous(me, r)
         ballot, inputs, _ = self._ballot(r, expected)
         if ballot is None:
             return False
@@ -333,10 +369,10 @@ class Peer:
         t3 = time.perf_counter()
         if self.commit_reveal:
             salt = self._salt(r)
-            receipt = self.chain.commit_vote(r, self.chain.commitment(r, digest, bitmap, salt, self.address), self._previous(me))
+            receipt = self.chain.commit_vote(r, self.chain.commitment(r, digest, bitmap, salt, self.address), previous)
             self._choices[r] = ballot
         else:
-            receipt = self.chain.vote(r, digest, bitmap, self._previous(me))
+            receipt = self.chain.vote(r, digest, bitmap, previous)
         self._timing(r, "chain", time.perf_counter() - t3)
         self.metrics.inc("votes_total")
         self.metrics.inc("gas_spent_total", receipt["gasUsed"])
@@ -356,12 +392,13 @@ class Peer:
         evs = self.chain.events("VoteCast", from_block=self.round_start_block(round_), round=round_, peer=self.address)
         return bool(evs)
 
-    def reveal(self, round_: int, *, expected: int | None = None) -> None:
-        """Reveal this peer's committed vote, recomputing it if a restart lost it."""
+    def reveal(self, round_: int, *, expected: int | None = None) -> bool:
+        """Reveal this peer's committed vote, recomputing it if a restart lost it; False if the
+        plugins abstained on recomputing."""
         if round_ not in self._choices:
             ballot, _, _ = self._ballot(round_, expected)
             if ballot is None:
-                return
+                return False
             self._choices[round_] = ballot
         digest, bitmap = self._choices[round_]
         t0 = time.perf_counter()
@@ -372,6 +409,7 @@ class Peer:
         self.metrics.inc("gas_spent_total", receipt["gasUsed"])
         self.log("voted", round_, model=digest_to_cid(digest), revealed=True, gas=receipt["gasUsed"])
         self.log("round_timing", round_, **{k: round(v, 4) for k, v in self.timings.get(round_, {}).items()})
+        return True
 
     def health(self, *, max_silence: float = 30.0) -> dict:
         """Liveness and readiness: chain polled recently, store usable."""
@@ -387,13 +425,22 @@ class Peer:
             report["error"] = store_error or self.last_error
         return report
 
-    def _settle_last(self) -> None:
+    def _settle_last(self) -> bool:
+        """Settle this peer's last round once the task is complete; False while its outcome is
+        not in view yet."""
         me = self.chain.member_info(self.address)
-        previous = self._previous(me)
-        if max(me.submitted_round, me.voted_round) > me.settled_round:
-            try:
-                self.chain.settle(self.address, previous)
-                after = self.chain.member_info(self.address)
-                self.log("settled", max(me.submitted_round, me.voted_round), reputation=after.reputation)
-            except E.ContractError as exc:
-                self.log("settle_failed", None, reason=str(exc))
+        last = max(me.submitted_round, me.voted_round)
+        if last <= me.settled_round:
+            return True
+        try:
+            previous = self._previous(me, last + 1)
+        except E.NotVisibleYet as exc:
+            self.log("waiting", last, reason=str(exc))
+            return False
+        try:
+            self.chain.settle(self.address, previous)
+            after = self.chain.member_info(self.address)
+            self.log("settled", last, reputation=after.reputation)
+        except E.ContractError as exc:
+            self.log("settle_failed", None, reason=str(exc))
+        return True
