@@ -1,9 +1,10 @@
 """The round loop as a state machine: ``next_action`` decided from a table of facts, and
 ``Peer.step`` driven through every path against the real contract on anvil.
 
-Blocks move with ``anvil_mine`` on the automining session devnet. Peers whose client reads
-events ``confirmations`` blocks behind the head also wait that many blocks after each of their
-transactions, so those steps run while a ``Miner`` thread adds a block every few milliseconds.
+Blocks move with ``anvil_mine`` on the automining session devnet. A client with
+``confirmations`` reads events that many blocks behind the head and waits that many blocks after
+each of its transactions: in step-by-step tests it mines those blocks itself (``SelfConfirming``);
+whole networks run while a ``Miner`` thread adds a block every few milliseconds.
 """
 from __future__ import annotations
 
@@ -191,6 +192,17 @@ class Miner:
         self._thread.join()
 
 
+class SelfConfirming(ChainClient):
+    """A client that mines the blocks its confirmation wait needs: on automine no block comes
+    on its own, and a step that sends when it should have waited fails instead of hanging."""
+
+    def _wait_confirmations(self, block: int) -> None:
+        missing = block + self.confirmations - self.block_number()
+        if missing > 0:
+            self.w3.provider.make_request("anvil_mine", [hex(missing)])
+        super()._wait_confirmations(block)
+
+
 def wait_until(predicate, timeout: float, what: str, *, interval: float = 0.05):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -220,14 +232,12 @@ class Net:
     def state(self):
         return self.observer.round_state()
 
-    def peer(self, i: int, *, confirmations: int = 0, fetch_timeout: float = 5.0) -> Peer:
+    def peer(self, i: int, *, confirmations: int = 0, fetch_timeout: float = 5.0, client=SelfConfirming) -> Peer:
         """A (new) Peer process for member ``i``: no memory but what the chain and store hold."""
-        chain = ChainClient(self.devnet.rpc_url, self.contract, Account.from_key(self.devnet.keys[i + 1]),
-                            confirmations=confirmations)
-        log = Log()
-        peer = Peer(chain, self.store, self.task, self.task_cid, self.shards[i], seed=i, poll=0.05, log=log,
+        chain = client(self.devnet.rpc_url, self.contract, Account.from_key(self.devnet.keys[i + 1]),
+                       confirmations=confirmations)
+        return Peer(chain, self.store, self.task, self.task_cid, self.shards[i], seed=i, poll=0.05, log=Log(),
                     fetch_timeout=fetch_timeout)
-        return peer
 
     def step(self, i: int) -> tuple:
         p = self.peers[i]
@@ -253,7 +263,8 @@ def _shard(i: int, n: int = 24) -> Dataset:
 def net(devnet, tmp_path):
     """Factory: a task on the session devnet with ``n`` members and one Peer each."""
 
-    def _net(n=3, *, rounds=3, reveal_blocks=0, windows=60, quorum_bps=6_000, confirmations=None) -> Net:
+    def _net(n=3, *, rounds=3, reveal_blocks=0, windows=60, quorum_bps=6_000, confirmations=None,
+             client=SelfConfirming) -> Net:
         task = Task(name="loop", dataset="toy", model=ModelSpec(6, 2, (4,)), train=TrainConfig(epochs=1, batch_size=8),
                     rounds=rounds, submit_blocks=windows, vote_blocks=windows, reveal_blocks=reveal_blocks,
                     quorum_bps=quorum_bps, sample_cap=100)
@@ -264,7 +275,7 @@ def net(devnet, tmp_path):
         out = Net(devnet, task, dep.task_cid, store, dep.contract, dep.deploy_block, members,
                   [_shard(i) for i in range(n)], ChainClient(devnet.rpc_url, dep.contract))
         for i in range(n):
-            out.peers.append(out.peer(i, confirmations=(confirmations or [0] * n)[i]))
+            out.peers.append(out.peer(i, confirmations=(confirmations or [0] * n)[i], client=client))
             out.logs.append(out.peers[i].log)
         return out
 
@@ -334,8 +345,8 @@ def test_a_late_vote_the_chain_moved_past_is_skipped_and_the_peer_moves_on(net):
 
 def test_a_restarted_peer_whose_submission_already_landed_carries_on(net):
     n = net(3)
-    n.step(0)
     before = n.peers[0].chain.member_info(n.members[0])
+    assert n.step(0) == (SUBMIT, 1, "sent")
     again = n.peer(0)  # restarted; its first look at the chain predates its previous life's submission
 
     class StaleOnce(ChainClient):
@@ -383,24 +394,21 @@ def test_a_peer_behind_the_head_waits_for_the_round_start(net):
     assert n.step(0) == (SUBMIT, 1, "waiting")  # RoundStarted is in the head block, not 2 behind it
     assert "not visible yet" in p.log.events("waiting")[-1][1]["reason"]
     n.mine(2)
-    with Miner(n.observer):  # its transactions wait for 2 confirmations
-        assert n.step(0) == (SUBMIT, 1, "sent")
+    assert n.step(0) == (SUBMIT, 1, "sent")
     assert n.state().submissions == 1
 
 
 def test_a_voter_behind_the_head_waits_for_every_submission_and_agrees(net):
     n = net(3, confirmations=[0, 0, 3])
     n.mine(3)
-    with Miner(n.observer):
-        n.step(2)  # the lagging member submits first; its transaction waits for confirmations
+    assert n.step(2) == (SUBMIT, 1, "sent")  # the lagging member submits first (and 3 blocks follow)
     n.step(0), n.step(1)  # automine: the last two submissions are the two head blocks
     assert n.state().phase is V
     assert n.step(2) == (VOTE, 1, "waiting")  # 1 of 3 submissions in view: no aggregate yet
     assert "1 of 3 submissions" in n.logs[2].events("waiting")[-1][1]["reason"]
     assert n.step(0) == (VOTE, 1, "sent")
     n.mine(3)
-    with Miner(n.observer):
-        assert n.step(2) == (VOTE, 1, "sent")
+    assert n.step(2) == (VOTE, 1, "sent")
     votes = n.votes(1)
     assert len(votes) == 2 and len(set(votes.values())) == 1  # the same aggregate from both views
     assert votes[n.members[2].lower()][1] == 0b111
@@ -409,16 +417,14 @@ def test_a_voter_behind_the_head_waits_for_every_submission_and_agrees(net):
 def test_a_late_voter_behind_the_head_waits_for_the_next_round_start_and_agrees(net):
     n = net(3, confirmations=[0, 0, 3])
     n.mine(3)
-    with Miner(n.observer):
-        n.step(2)
+    n.step(2)
     n.step(0), n.step(1)
     n.step(0), n.step(1)  # finalized in the head block: round 2 has started, 0 blocks behind
     assert n.state().round == 2
     assert n.step(2) == (LATE_VOTE, 1, "waiting")
     n.mine(3)
-    with Miner(n.observer):
-        assert n.step(2) == (LATE_VOTE, 1, "sent")
-        assert n.step(2) == (SUBMIT, 2, "sent")
+    assert n.step(2) == (LATE_VOTE, 1, "sent")
+    assert n.step(2) == (SUBMIT, 2, "sent")
     assert n.rep(2) == 1150
 
 
@@ -454,12 +460,10 @@ def test_a_slow_honest_revealer_reveals_late_before_submitting_and_is_not_halved
 def test_a_restarted_revealer_recomputes_its_vote_behind_the_head_and_reveals_late(net):
     n = net(3, reveal_blocks=60, confirmations=[0, 0, 2])
     n.mine(2)
-    with Miner(n.observer):
-        n.step(2)
+    n.step(2)
     n.step(0), n.step(1)
     n.mine(2)  # every submission in view of the lagging member
-    with Miner(n.observer):
-        assert n.step(2) == (VOTE, 1, "sent")  # its commitment
+    assert n.step(2) == (VOTE, 1, "sent")  # its commitment
     n.step(0), n.step(1)
     n.step(0), n.step(1)
     assert n.state().round == 2
@@ -467,11 +471,10 @@ def test_a_restarted_revealer_recomputes_its_vote_behind_the_head_and_reveals_la
     assert again.step(again.chain.round_state()) is False
     assert again.last_step == (REVEAL, 1, "waiting")  # round 2's start is not in view yet
     n.mine(2)
-    with Miner(n.observer):
-        assert again.step(again.chain.round_state()) is True
-        assert again.last_step == (REVEAL, 1, "sent")  # the same salt and ballot: it matches
-        assert again.step(again.chain.round_state()) is True
-        assert again.last_step == (SUBMIT, 2, "sent")
+    assert again.step(again.chain.round_state()) is True
+    assert again.last_step == (REVEAL, 1, "sent")  # the same salt and ballot: it matches
+    assert again.step(again.chain.round_state()) is True
+    assert again.last_step == (SUBMIT, 2, "sent")
     assert n.rep(2) == 1150
 
 
@@ -511,9 +514,9 @@ def _run_network(n: Net, timeout: float) -> list[str]:
 
 
 @pytest.mark.parametrize("reveal_blocks", [0, 120], ids=["plain", "commit-reveal"])
-def test_peers_two_blocks_behind_the_head_finalize_every_round(net, reveal_blocks):
+def test_a_network_two_blocks_behind_the_head_finalizes_every_round(net, reveal_blocks):
     rounds = 3
-    n = net(3, rounds=rounds, windows=400, reveal_blocks=reveal_blocks, confirmations=[2, 2, 2])
+    n = net(3, rounds=rounds, windows=400, reveal_blocks=reveal_blocks, confirmations=[2, 2, 2], client=ChainClient)
     assert _run_network(n, 150) == []
     history = round_history(n.observer, from_block=n.deploy_block)
     assert [h.status for h in history] == ["finalized"] * rounds
@@ -526,9 +529,9 @@ def test_peers_two_blocks_behind_the_head_finalize_every_round(net, reveal_block
         assert log.records[-1][0] == "task_complete"
 
 
-def test_peers_at_different_depths_behind_the_head_compute_the_same_aggregates(net):
+def test_a_network_at_different_depths_behind_the_head_agrees_on_every_aggregate(net):
     rounds = 2
-    n = net(3, rounds=rounds, windows=400, confirmations=[0, 1, 4])
+    n = net(3, rounds=rounds, windows=400, confirmations=[0, 1, 4], client=ChainClient)
     assert _run_network(n, 120) == []
     history = round_history(n.observer, from_block=n.deploy_block)
     assert [h.status for h in history] == ["finalized"] * rounds
