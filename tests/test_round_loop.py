@@ -428,6 +428,26 @@ def test_a_late_voter_behind_the_head_waits_for_the_next_round_start_and_agrees(
     assert n.rep(2) == 1150
 
 
+def test_a_peer_behind_the_head_settles_its_last_round_once_the_outcome_is_in_view(net):
+    n = net(3, rounds=1, confirmations=[0, 0, 3])
+    n.mine(3)
+    assert n.step(2) == (SUBMIT, 1, "sent")
+    n.step(0), n.step(1)
+    n.mine(3)
+    assert n.step(2) == (VOTE, 1, "sent")
+    assert n.step(0) == (VOTE, 1, "sent")  # finalizes the task's only round in the head block
+    assert n.state().phase is C
+    finishing = threading.Thread(target=n.peers[2].run, daemon=True)
+    finishing.start()
+    wait_until(lambda: any(r == 1 for r, _ in n.logs[2].events("waiting")), 30, "the settlement to wait")
+    assert finishing.is_alive()  # settling with the outcome out of view would revert: it waits
+    n.mine(3)
+    finishing.join(30)
+    assert not finishing.is_alive()
+    assert [e for e, _, _ in n.logs[2].records][-2:] == ["settled", "task_complete"]
+    assert n.rep(2) == 1150
+
+
 # ------------------------------------------------------------------------------- commit-reveal
 def test_commit_then_reveal_in_the_window_finalizes(net):
     n = net(3, reveal_blocks=60)
@@ -476,6 +496,22 @@ def test_a_restarted_revealer_recomputes_its_vote_behind_the_head_and_reveals_la
     assert again.step(again.chain.round_state()) is True
     assert again.last_step == (SUBMIT, 2, "sent")
     assert n.rep(2) == 1150
+
+
+def test_a_restarted_peer_whose_reveal_is_not_in_view_yet_does_not_reveal_again(net):
+    n = net(3, reveal_blocks=60)
+    for i in range(3):
+        n.step(i)
+    for i in range(3):
+        n.step(i)
+    assert n.step(2) == (REVEAL, 1, "sent")
+    again = n.peer(2, confirmations=3)  # restarted, now reading 3 blocks behind: its reveal is out of view
+    assert again.step(again.chain.round_state()) is False
+    assert again.last_step == (REVEAL, 1, "already")  # the contract says it is revealed
+    assert again.step(again.chain.round_state()) is False
+    assert again.last_step == (WAIT, 1, "idle")
+    assert n.step(0) == (REVEAL, 1, "sent")
+    assert _finalized(n, 1) is not None
 
 
 def test_the_last_rounds_late_reveal_lands_before_the_peer_calls_the_task_complete(net):
