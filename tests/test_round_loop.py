@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 from eth_account import Account
 
-from fedchain.node.chain import ChainClient, MemberInfo, Outcome, Phase
+from fedchain.node.chain import ChainClient, MemberInfo, Outcome, Phase, deploy_contract
 from fedchain.node.ledger.history import round_history
 from fedchain.node.ml.data import Dataset
 from fedchain.node.ml.models import ModelSpec
@@ -385,6 +385,24 @@ def test_an_invalid_or_missing_update_is_excluded_and_the_peers_still_agree(net)
         assert n.step(i) == (VOTE, 2, "sent")
     rec = _finalized(n, 2)
     assert rec and rec.included == 0b0111
+
+
+def test_a_base_model_that_is_no_model_is_skipped_without_ending_the_peer(devnet, tmp_path):
+    task = Task(name="bad-base", dataset="toy", model=ModelSpec(6, 2, (4,)), rounds=1, submit_blocks=20, vote_blocks=20)
+    store = EmbeddedStore(tmp_path / "store")
+    task_cid = store.add(task.to_bytes())
+    deployer = ChainClient(devnet.rpc_url, account=Account.from_key(devnet.keys[0]))
+    address, _ = deploy_contract(deployer, members=devnet.addresses[1:3], initial_model=cid_to_digest(store.add(b"junk" * 64)),
+                                 task=cid_to_digest(task_cid), submit_blocks=20, vote_blocks=20, quorum_bps=6_000,
+                                 max_rounds=1, rule=0)
+    peer = Peer(ChainClient(devnet.rpc_url, address, Account.from_key(devnet.keys[1])), store, task, task_cid, _shard(0),
+                log=Log())
+    assert peer.step(peer.chain.round_state()) is False
+    assert peer.last_step == (SUBMIT, 1, "skipped")
+    assert "unusable base model" in peer.log.events("skipped")[-1][1]["reason"]
+    deployer.w3.provider.make_request("anvil_mine", [hex(40)])
+    assert peer.step(peer.chain.round_state()) is True
+    assert peer.last_step == (ADVANCE, 1, "sent")  # it still keeps the task moving
 
 
 # ------------------------------------------------------------------------------- confirmations
