@@ -12,7 +12,7 @@ import itertools
 import os
 import threading
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 import numpy as np
 import pytest
@@ -240,9 +240,13 @@ class Net:
                     fetch_timeout=fetch_timeout)
 
     def step(self, i: int) -> tuple:
+        """One step of member ``i``'s peer at the current head; what it did (``Peer.last_step``)."""
         p = self.peers[i]
         p.step(p.chain.round_state())
         return p.last_step
+
+    def steps(self, *members: int) -> list[tuple]:
+        return [self.step(i) for i in members]
 
     def rep(self, i: int) -> int:
         return self.observer.member_info(self.members[i]).reputation
@@ -304,9 +308,8 @@ def test_step_submits_waits_votes_and_finalizes(net):
 
 def test_a_late_vote_lands_before_the_next_submission_and_is_rewarded(net):
     n = net(3)
-    for i in range(3):
-        n.step(i)
-    n.step(0), n.step(1)
+    n.steps(0, 1, 2)
+    n.steps(0, 1)
     assert n.state().round == 2  # finalized without member 2's vote
     assert n.step(2) == (LATE_VOTE, 1, "sent")
     votes = n.votes(1)
@@ -330,9 +333,8 @@ def test_an_expired_round_is_advanced(net):
 
 def test_a_late_vote_the_chain_moved_past_is_skipped_and_the_peer_moves_on(net):
     n = net(3, windows=20)
-    for i in range(3):
-        n.step(i)
-    n.step(0), n.step(1)
+    n.steps(0, 1, 2)
+    n.steps(0, 1)
     stale = n.peers[2].chain.round_state()  # round 2: member 2 still owes its late vote for round 1
     n.mine(41)
     n.peers[0].chain.advance()  # round 2 fails; round 3 opens: a vote for round 1 no longer lands
@@ -420,7 +422,7 @@ def test_a_voter_behind_the_head_waits_for_every_submission_and_agrees(net):
     n = net(3, confirmations=[0, 0, 3])
     n.mine(3)
     assert n.step(2) == (SUBMIT, 1, "sent")  # the lagging member submits first (and 3 blocks follow)
-    n.step(0), n.step(1)  # automine: the last two submissions are the two head blocks
+    n.steps(0, 1)  # automine: the last two submissions are the two head blocks
     assert n.state().phase is V
     assert n.step(2) == (VOTE, 1, "waiting")  # 1 of 3 submissions in view: no aggregate yet
     assert "1 of 3 submissions" in n.logs[2].events("waiting")[-1][1]["reason"]
@@ -436,8 +438,8 @@ def test_a_late_voter_behind_the_head_waits_for_the_next_round_start_and_agrees(
     n = net(3, confirmations=[0, 0, 3])
     n.mine(3)
     n.step(2)
-    n.step(0), n.step(1)
-    n.step(0), n.step(1)  # finalized in the head block: round 2 has started, 0 blocks behind
+    n.steps(0, 1)
+    n.steps(0, 1)  # finalized in the head block: round 2 has started, 0 blocks behind
     assert n.state().round == 2
     assert n.step(2) == (LATE_VOTE, 1, "waiting")
     n.mine(3)
@@ -450,7 +452,7 @@ def test_a_peer_behind_the_head_settles_its_last_round_once_the_outcome_is_in_vi
     n = net(3, rounds=1, confirmations=[0, 0, 3])
     n.mine(3)
     assert n.step(2) == (SUBMIT, 1, "sent")
-    n.step(0), n.step(1)
+    n.steps(0, 1)
     n.mine(3)
     assert n.step(2) == (VOTE, 1, "sent")
     assert n.step(0) == (VOTE, 1, "sent")  # finalizes the task's only round in the head block
@@ -483,11 +485,9 @@ def test_commit_then_reveal_in_the_window_finalizes(net):
 
 def test_a_slow_honest_revealer_reveals_late_before_submitting_and_is_not_halved(net):
     n = net(3, reveal_blocks=60)
-    for i in range(3):
-        n.step(i)
-    for i in range(3):
-        n.step(i)
-    n.step(0), n.step(1)
+    n.steps(0, 1, 2)  # submissions
+    n.steps(0, 1, 2)  # commitments
+    n.steps(0, 1)
     assert n.state().round == 2  # finalized before member 2 revealed
     assert n.step(2) == (REVEAL, 1, "sent")  # the late reveal comes before the next submission
     assert n.observer.is_outcome(1, *n.votes(1)[n.members[2].lower()])
@@ -499,11 +499,11 @@ def test_a_restarted_revealer_recomputes_its_vote_behind_the_head_and_reveals_la
     n = net(3, reveal_blocks=60, confirmations=[0, 0, 2])
     n.mine(2)
     n.step(2)
-    n.step(0), n.step(1)
+    n.steps(0, 1)
     n.mine(2)  # every submission in view of the lagging member
     assert n.step(2) == (VOTE, 1, "sent")  # its commitment
-    n.step(0), n.step(1)
-    n.step(0), n.step(1)
+    n.steps(0, 1)
+    n.steps(0, 1)
     assert n.state().round == 2
     again = n.peer(2, confirmations=2)  # the commitment's ballot died with the old process
     assert again.step(again.chain.round_state()) is False
@@ -518,10 +518,8 @@ def test_a_restarted_revealer_recomputes_its_vote_behind_the_head_and_reveals_la
 
 def test_a_restarted_peer_whose_reveal_is_not_in_view_yet_does_not_reveal_again(net):
     n = net(3, reveal_blocks=60)
-    for i in range(3):
-        n.step(i)
-    for i in range(3):
-        n.step(i)
+    n.steps(0, 1, 2)  # submissions
+    n.steps(0, 1, 2)  # commitments
     assert n.step(2) == (REVEAL, 1, "sent")
     again = n.peer(2, confirmations=3)  # restarted, now reading 3 blocks behind: its reveal is out of view
     assert again.step(again.chain.round_state()) is False
@@ -534,11 +532,9 @@ def test_a_restarted_peer_whose_reveal_is_not_in_view_yet_does_not_reveal_again(
 
 def test_the_last_rounds_late_reveal_lands_before_the_peer_calls_the_task_complete(net):
     n = net(3, rounds=1, reveal_blocks=60)
-    for i in range(3):
-        n.step(i)
-    for i in range(3):
-        n.step(i)
-    n.step(0), n.step(1)
+    n.steps(0, 1, 2)  # submissions
+    n.steps(0, 1, 2)  # commitments
+    n.steps(0, 1)
     assert n.state().phase is C
     done = threading.Thread(target=n.peers[2].run, daemon=True)
     done.start()
@@ -567,9 +563,9 @@ def _run_network(n: Net, timeout: float) -> list[str]:
     return errors
 
 
-@pytest.mark.parametrize("reveal_blocks", [0, 120], ids=["plain", "commit-reveal"])
-def test_a_network_two_blocks_behind_the_head_finalizes_every_round(net, reveal_blocks):
-    rounds = 3
+@pytest.mark.parametrize("rounds,reveal_blocks", [(3, 0), (2, 120)], ids=["plain", "commit-reveal"])
+def test_a_network_two_blocks_behind_the_head_finalizes_every_round(net, rounds, reveal_blocks):
+    """Real peers (``Peer.run``, the real client) on a chain that makes a block every 50 ms."""
     n = net(3, rounds=rounds, windows=400, reveal_blocks=reveal_blocks, confirmations=[2, 2, 2], client=ChainClient)
     assert _run_network(n, 150) == []
     history = round_history(n.observer, from_block=n.deploy_block)
@@ -577,8 +573,8 @@ def test_a_network_two_blocks_behind_the_head_finalizes_every_round(net, reveal_
     for h in history:
         assert h.included_count == 3
         assert len({(v["model"], v["included"]) for v in h.votes}) == 1  # one aggregate, every view
-    # every member included and agreeing every round (late votes and reveals too): 1000 + 3 * 150
-    assert [n.rep(i) for i in range(3)] == [1450] * 3
+    # every member included and agreeing every round (late votes and reveals too): +150 a round
+    assert [n.rep(i) for i in range(3)] == [1000 + 150 * rounds] * 3
     for log in n.logs:
         assert log.records[-1][0] == "task_complete"
 
