@@ -172,7 +172,7 @@ class Log:
 
 
 class Miner:
-    """Adds a block every ``interval`` seconds while in use (a block time for automine)."""
+    """Adds a block every ``interval`` seconds while in use (a block time for automine). Windows of 1200 blocks (a minute) leave a loaded machine time to train."""
 
     def __init__(self, chain: ChainClient, interval: float = 0.02):
         self.chain, self.interval = chain, interval
@@ -566,8 +566,8 @@ def _run_network(n: Net, timeout: float) -> list[str]:
 @pytest.mark.parametrize("rounds,reveal_blocks", [(3, 0), (2, 120)], ids=["plain", "commit-reveal"])
 def test_a_network_two_blocks_behind_the_head_finalizes_every_round(net, rounds, reveal_blocks):
     """Real peers (``Peer.run``, the real client) on a chain that makes a block every 50 ms."""
-    n = net(3, rounds=rounds, windows=400, reveal_blocks=reveal_blocks, confirmations=[2, 2, 2], client=ChainClient)
-    assert _run_network(n, 150) == []
+    n = net(3, rounds=rounds, windows=1200, reveal_blocks=reveal_blocks, confirmations=[2, 2, 2], client=ChainClient)
+    assert _run_network(n, 240) == []
     history = round_history(n.observer, from_block=n.deploy_block)
     assert [h.status for h in history] == ["finalized"] * rounds
     for h in history:
@@ -581,8 +581,8 @@ def test_a_network_two_blocks_behind_the_head_finalizes_every_round(net, rounds,
 
 def test_a_network_at_different_depths_behind_the_head_agrees_on_every_aggregate(net):
     rounds = 2
-    n = net(3, rounds=rounds, windows=400, confirmations=[0, 1, 4], client=ChainClient)
-    assert _run_network(n, 120) == []
+    n = net(3, rounds=rounds, windows=1200, confirmations=[0, 1, 4], client=ChainClient)
+    assert _run_network(n, 240) == []
     history = round_history(n.observer, from_block=n.deploy_block)
     assert [h.status for h in history] == ["finalized"] * rounds
     for h in history:
