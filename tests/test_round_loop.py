@@ -172,7 +172,7 @@ class Log:
 
 
 class Miner:
-    """Adds a block every ``interval`` seconds while in use (a block time for automine). Windows of 1200 blocks (a minute) leave a loaded machine time to train."""
+    """Adds a block every ``interval`` seconds while in use (a block time for automine)."""
 
     def __init__(self, chain: ChainClient, interval: float = 0.02):
         self.chain, self.interval = chain, interval
@@ -547,6 +547,8 @@ def test_the_last_rounds_late_reveal_lands_before_the_peer_calls_the_task_comple
 
 # ------------------------------------------------------------------------------- whole networks
 def _run_network(n: Net, timeout: float) -> list[str]:
+    """Every peer's ``run`` in a thread, a block every 50 ms; windows of 1200 blocks (a minute)
+    leave a loaded machine time to train, and rounds end as soon as everyone has voted."""
     errors: list[str] = []
 
     def run(p):
