@@ -440,14 +440,14 @@ def test_a_voter_behind_the_head_waits_for_every_submission_and_agrees(net):
     assert votes[n.members[2].lower()][1] == 0b111
 
 
-def test_a_late_voter_behind_the_head_waits_for_the_next_round_start_and_agrees(net):
+def test_a_late_voter_behind_the_head_waits_for_the_rounds_end_and_agrees(net):
     n = net(3, confirmations=[0, 0, 3])
     n.mine(3)
     n.step(2)
     n.steps(0, 1)
     n.steps(0, 1)  # finalized in the head block: round 2 has started, 0 blocks behind
     assert n.state().round == 2
-    assert n.step(2) == (LATE_VOTE, 1, "waiting")
+    assert n.step(2) == (LATE_VOTE, 1, "waiting")  # round 1's end is in the head block
     n.mine(3)
     assert n.step(2) == (LATE_VOTE, 1, "sent")
     assert n.step(2) == (SUBMIT, 2, "sent")
@@ -472,6 +472,21 @@ def test_a_peer_behind_the_head_settles_its_last_round_once_the_outcome_is_in_vi
     assert not finishing.is_alive()
     assert [e for e, _, _ in n.logs[2].records][-2:] == ["settled", "task_complete"]
     assert n.rep(2) == 1150
+
+
+def test_a_late_voter_behind_the_head_waits_for_the_last_rounds_end_and_agrees(net):
+    n = net(3, rounds=1, confirmations=[0, 0, 3])
+    n.mine(3)
+    n.step(2)
+    n.steps(0, 1)
+    n.steps(0, 1)  # the task's only round finalized in the head block: no round 2 will ever start
+    assert n.state().phase is C
+    assert n.step(2) == (LATE_VOTE, 1, "waiting")
+    assert "the end of round 1" in n.logs[2].events("waiting")[-1][1]["reason"]
+    n.mine(3)
+    assert n.step(2) == (LATE_VOTE, 1, "sent")
+    assert n.observer.is_outcome(1, *n.votes(1)[n.members[2].lower()])
+    assert n.step(2) == (WAIT, 2, "idle")
 
 
 # ------------------------------------------------------------------------------- commit-reveal
@@ -513,7 +528,7 @@ def test_a_restarted_revealer_recomputes_its_vote_behind_the_head_and_reveals_la
     assert n.state().round == 2
     again = n.peer(2, confirmations=2)  # the commitment's ballot died with the old process
     assert again.step(again.chain.round_state()) is False
-    assert again.last_step == (REVEAL, 1, "waiting")  # round 2's start is not in view yet
+    assert again.last_step == (REVEAL, 1, "waiting")  # round 1's end is not in view yet
     n.mine(2)
     assert again.step(again.chain.round_state()) is True
     assert again.last_step == (REVEAL, 1, "sent")  # the same salt and ballot: it matches

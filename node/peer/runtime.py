@@ -151,6 +151,7 @@ class Peer:
         self.timings: dict[int, dict[str, float]] = {}
         self._round_start: dict[int, int] = {}
         self._round_base: dict[int, str] = {}
+        self._round_end: dict[int, int] = {}
         self._choices: dict[int, Ballot] = {}  # commit-reveal: what we committed to
         self._abstained: set[int] = set()
         self._revealed: set[int] = set()
@@ -272,6 +273,18 @@ class Peer:
             self._round_base[round_] = digest_to_cid(bases[round_])
         return self._round_start[round_]
 
+    def round_end_block(self, round_: int) -> int:
+        """Block in which ``round_`` was finalized or failed; ``E.NotVisibleYet`` while that is not
+        in view. (The last round ends with no next RoundStarted, so that cannot be the sign.)"""
+        if round_ not in self._round_end:
+            start = self.round_start_block(round_)
+            evs = self.chain.events("RoundFinalized", from_block=start, round=round_) \
+                or self.chain.events("RoundFailed", from_block=start, round=round_)
+            if not evs:
+                raise E.NotVisibleYet(f"the end of round {round_} is not visible yet")
+            self._round_end[round_] = evs[0].blockNumber
+        return self._round_end[round_]
+
     def base_of(self, round_: int) -> str:
         """CID of the global model that round ``round_`` trains on."""
         self.round_start_block(round_)
@@ -283,11 +296,11 @@ class Peer:
 
     def round_inputs(self, round_: int, *, expected: int | None = None) -> RoundInputs:
         """Every update of ``round_``, validated. Waits (``E.NotVisibleYet``) until the peer sees
-        all of them: ``expected`` submissions for the open round, or the whole round for a past
+        all of them: ``expected`` submissions for the open round, or the round's end for a past
         one, so that peers at different heads never aggregate different sets."""
         start = self.round_start_block(round_)
         if expected is None:
-            self.round_start_block(round_ + 1)  # the next round started: every submission is in view
+            self.round_end_block(round_)  # the round ended in view: so did every submission to it
         inputs = collect_updates(
             self.chain, self.store, self.task, self.task_cid, round_, self.base_of(round_), schema=self.schema,
             from_block=start, members=self.members, fetch_retry_until=time.monotonic() + self.fetch_timeout,
