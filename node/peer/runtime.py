@@ -82,21 +82,22 @@ class Facts:
 def next_action(f: Facts) -> tuple[Action, int]:
     """What this member owes the chain next, and for which round.
 
-    Unfinished business of the previous round comes first: its late vote or reveal must land
-    before this member submits for the next round, or the contract settles the previous round
-    with no vote recorded (and, under commit-reveal, halves an honest but slow revealer).
+    Unfinished business of the previous round comes first, in every phase: its late vote or
+    reveal must land before this member sends anything that settles that round (a submission or
+    vote for a later round), and before the round it belongs to is closed (an ``advance``, or the
+    task's end), or the contract settles it with no vote recorded and, under commit-reveal,
+    halves an honest but slow revealer as a dissenter.
     """
-    r = f.round
-    if f.phase is Phase.COMPLETE:
-        return Action.WAIT, r
-    if f.phase is Phase.EXPIRED:
-        return Action.ADVANCE, r
-    prev = r - 1
+    r, prev = f.round, f.round - 1
     if prev >= 1 and f.previous_finalized and prev not in f.abstained and f.submitted_round < r:
         if f.commit_reveal and f.voted_round == prev and prev not in f.revealed:
             return Action.REVEAL, prev
         if not f.commit_reveal and f.submitted_round == prev and f.voted_round < prev:
             return Action.LATE_VOTE, prev
+    if f.phase is Phase.COMPLETE:
+        return Action.WAIT, r
+    if f.phase is Phase.EXPIRED:
+        return Action.ADVANCE, r
     if f.phase is Phase.SUBMISSION and f.submitted_round != r:
         return Action.SUBMIT, r
     if f.phase is Phase.VOTING and f.voted_round != r and r not in f.abstained:
@@ -154,10 +155,12 @@ class Peer:
         self.timings: dict[int, dict[str, float]] = {}
         self._round_start: dict[int, int] = {}
         self._round_base: dict[int, str] = {}
+        self._round_end: dict[int, int] = {}
         self._choices: dict[int, Ballot] = {}  # commit-reveal: what we committed to
         self._abstained: set[int] = set()
         self._revealed: set[int] = set()
         self.commit_reveal = cfg["reveal_blocks"] > 0
+        self.last_step: tuple[Action | None, int, str] = (None, 0, "idle")
 
     # ---------------------------------------------------------------- the loop
     def run(self, stop=None) -> None:
@@ -171,12 +174,13 @@ class Peer:
                 self.metrics.set("last_poll_timestamp_seconds", self.last_poll)
                 self.metrics.set("current_round", state.round)
                 self._note_round(state.round)
-                if state.phase is Phase.COMPLETE:
-                    self._settle_last()
-                    self.log("task_complete", state.round - 1)
-                    return
                 acted = self.step(state)
                 failures = 0
+                # The task is over once nothing is owed (a late reveal or vote for the last round
+                # still counts) and this peer's last round is settled.
+                if state.phase is Phase.COMPLETE and self.last_step[0] is Action.WAIT and self._settle_last():
+                    self.log("task_complete", state.round - 1)
+                    return
             except (E.ChainUnavailable, E.StoreError, E.ContractError, E.ArtifactInvalid) as exc:
                 # Nothing a peer does is lost by retrying: the chain says what is still owed.
                 # ArtifactInvalid: a damaged base model in the store; the peer waits for it to be restored.
@@ -209,34 +213,58 @@ class Peer:
         )
 
     def step(self, state: RoundState) -> bool:
-        """Do whatever this peer owes the chain in ``state``; True if it sent something."""
-        action, r = Action.WAIT, state.round
+        """Do whatever this peer owes the chain in ``state``; True if it sent something.
+
+        ``last_step`` records (action decided or None, its round, what came of it: ``sent``,
+        ``idle``, ``waiting``, ``skipped`` or ``already``).
+        """
+        action, r = None, state.round
+        self.last_step = (None, r, "waiting")
         try:
             me = self.chain.member_info(self.address)
             self.metrics.set("reputation", me.reputation)
             action, r = next_action(self.facts(state, me))
+            self.last_step = (action, r, "waiting")
+            sent = True
             if action is Action.WAIT:
-                return False
-            if action is Action.ADVANCE:
+                sent = False
+            elif action is Action.ADVANCE:
                 self.chain.advance()
                 self.log("advanced", r, reason="windows ran out without quorum")
             elif action is Action.SUBMIT:
                 self.submit(r, me)
             elif action is Action.VOTE:
-                return self.vote(r, me, expected=state.submissions)
+                sent = self.vote(r, me, expected=state.submissions)
             elif action is Action.LATE_VOTE:
-                return self.vote(r, me)
+                sent = self.vote(r, me)
             elif action is Action.REVEAL:
-                self.reveal(r, expected=state.submissions if r == state.round else None)
-            return True
+                sent = self.reveal(r, expected=state.submissions if r == state.round else None)
+            self.last_step = (action, r, "sent" if sent else "idle")
+            return sent
         except E.NotVisibleYet as exc:
             self.log("waiting", r, reason=str(exc))
         except (E.RoundClosed, E.RoundStillOpen, E.WindowClosed, E.VotingNotOpen, E.TaskComplete, E.InvalidOutcome) as exc:
+            self.last_step = (action, r, "skipped")
             self.log("skipped", r, reason=str(exc))  # the chain moved on under us
             if r < state.round:
                 self._abstained.add(r)  # a previous round's late step that cannot land: move on
         except (E.AlreadySubmitted, E.AlreadyVoted):
-            pass  # a previous life of this peer got there first
+            self.last_step = (action, r, "already")  # a previous life of this peer got there first
+            if action is Action.REVEAL:
+                self._revealed.add(r)  # ours is on chain, only not in view yet
+        except E.ArtifactInvalid as exc:
+            # Only a base model can get here (updates that fail validation are excluded): a
+            # finalized model that is not one. Nothing to build on this round; keep following.
+            self.last_step = (action, r, "skipped")
+            self.log("skipped", r, reason=f"unusable base model: {exc}")
+        except E.ContractError as exc:
+            if exc.name != "FedChainCommitmentMismatch":
+                raise
+            # Our recomputed ballot (a restart lost the committed one) differs from the commitment:
+            # it cannot be revealed, and retrying cannot change that.
+            self.last_step = (action, r, "skipped")
+            self._abstained.add(r)
+            self.log("skipped", r, reason=str(exc))
         return False
 
     # ---------------------------------------------------------------- helpers for plugins
@@ -253,6 +281,18 @@ class Peer:
             self._round_base[round_] = digest_to_cid(bases[round_])
         return self._round_start[round_]
 
+    def round_end_block(self, round_: int) -> int:
+        """Block in which ``round_`` was finalized or failed; ``E.NotVisibleYet`` while that is not
+        in view. (The last round ends with no next RoundStarted, so that cannot be the sign.)"""
+        if round_ not in self._round_end:
+            start = self.round_start_block(round_)
+            evs = self.chain.events("RoundFinalized", from_block=start, round=round_) \
+                or self.chain.events("RoundFailed", from_block=start, round=round_)
+            if not evs:
+                raise E.NotVisibleYet(f"the end of round {round_} is not visible yet")
+            self._round_end[round_] = evs[0].blockNumber
+        return self._round_end[round_]
+
     def base_of(self, round_: int) -> str:
         """CID of the global model that round ``round_`` trains on."""
         self.round_start_block(round_)
@@ -264,11 +304,11 @@ class Peer:
 
     def round_inputs(self, round_: int, *, expected: int | None = None) -> RoundInputs:
         """Every update of ``round_``, validated. Waits (``E.NotVisibleYet``) until the peer sees
-        all of them: ``expected`` submissions for the open round, or the whole round for a past
+        all of them: ``expected`` submissions for the open round, or the round's end for a past
         one, so that peers at different heads never aggregate different sets."""
         start = self.round_start_block(round_)
         if expected is None:
-            self.round_start_block(round_ + 1)  # the next round started: every submission is in view
+            self.round_end_block(round_)  # the round ended in view: so did every submission to it
         inputs = collect_updates(
             self.chain, self.store, self.task, self.task_cid, round_, self.base_of(round_), schema=self.schema,
             from_block=start, members=self.members, fetch_retry_until=time.monotonic() + self.fetch_timeout,
@@ -282,14 +322,21 @@ class Peer:
         t[phase] += seconds
         self.metrics.inc("phase_seconds_total", seconds, phase=phase)
 
-    def _previous(self, me: MemberInfo) -> Outcome:
+    def _previous(self, me: MemberInfo, round_: int) -> Outcome:
+        """The outcome of this member's last unsettled round, which a transaction for ``round_``
+        settles. ``NotVisibleYet`` while that round is finalized but its event is not in view:
+        sending zeros then would revert with ``InvalidOutcome``."""
         last = max(me.submitted_round, me.voted_round)
-        if last <= me.settled_round:
-            return Outcome.none()
-        return self.chain.outcome(last, from_block=self.deploy_block) or Outcome.none()
+        if last <= me.settled_round or last >= round_:
+            return Outcome.none()  # nothing to settle: the contract ignores the argument
+        found = self.chain.outcome(last, from_block=self.deploy_block)
+        if found is None and self.chain.is_finalized(last):
+            raise E.NotVisibleYet(f"the outcome of round {last} is not visible yet")
+        return found or Outcome.none()
 
     def submit(self, r: int, me: MemberInfo) -> None:
         t0 = time.perf_counter()
+        previous = self._previous(me, r)  # before training: it may say to wait
         base_cid, base = self.global_model(r)
         t1 = time.perf_counter()
         delta, loss = train_local(self.task.model, base, self.data, self.task.train, seed=self.seed * 100_003 + r)
@@ -300,7 +347,7 @@ class Peer:
         artifact = self.pipeline.publish(delta, ctx) or encode(delta, meta)
         cid = self.store.add(artifact, pin=True)
         t3 = time.perf_counter()
-        receipt = self.chain.submit(r, cid_to_digest(cid), self._previous(me))
+        receipt = self.chain.submit(r, cid_to_digest(cid), previous)
         t4 = time.perf_counter()
         self._timing(r, "store", (t1 - t0) + (t3 - t2))
         self._timing(r, "train", t2 - t1)
@@ -333,7 +380,9 @@ class Peer:
         return chosen or honest, inputs, cid
 
     def vote(self, r: int, me: MemberInfo, *, expected: int | None = None) -> bool:
-        """Vote (or commit) for round ``r``; ``expected`` is the open round's on-chain submission count."""
+        """Vote (or commit) for round ``r``; ``expected`` is the open round's on-chain submission
+        count (None for a round that has ended). False if the plugins abstained."""
+        previous = self._previous(me, r)
         ballot, inputs, _ = self._ballot(r, expected)
         if ballot is None:
             return False
@@ -341,10 +390,10 @@ class Peer:
         t3 = time.perf_counter()
         if self.commit_reveal:
             salt = self._salt(r)
-            receipt = self.chain.commit_vote(r, self.chain.commitment(r, digest, bitmap, salt, self.address), self._previous(me))
+            receipt = self.chain.commit_vote(r, self.chain.commitment(r, digest, bitmap, salt, self.address), previous)
             self._choices[r] = ballot
         else:
-            receipt = self.chain.vote(r, digest, bitmap, self._previous(me))
+            receipt = self.chain.vote(r, digest, bitmap, previous)
         self._timing(r, "chain", time.perf_counter() - t3)
         self.metrics.inc("votes_total")
         self.metrics.inc("gas_used_total", receipt["gasUsed"])
@@ -364,12 +413,15 @@ class Peer:
         evs = self.chain.events("VoteCast", from_block=self.round_start_block(round_), round=round_, peer=self.address)
         return bool(evs)
 
-    def reveal(self, round_: int, *, expected: int | None = None) -> None:
-        """Reveal this peer's committed vote, recomputing it if a restart lost it."""
+    def reveal(self, round_: int, *, expected: int | None = None) -> bool:
+        """Reveal this peer's committed vote, recomputing it if a restart lost it; False if the
+        plugins abstained on recomputing."""
+        if round_ in self._abstained:
+            return False  # nothing committed to reveal (and a recomputed ballot could copy revealed votes)
         if round_ not in self._choices:
             ballot, _, _ = self._ballot(round_, expected)
             if ballot is None:
-                return
+                return False
             self._choices[round_] = ballot
         digest, bitmap = self._choices[round_]
         t0 = time.perf_counter()
@@ -380,6 +432,7 @@ class Peer:
         self.metrics.inc("gas_used_total", receipt["gasUsed"])
         self.log("voted", round_, model=digest_to_cid(digest), revealed=True, gas=receipt["gasUsed"])
         self.log("round_timing", round_, **{k: round(v, 4) for k, v in self.timings.get(round_, {}).items()})
+        return True
 
     def _note_round(self, round_: int) -> None:
         """Count the rounds this peer saw end in finalization, and how long they took."""
@@ -409,13 +462,22 @@ class Peer:
             report["error"] = store_error or self.last_error
         return report
 
-    def _settle_last(self) -> None:
+    def _settle_last(self) -> bool:
+        """Settle this peer's last round once the task is complete; False while its outcome is
+        not in view yet."""
         me = self.chain.member_info(self.address)
-        previous = self._previous(me)
-        if max(me.submitted_round, me.voted_round) > me.settled_round:
-            try:
-                self.chain.settle(self.address, previous)
-                after = self.chain.member_info(self.address)
-                self.log("settled", max(me.submitted_round, me.voted_round), reputation=after.reputation)
-            except E.ContractError as exc:
-                self.log("settle_failed", None, reason=str(exc))
+        last = max(me.submitted_round, me.voted_round)
+        if last <= me.settled_round:
+            return True
+        try:
+            previous = self._previous(me, last + 1)
+        except E.NotVisibleYet as exc:
+            self.log("waiting", last, reason=str(exc))
+            return False
+        try:
+            self.chain.settle(self.address, previous)
+            after = self.chain.member_info(self.address)
+            self.log("settled", last, reputation=after.reputation)
+        except E.ContractError as exc:
+            self.log("settle_failed", None, reason=str(exc))
+        return True
