@@ -356,7 +356,13 @@ class ChainClient:
         raise E.ChainUnavailable(f"{name}: not mined within {self.tx_timeout:.0f}s despite {attempts} fee bumps")
 
     def _wait_confirmations(self, block: int) -> None:
+        """Wait until ``block`` has ``confirmations`` blocks on top, for at most ``tx_timeout``
+        (a chain that mines only on transactions may never get there: that is an error, not a hang)."""
+        deadline = time.monotonic() + self.tx_timeout
         while self.confirmations and self.block_number() < block + self.confirmations:
+            if time.monotonic() > deadline:
+                raise E.ChainUnavailable(f"block {block} got no {self.confirmations} confirmations within {self.tx_timeout:.0f}s "
+                                         "(does the chain mine without transactions?)")
             time.sleep(0.2)
 
     def submit(self, round_: int, digest: bytes, previous: Outcome) -> dict:
