@@ -337,6 +337,32 @@ def test_an_expired_round_is_advanced(net):
     assert n.step(1) == (SUBMIT, 2, "sent")
 
 
+def test_an_idle_peer_says_what_it_waits_for_once_per_change(net):
+    n = net(3, windows=20)
+    assert n.step(0) == (SUBMIT, 1, "sent")
+    n.step(0)
+    n.step(0)  # nothing changed: no second line
+    waits = n.logs[0].events("waiting")
+    assert len(waits) == 1 and waits[0][1]["reason"].startswith("1 of 3 updates; submission window closes in ")
+    n.step(1)
+    n.step(0)
+    assert n.logs[0].events("waiting")[-1][1]["reason"].startswith("2 of 3 updates")
+
+
+def test_a_peer_that_missed_the_submission_window_says_so(net):
+    n = net(3, windows=20)
+    n.step(0)
+    n.step(1)
+    n.mine(21)  # the submission window closes without member 2
+    assert n.state().phase is V
+    n.step(0)  # member 0 votes
+    n.step(2)  # member 2 votes too (it can still vote), then, idle, says it missed the window
+    n.step(2)
+    missed = n.logs[2].events("missed_window")
+    assert len(missed) == 1 and missed[0][0] == 1 and "before this peer submitted" in missed[0][1]["reason"]
+    assert not n.logs[0].events("missed_window")
+
+
 def test_a_late_vote_the_chain_moved_past_is_skipped_and_the_peer_moves_on(net):
     n = net(3, windows=20)
     n.steps(0, 1, 2)

@@ -159,6 +159,8 @@ class Peer:
         self._choices: dict[int, Ballot] = {}  # commit-reveal: what we committed to
         self._abstained: set[int] = set()
         self._revealed: set[int] = set()
+        self._last_wait: tuple | None = None
+        self._missed: set[int] = set()
         self.commit_reveal = cfg["reveal_blocks"] > 0
         self.last_step: tuple[Action | None, int, str] = (None, 0, "idle")
 
@@ -223,11 +225,13 @@ class Peer:
         try:
             me = self.chain.member_info(self.address)
             self.metrics.set("reputation", me.reputation)
+            self._note_missed_window(state, me)
             action, r = next_action(self.facts(state, me))
             self.last_step = (action, r, "waiting")
             sent = True
             if action is Action.WAIT:
                 sent = False
+                self._say_what_we_wait_for(state, me)
             elif action is Action.ADVANCE:
                 self.chain.advance()
                 self.log("advanced", r, reason="windows ran out without quorum")
@@ -266,6 +270,31 @@ class Peer:
             self._abstained.add(r)
             self.log("skipped", r, reason=str(exc))
         return False
+
+    def _note_missed_window(self, state: RoundState, me: MemberInfo) -> None:
+        """Say so, once, when the open round's submission window closed before this peer submitted."""
+        if state.phase in (Phase.VOTING, Phase.REVEAL, Phase.EXPIRED) and me.submitted_round < state.round \
+                and state.round not in self._missed:
+            self._missed.add(state.round)
+            self.log("missed_window", state.round, reason=f"the submission window closed at block {state.submit_deadline} "
+                     "before this peer submitted; it can still vote, and takes part again from the next round")
+
+    def _say_what_we_wait_for(self, state: RoundState, me: MemberInfo) -> None:
+        """Log, once per change, what this idle peer waits for."""
+        if state.phase is Phase.COMPLETE:
+            return
+        key = (state.round, state.phase, state.submissions)
+        if key == self._last_wait:
+            return
+        self._last_wait = key
+        head = self.chain.block_number()
+        n = len(self.members)
+        if state.phase is Phase.SUBMISSION:
+            what = f"{state.submissions} of {n} updates; submission window closes in {max(state.submit_deadline - head, 0)} blocks"
+        else:
+            what = f"votes of the other members ({state.submissions} of {n} updates submitted); " \
+                   f"voting window closes in {max(state.vote_deadline - head, 0)} blocks"
+        self.log("waiting", state.round, reason=what)
 
     # ---------------------------------------------------------------- helpers for plugins
     def round_start_block(self, round_: int) -> int:
