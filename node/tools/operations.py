@@ -17,7 +17,6 @@ from .._utils import check_bind_host, check_rpc_url
 from ..chain import ChainClient
 from ..chain.keys import load_account
 from ..ledger.history import RoundRecord, participation, round_history, round_record
-from ..ml.importers import ImportOptions
 from ..protocol.task import UINT32_MAX, DataSchema, ModelSpec, Task, TrainConfig
 from ..store import open_store
 from .deployment import Deployment, deploy_task
@@ -38,7 +37,7 @@ def parse_shape(text: str | None, option: str, length: int) -> tuple[int, ...] |
 __all__ = [
     "connect", "open_deployment", "account_from_options", "DeployOptions", "deploy", "NodeOptions", "run_node",
     "rounds", "round_detail", "members", "verify", "pull_model", "split_dataset", "check_writable",
-    "ImportOptions", "import_data", "import_options", "parse_shape", "task_schema", "check_data_against_task",
+    "import_data", "import_options", "parse_shape", "task_schema", "check_data_against_task",
 ]
 
 
@@ -71,8 +70,10 @@ def account_from_options(key_env: str | None, keystore: str | None, password_env
     return load_account(key_env=None if keystore else key_env, keystore=keystore, password=password)
 
 
-def import_options(label, task_kind="classification", missing="refuse", categorical="onehot", image_size=None, grayscale=False) -> ImportOptions:
+def import_options(label, task_kind="classification", missing="refuse", categorical="onehot", image_size=None, grayscale=False):
     """``ImportOptions`` from the CLI's strings (``--image-size H,W``)."""
+    from ..ml.importers import ImportOptions  # torch and pandas load only for the data commands
+
     return ImportOptions(label=label, kind=task_kind, missing=missing, categorical=categorical,
                          image_size=parse_shape(image_size, "--image-size", 2), grayscale=grayscale)
 
@@ -374,7 +375,7 @@ def pull_model(deployment: str, round_: int | None, output: str, rpc: str | None
 
 
 # ---------------------------------------------------------------------------- data
-def import_data(source: str, out: str, opts: ImportOptions, *, holdout: float = 0.0, seed: int = 0) -> dict:
+def import_data(source: str, out: str, opts, *, holdout: float = 0.0, seed: int = 0) -> dict:
     """Turn ``source`` into one validated shard at ``out``; returns the schema it recorded."""
     from ..ml.data import load_shard, save_shard, schema_of_data
     from ..ml.importers import import_source, with_holdout
@@ -390,13 +391,13 @@ def import_data(source: str, out: str, opts: ImportOptions, *, holdout: float = 
 
 
 def split_dataset(dataset: str, peers: int, partition: str, alpha: float, seed: int, out_dir: str,
-                  opts: ImportOptions | None = None) -> tuple[list[int], int, Path]:
+                  opts=None) -> tuple[list[int], int, Path]:
     """Write one shard per peer plus the held-out test split; returns (shard sizes, test size, folder).
     ``dataset`` is a built-in name or a file or folder ``fedchain data import`` reads."""
     import numpy as np
 
     from ..ml.data import partition as split, save_shard, train_test_split
-    from ..ml.importers import import_source
+    from ..ml.importers import ImportOptions, import_source
 
     if partition == "dirichlet" and not (math.isfinite(alpha) and alpha > 0):
         raise E.ConfigError(f"--alpha must be a positive finite number, got {alpha}")
