@@ -491,12 +491,13 @@ def data():
 @_import_options
 @click.option("--holdout", type=float, default=0.0, show_default=True, help="Fraction kept inside the shard as a local validation split (x_holdout, y_holdout).")
 @click.option("--seed", type=click.IntRange(0, 2**32 - 1), default=0, show_default=True, help="Seed of the holdout split.")
-def data_import(source, out_path, label, task_kind, missing, categorical, image_size, grayscale, holdout, seed):
+@click.option("--like", "like", type=click.Path(dir_okay=False), help="Encode exactly as this shard did (same columns, categories, labels, image size), so separately imported shards agree.")
+def data_import(source, out_path, label, task_kind, missing, categorical, image_size, grayscale, holdout, seed, like):
     """Turn SOURCE (CSV, Parquet, .npz, an image folder, or a built-in dataset name) into a
     validated shard that records its schema."""
     from fedchain.node.tools.operations import import_data, import_options
 
-    schema = import_data(source, out_path, import_options(label, task_kind, missing, categorical, image_size, grayscale),
+    schema = import_data(source, out_path, import_options(label, task_kind, missing, categorical, image_size, grayscale, like),
                          holdout=holdout, seed=seed)
     inputs = schema["inputs"]
     shape = "x".join(map(str, inputs)) + " images" if isinstance(inputs, list) else f"{inputs} features"

@@ -195,3 +195,18 @@ def test_bad_input_is_one_line_and_exit_1_without_a_traceback(tmp_path):
     assert r.returncode == 1 and "Traceback" not in r.stderr
     assert r.stderr.strip().splitlines() == [f"error: {src}: column 'age' is numeric but holds 'abc' in data row 2; "
                                              "fix the value or leave the cell empty (and use --missing impute)"]
+
+
+def test_like_encodes_a_second_organization_as_the_first(tmp_path):
+    first = tmp_path / "a.safetensors"
+    import_data(str(_write(tmp_path, "a.csv", "n,c,label\n1,red,yes\n2,blue,no\n3,green,yes\n")), str(first), ImportOptions(label="label"))
+    # Another hospital: other column order, fewer categories, a single class.
+    second = _write(tmp_path, "b.csv", "n,label,c\n5,no,blue\n6,no,blue\n")
+    r = _invoke(["data", "import", str(second), "--label", "label", "--like", str(first), "--out", str(tmp_path / "b.safetensors")])
+    assert r.exit_code == 0, r.output
+    a, b = load_shard(first), load_shard(tmp_path / "b.safetensors")
+    assert b.info["feature_names"] == a.info["feature_names"] == ["n", "c=blue", "c=green", "c=red"]
+    assert b.x.tolist() == [[5, 1, 0, 0], [6, 1, 0, 0]] and b.y.tolist() == [0, 0] and b.classes == 2
+    bad = _write(tmp_path, "c.csv", "n,label,c\n5,no,purple\n")
+    r = _invoke(["data", "import", str(bad), "--label", "label", "--like", str(first), "--out", str(tmp_path / "c.safetensors")])
+    assert r.exit_code == 1 and "column 'c' holds 'purple', a category the reference shard does not have" in r.output

@@ -193,7 +193,7 @@ def load_shard(path: str | Path) -> Dataset:
     if not regression and (y.dtype.is_floating_point or y.dtype == torch.bool):
         raise ConfigError(f"{path}: y has dtype {y.dtype}, a classification shard's labels are int64")
     classes = int(meta.get("classes", int(y.max()) + 1))
-    info = {k: v for k, v in info.items() if k in ("kind", "feature_names", "label_names", "encoding", "image")}
+    info = {k: v for k, v in info.items() if k in ("kind", "feature_names", "label_names", "columns", "encoding", "image")}
     return Dataset(
         meta.get("dataset", "?"), x.numpy().astype(np.float32), y.numpy().astype(ydtype), classes,
         None if xh is None else xh.numpy().astype(np.float32), None if yh is None else yh.numpy().astype(ydtype), info,

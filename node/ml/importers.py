@@ -29,6 +29,7 @@ class ImportOptions:
     categorical: str = "onehot"  # or "ordinal"
     image_size: tuple[int, int] | None = None  # (H, W); default: the first image's size
     grayscale: bool = False
+    like: dict | None = None  # another shard's schema: encode exactly as it did (--like SHARD)
 
     def __post_init__(self):
         if self.kind not in TASK_KINDS:
@@ -109,12 +110,30 @@ def _table(path: Path, opts: ImportOptions) -> Dataset:
     dup = df.columns[df.columns.duplicated()].tolist()
     if dup:
         raise ConfigError(f"{path} has the column {dup[0]!r} twice")
+    like = opts.like
+    if like is not None:
+        if like.get("kind", "classification") != opts.kind:
+            raise ConfigError(f"the reference shard holds {like.get('kind', 'classification')} data, not {opts.kind}")
+        if "encoding" not in like:
+            raise ConfigError("the reference shard records no column encoding (it was not imported from a table)")
+        want = list(like.get("columns") or like["encoding"])
+        have = [c for c in df.columns if c != opts.label]
+        if sorted(want) != sorted(have):
+            extra, lacking = sorted(set(have) - set(want)), sorted(set(want) - set(have))
+            raise ConfigError(f"{path} has other columns than the reference shard"
+                              + (f"; extra: {', '.join(extra)}" if extra else "") + (f"; missing: {', '.join(lacking)}" if lacking else ""))
     y, label_info = _labels(df[opts.label], path, opts)
+    if like is not None and opts.kind == "classification":
+        y, label_info = _relabel(y, label_info["label_names"], list(like.get("label_names", [])), path)
     columns, names, encoding = [], [], {}
-    for col in df.columns:
+    for col in (want if like is not None else df.columns):
         if col == opts.label:
             continue
-        values, col_names, enc = _feature(df[col], col, path, opts)
+        ref = like["encoding"][col] if like is not None else None
+        if ref is not None and ref.get("type") in ("onehot", "ordinal"):
+            values, col_names, enc = _categorical(df[col], col, path, opts, ref)
+        else:
+            values, col_names, enc = _feature(df[col], col, path, opts)
         columns.append(values)
         names += col_names
         encoding[col] = enc
@@ -122,12 +141,25 @@ def _table(path: Path, opts: ImportOptions) -> Dataset:
     if not np.isfinite(x).all():
         bad = names[int(np.flatnonzero(~np.isfinite(x).all(0))[0])]
         raise ConfigError(f"{path}: column {bad!r} holds an infinite or too large value")
-    info = {"kind": opts.kind, "feature_names": names, "encoding": encoding, "label": opts.label, **label_info}
+    info = {"kind": opts.kind, "feature_names": names, "columns": list(encoding), "encoding": encoding, "label": opts.label,
+            **label_info}
     classes = len(label_info["label_names"]) if opts.kind == "classification" else 1
+    if like is not None and names != list(like.get("feature_names", names)):
+        raise ConfigError(f"{path} encodes to features {names} but the reference shard has {like.get('feature_names')}")
     return Dataset(path.stem, x, y, classes, info=info)
 
 
+def _relabel(y: np.ndarray, names: list[str], reference: list[str], path: Path):
+    """Labels numbered as the reference shard numbers them (a class it lacks stays unused)."""
+    unknown = [n for n in names if n not in reference]
+    if unknown:
+        raise ConfigError(f"{path} has label {unknown[0]!r}, which the reference shard's labels {reference} do not include")
+    index = np.asarray([reference.index(n) for n in names], dtype=np.int64)
+    return index[y], {"label_names": reference}
+
+
 def _labels(col, path: Path, opts: ImportOptions):
+    """(labels, label info); with a reference shard one class is enough (a peer may hold one)."""
     import pandas as pd
 
     if col.isna().any():
@@ -146,7 +178,7 @@ def _labels(col, path: Path, opts: ImportOptions):
     if pd.api.types.is_numeric_dtype(col):
         values = values.astype(np.int64)
     names = sorted({str(v) for v in values}, key=lambda v: (0, int(v)) if _is_int(v) else (1, v))
-    if len(names) < 2:
+    if len(names) < 2 and opts.like is None:
         raise ConfigError(f"{path}: the label column {col.name!r} holds a single class ({names[0]!r}); classification needs at least two")
     if len(names) > 10_000:
         raise ConfigError(f"{path}: the label column {col.name!r} holds {len(names)} distinct values; for a numeric target use --task-kind regression")
@@ -193,7 +225,7 @@ def _feature(col, name: str, path: Path, opts: ImportOptions):
     return num.to_numpy(), [name], {"type": "numeric"}
 
 
-def _categorical(col, name: str, path: Path, opts: ImportOptions):
+def _categorical(col, name: str, path: Path, opts: ImportOptions, ref: dict | None = None):
     missing = col.isna()
     if missing.any():
         if opts.missing == "refuse":
@@ -206,6 +238,13 @@ def _categorical(col, name: str, path: Path, opts: ImportOptions):
         fill = None
     values = col.astype(str).str.strip()
     categories = sorted(values.unique())
+    if ref is not None:
+        unknown = [c for c in categories if c not in ref["categories"]]
+        if unknown:
+            raise ConfigError(f"{path}: column {name!r} holds {unknown[0]!r}, a category the reference shard does not have "
+                              f"({', '.join(ref['categories'])})")
+        categories = list(ref["categories"])
+        opts = ImportOptions(label=opts.label, kind=opts.kind, missing=opts.missing, categorical=ref["type"])
     if len(categories) > 1_000:
         raise ConfigError(f"{path}: column {name!r} holds {len(categories)} distinct texts; a categorical column has at most 1000 "
                           f"(drop free-text and identifier columns before importing)")
@@ -261,11 +300,21 @@ def _image_folder(path: Path, opts: ImportOptions) -> Dataset:
     if opts.kind != "classification":
         raise ConfigError(f"{path}: an image folder is labeled by its sub-folders, so the task is classification")
     classes = sorted(d.name for d in path.iterdir() if d.is_dir() and not d.name.startswith("."))
-    if len(classes) < 2:
+    like = opts.like
+    if like is not None:
+        if "image" not in like:
+            raise ConfigError("the reference shard records no image settings (it was not imported from an image folder)")
+        unknown = [c for c in classes if c not in like.get("label_names", [])]
+        if unknown:
+            raise ConfigError(f"{path} has class folder {unknown[0]!r}, which the reference shard's classes do not include")
+        opts = ImportOptions(image_size=tuple(like["image"]["size"]), grayscale=like["image"]["mode"] == "L")
+    if len(classes) < 2 and like is None:
         raise ConfigError(f"{path} has {len(classes)} class folders; an image folder holds one sub-folder per class "
                           f"(at least two), each with PNG or JPEG images")
+    names = list(like["label_names"]) if like is not None else classes
     files: list[tuple[Path, int]] = []
-    for i, c in enumerate(classes):
+    for c in classes:
+        i = names.index(c)
         found = sorted(f for f in (path / c).rglob("*") if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES)
         if not found:
             raise ConfigError(f"{path / c} holds no PNG or JPEG images")
@@ -287,5 +336,5 @@ def _image_folder(path: Path, opts: ImportOptions) -> Dataset:
         xs.append(arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1))
     x = np.stack(xs).astype(np.float32)
     y = np.asarray([label for _, label in files], dtype=np.int64)
-    info = {"kind": "classification", "label_names": classes, "image": {"mode": mode, "size": list(size), "scale": "1/255"}}
-    return Dataset(path.name, x, y, len(classes), info=info)
+    info = {"kind": "classification", "label_names": names, "image": {"mode": mode, "size": list(size), "scale": "1/255"}}
+    return Dataset(path.name, x, y, len(names), info=info)

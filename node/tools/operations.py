@@ -70,12 +70,20 @@ def account_from_options(key_env: str | None, keystore: str | None, password_env
     return load_account(key_env=None if keystore else key_env, keystore=keystore, password=password)
 
 
-def import_options(label, task_kind="classification", missing="refuse", categorical="onehot", image_size=None, grayscale=False):
-    """``ImportOptions`` from the CLI's strings (``--image-size H,W``)."""
+def import_options(label, task_kind="classification", missing="refuse", categorical="onehot", image_size=None, grayscale=False,
+                   like: str | None = None):
+    """``ImportOptions`` from the CLI's strings (``--image-size H,W``; ``--like SHARD``: encode as
+    that shard did, so that organizations importing separately get the same features)."""
+    from ..ml.data import load_shard
     from ..ml.importers import ImportOptions  # torch and pandas load only for the data commands
 
+    reference = None
+    if like is not None:
+        reference = load_shard(like).info
+        if not reference:
+            raise E.ConfigError(f"{like} records no schema to import like (a shard of a built-in dataset)")
     return ImportOptions(label=label, kind=task_kind, missing=missing, categorical=categorical,
-                         image_size=parse_shape(image_size, "--image-size", 2), grayscale=grayscale)
+                         image_size=parse_shape(image_size, "--image-size", 2), grayscale=grayscale, like=reference)
 
 
 def check_writable(path: str | Path) -> Path:
