@@ -179,14 +179,15 @@ def test_a_mismatched_shard_is_refused_before_joining(tmp_path):
 
 
 def test_node_run_refuses_a_shard_that_does_not_fit_the_task(tmp_path):
+    from eth_account import Account
+
+    from fedchain.node.tools.operations import deploy
+
     shard = tmp_path / "mine.safetensors"
-    r = run_cli(["data", "import", str(_csv(tmp_path / "d.csv")), "--label", "outcome", "--out", str(shard)])
-    assert r.returncode == 0, r.stderr
+    save_shard(shard, import_source(_csv(tmp_path / "d.csv"), ImportOptions(label="outcome")))
     with Devnet(accounts=3, block_time=0) as net:
-        env = clean_env(FEDCHAIN_KEY=net.keys[0])
-        r = run_cli(["deploy", "--rpc", net.rpc_url, "--members", net.addresses[1], "--store", str(tmp_path / "store"),
-                     "-o", str(tmp_path / "dep.json")], env=env)
-        assert r.returncode == 0, r.stderr
+        deploy(DeployOptions(rpc=net.rpc_url, members=net.addresses[1], store=str(tmp_path / "store"), output=str(tmp_path / "dep.json")),
+               Account.from_key(net.keys[0]))
         r = run_cli(["node", "run", "-d", str(tmp_path / "dep.json"), "--data", str(shard)], env=clean_env(FEDCHAIN_KEY=net.keys[1]))
     assert r.returncode == 1 and "Traceback" not in r.stderr
     assert r.stderr.strip().splitlines() == [f"error: data shard {shard} has feature count 5 but the task expects 64"]
