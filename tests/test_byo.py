@@ -203,7 +203,7 @@ def _simulate(args, *, env=None):
 def test_simulate_a_csv_with_mlp(tmp_path):
     s = _simulate(["--data", str(_csv(tmp_path / "d.csv")), "--label", "outcome", "--rounds", "3", "--model", "mlp"])
     assert [r["status"] for r in s["rounds"]] == ["finalized"] * 3 and s["peer_failures"] == []
-    assert s["dataset"] == "d" and s["model"] == "mlp"
+    assert s["dataset"] == "d" and s["model"] == "mlp" and s["test_metric"] == "accuracy"
 
 
 def test_simulate_an_image_folder_with_cnn(tmp_path):

@@ -325,6 +325,8 @@ def _observe(cfg, progress, work, store, task, test, dep, dep_path, chain, procs
     return {
         "peers": cfg.peers, "rounds_requested": cfg.rounds, "dataset": cfg.dataset, "partition": cfg.partition,
         "model": task.model.arch, "task_kind": task.train.kind,
+        # What test_accuracy and final_test_accuracy hold: accuracy, or the MSE of a regression.
+        "test_metric": "mse" if task.train.kind == "regression" else "accuracy",
         "alpha": cfg.alpha if cfg.partition != "iid" else None, "seed": cfg.seed, "rule": cfg.rule,
         "attack": cfg.attack, "malicious_fraction": cfg.malicious, "commit_reveal": cfg.commit_reveal, "malicious_peers": sorted(cfg.malicious_peers()),
         "backdoor_success_rate": backdoor_asr,
