@@ -217,3 +217,16 @@ def test_simulate_with_the_organizations_own_model(tmp_path):
     s = _simulate(["--data", str(_csv(tmp_path / "d.csv")), "--label", "outcome", "--rounds", "2", "--model", "mymodule:make_model"],
                   env=clean_env(PYTHONPATH=str(tmp_path / "mods")))
     assert [r["status"] for r in s["rounds"]] == ["finalized"] * 2 and s["model"] == "mymodule:make_model"
+
+
+def test_simulating_a_built_in_dataset_deploys_the_same_task_as_before():
+    from fedchain.node.ml.data import load_dataset, train_test_split
+    from fedchain.node.tools.simulate import SimulationConfig, _task
+
+    cfg = SimulationConfig(peers=4, rounds=5)
+    ds = load_dataset("digits")
+    train, _ = train_test_split(ds, seed=0)
+    d = _task(cfg, ds, train).to_dict()
+    assert d["name"] == "digits-mlp" and "data" not in d
+    assert d["model"] == {"arch": "mlp", "classes": 10, "hidden": [64], "inputs": 64}
+    assert d["train"] == {"batch_size": 32, "epochs": 5, "lr": 0.05, "momentum": 0.9}
