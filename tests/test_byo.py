@@ -230,3 +230,14 @@ def test_simulating_a_built_in_dataset_deploys_the_same_task_as_before():
     assert d["name"] == "digits-mlp" and "data" not in d
     assert d["model"] == {"arch": "mlp", "classes": 10, "hidden": [64], "inputs": 64}
     assert d["train"] == {"batch_size": 32, "epochs": 5, "lr": 0.05, "momentum": 0.9}
+
+
+def test_simulate_a_regression(tmp_path):
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(90, 2))
+    y = x @ np.array([1.0, -2.0]) + 0.3
+    src = tmp_path / "prices.csv"
+    src.write_text("a,b,price\n" + "".join(f"{x[i, 0]:.3f},{x[i, 1]:.3f},{y[i]:.3f}\n" for i in range(90)))
+    s = _simulate(["--data", str(src), "--label", "price", "--task-kind", "regression", "--model", "logreg", "--rounds", "2"])
+    assert [r["status"] for r in s["rounds"]] == ["finalized"] * 2 and s["test_metric"] == "mse"
+    assert s["rounds"][1]["test_accuracy"] < s["rounds"][0]["test_accuracy"]  # the error falls
