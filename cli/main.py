@@ -79,6 +79,17 @@ def _rule_params(pairs: tuple[str, ...]) -> tuple[tuple[str, object], ...]:
     return tuple(sorted(out.items()))
 
 
+def _import_options(f):
+    """How `data import`, `data split` and `simulate --data` read an organization's own files."""
+    f = click.option("--grayscale/--rgb", default=False, help="Image folders: one gray channel or three RGB channels (default RGB).")(f)
+    f = click.option("--image-size", default=None, metavar="H,W", help="Image folders: resize every image to H,W (default: the first image's size).")(f)
+    f = click.option("--categorical", default="onehot", show_default=True, type=click.Choice(["onehot", "ordinal"]), help="Tables: how text columns become numbers.")(f)
+    f = click.option("--missing", default="refuse", show_default=True, type=click.Choice(["refuse", "impute"]), help="Tables: refuse empty cells, or fill them (median, or most frequent category).")(f)
+    f = click.option("--task-kind", default="classification", show_default=True, type=click.Choice(["classification", "regression"]), help="Regression: a numeric label, trained with MSE.")(f)
+    f = click.option("--label", default=None, help="Tables: the column that holds the label.")(f)
+    return f
+
+
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--debug", is_flag=True, help="Show tracebacks.")
 @click.version_option(package_name="fedchain")
@@ -115,6 +126,15 @@ def devnet(port, host, accounts, block_time, state_file, engine):
 @click.option("--members", required=True, envvar="FEDCHAIN_MEMBERS", help="Comma-separated member addresses, in index order.")
 @click.option("--dataset", default="digits", show_default=True, type=click.Choice(["digits", "breast_cancer", "wine", "mnist"]), help="Built-in dataset the task trains on (fixes the model's inputs and classes).")
 @click.option("--hidden", default="64", show_default=True, help="Hidden layer widths, comma-separated.")
+@click.option("--model", default="mlp", show_default=True, help="Built-in model (mlp, logreg, cnn) or your own as package.module:factory, installed on every peer.")
+@click.option("--schema", "schema_shard", type=click.Path(dir_okay=False), help="Take the task's data schema from this shard (`fedchain data import`) instead of a built-in dataset.")
+@click.option("--inputs", type=int, default=None, help="The task's feature count (tabular data), with --classes.")
+@click.option("--image", default=None, metavar="C,H,W", help="The task's image shape, with --classes.")
+@click.option("--classes", type=int, default=None, help="Number of classes, with --inputs or --image.")
+@click.option("--task-kind", default="classification", show_default=True, type=click.Choice(["classification", "regression"]))
+@click.option("--optimizer", default="sgd", show_default=True, type=click.Choice(["sgd", "adam"]), help="Local optimizer.")
+@click.option("--standardize", "standardize_file", type=click.Path(dir_okay=False), help="Declared per-feature constants every peer standardizes with: JSON {\"mean\": [...], \"std\": [...]}.")
+@click.option("--standardize-from", type=click.Path(dir_okay=False), help="Compute the constants from this one shard (only when you choose to reveal its statistics).")
 @click.option("--rule", default="fedavg", show_default=True, help="Aggregation rule (see README: fedavg, median, trimmed-mean, multi-krum, trust-cosine, fedavg-plain).")
 @click.option("--rule-param", multiple=True, metavar="NAME=VALUE", help="A named parameter of the rule, pinned with the task (repeatable), e.g. beta=0.1.")
 @click.option("--rounds", type=int, default=5, show_default=True, help="Rounds the task runs.")
@@ -127,14 +147,17 @@ def devnet(port, host, accounts, block_time, state_file, engine):
 @click.option("--reveal-blocks", type=click.IntRange(0), default=0, show_default=True, help="Commit-reveal voting with a reveal window this long (0: plain votes).")
 @click.option("--seed", type=click.IntRange(0, 2**32 - 1), default=0, show_default=True, help="Seed of the initial model.")
 @click.option("--output", "-o", default="deployment.json", show_default=True, help="Where to write the deployment file.")
-def deploy(rpc, key_env, keystore, password_env, password_file, store_spec, members, dataset, hidden, rule, rule_param, rounds, epochs, lr, sample_cap, submit_blocks, vote_blocks, quorum, reveal_blocks, seed, output):
+def deploy(rpc, key_env, keystore, password_env, password_file, store_spec, members, dataset, hidden, model, schema_shard, inputs, image,
+           classes, task_kind, optimizer, standardize_file, standardize_from, rule, rule_param, rounds, epochs, lr, sample_cap,
+           submit_blocks, vote_blocks, quorum, reveal_blocks, seed, output):
     """Deploy a task: pin its description and initial model, deploy the contract."""
     from fedchain.node.tools.operations import DeployOptions, build_task, deploy as deploy_
 
     opts = DeployOptions(rpc=rpc, members=members, dataset=dataset, hidden=hidden, rule=rule, rule_params=_rule_params(rule_param),
                          rounds=rounds, epochs=epochs, lr=lr, sample_cap=sample_cap, submit_blocks=submit_blocks,
                          vote_blocks=vote_blocks, quorum=quorum, reveal_blocks=reveal_blocks, seed=seed, output=output,
-                         store=store_spec)
+                         store=store_spec, model=model, schema=schema_shard, inputs=inputs, image=image, classes=classes,
+                         task_kind=task_kind, optimizer=optimizer, standardize=standardize_file, standardize_from=standardize_from)
     build_task(opts)  # bad options fail before a key is even asked for
     dep = deploy_(opts, _account(key_env, keystore, password_env, password_file))
     click.echo(f"deployed FedChain at {dep.contract} on chain {dep.chain_id} (block {dep.deploy_block})")
@@ -178,6 +201,11 @@ def node_run(deployment, key_env, keystore, password_env, password_file, rpc, st
 @click.option("--peers", type=click.IntRange(1, 256), default=4, show_default=True)
 @click.option("--rounds", type=click.IntRange(1), default=5, show_default=True)
 @click.option("--dataset", default="digits", show_default=True, type=click.Choice(["digits", "breast_cancer", "wine", "mnist"]))
+@click.option("--data", "data_source", default=None, help="Your own data instead of --dataset: CSV/Parquet (with --label), .npz, or an image folder.")
+@_import_options
+@click.option("--model", default="mlp", show_default=True, help="Built-in model (mlp, logreg, cnn) or package.module:factory.")
+@click.option("--optimizer", default="sgd", show_default=True, type=click.Choice(["sgd", "adam"]))
+@click.option("--lr", type=float, default=0.05, show_default=True, help="Local learning rate.")
 @click.option("--partition", default="iid", show_default=True, type=click.Choice(["iid", "dirichlet"]))
 @click.option("--alpha", type=float, default=0.5, show_default=True, help="Dirichlet concentration (with --partition dirichlet).")
 @click.option("--seed", type=int, default=0, show_default=True)
@@ -190,15 +218,18 @@ def node_run(deployment, key_env, keystore, password_env, password_file, rpc, st
 @click.option("--commit-reveal", is_flag=True, help="Votes are committed as salted hashes, then revealed.")
 @click.option("--resume", is_flag=True, help="Continue the interrupted simulation in --workdir (chain state, store, shards).")
 @_json_option
-def simulate(peers, rounds, dataset, partition, alpha, seed, rule, epochs, block_time, workdir, attack, malicious, commit_reveal, resume, as_json):
+def simulate(peers, rounds, dataset, data_source, label, task_kind, missing, categorical, image_size, grayscale, model, optimizer, lr,
+             partition, alpha, seed, rule, epochs, block_time, workdir, attack, malicious, commit_reveal, resume, as_json):
     """Devnet, deployment, N peer processes and R rounds in one command."""
     from fedchain.node.tools.attacks import make_attack
+    from fedchain.node.tools.operations import import_options
     from fedchain.node.tools.simulate import SimulationConfig, run_simulation
 
     make_attack(attack)  # reject an unknown attack before starting anything
     cfg = SimulationConfig(peers=peers, rounds=rounds, dataset=dataset, partition=partition, alpha=alpha, seed=seed,
-                           rule=rule, epochs=epochs, block_time=block_time, workdir=workdir, attack=attack, malicious=malicious,
-                           commit_reveal=commit_reveal, resume=resume)
+                           rule=rule, epochs=epochs, lr=lr, block_time=block_time, workdir=workdir, attack=attack, malicious=malicious,
+                           commit_reveal=commit_reveal, resume=resume, data=data_source, model=model, optimizer=optimizer,
+                           import_options=import_options(label, task_kind, missing, categorical, image_size, grayscale))
     progress = (lambda msg: click.echo(msg, err=True)) if as_json else click.echo
     summary = run_simulation(cfg, progress=progress)
     if as_json:
@@ -207,11 +238,12 @@ def simulate(peers, rounds, dataset, partition, alpha, seed, rule, epochs, block
     rows = [[r["round"], r["status"], r["model"] or "-", f"{r['included']}/{r['updates']}", r["votes"],
              f"{r['vote_weight']}/{r['total_reputation']}" if r["status"] == "finalized" else "-",
              f"{r['test_accuracy']:.4f}" if r["test_accuracy"] is not None else "-"] for r in summary["rounds"]]
+    metric = "test MSE" if summary.get("task_kind") == "regression" else "test acc"
     click.echo("")
-    click.echo(table(["round", "status", "model CID", "updates", "votes", "weight", "test acc"], rows))
+    click.echo(table(["round", "status", "model CID", "updates", "votes", "weight", metric], rows))
     gas = summary["gas"]["per_peer_per_round"]
     click.echo("")
-    click.echo(f"final test accuracy: {summary['final_test_accuracy']:.4f} "
+    click.echo(f"final {'test MSE' if summary.get('task_kind') == 'regression' else 'test accuracy'}: {summary['final_test_accuracy']:.4f} "
                f"({summary['rounds_finalized']}/{summary['rounds_requested']} rounds finalized, {summary['wall_seconds']}s)")
     click.echo(f"gas per peer per round: mean {gas['mean']}, max {gas['max']}")
     if summary["backdoor_success_rate"] is not None:
@@ -444,22 +476,48 @@ def keys_list(key_dir, as_json):
 # ---------------------------------------------------------------------------- data
 @cli.group()
 def data():
-    """Datasets shipped with the installed packages."""
+    """Your own data as validated shards (CSV, Parquet, .npz, image folders), or the built-in datasets."""
+
+
+@data.command("import")
+@click.argument("source")
+@click.option("--out", "out_path", required=True, type=click.Path(dir_okay=False), help="The shard to write (.safetensors).")
+@_import_options
+@click.option("--holdout", type=float, default=0.0, show_default=True, help="Fraction kept inside the shard as a local validation split (x_holdout, y_holdout).")
+@click.option("--seed", type=click.IntRange(0, 2**32 - 1), default=0, show_default=True, help="Seed of the holdout split.")
+@click.option("--like", "like", type=click.Path(dir_okay=False), help="Encode exactly as this shard did (same columns, categories, labels, image size), so separately imported shards agree.")
+def data_import(source, out_path, label, task_kind, missing, categorical, image_size, grayscale, holdout, seed, like):
+    """Turn SOURCE (CSV, Parquet, .npz, an image folder, or a built-in dataset name) into a
+    validated shard that records its schema."""
+    from fedchain.node.tools.operations import import_data, import_options
+
+    schema = import_data(source, out_path, import_options(label, task_kind, missing, categorical, image_size, grayscale, like),
+                         holdout=holdout, seed=seed)
+    inputs = schema["inputs"]
+    shape = "x".join(map(str, inputs)) + " images" if isinstance(inputs, list) else f"{inputs} features"
+    classes = "regression target" if schema["kind"] == "regression" else f"{schema['classes']} classes"
+    click.echo(f"wrote {schema['path']}: {schema['samples']} samples ({shape}, {classes})"
+               + (f", {schema['holdout']} held out for local validation" if schema["holdout"] else ""))
 
 
 @data.command("split")
-@click.option("--dataset", default="digits", show_default=True, type=click.Choice(["digits", "breast_cancer", "wine", "mnist"]))
+@click.argument("source", required=False)
+@click.option("--dataset", default=None, type=click.Choice(["digits", "breast_cancer", "wine", "mnist"]), help="A built-in dataset (default digits, when no SOURCE).")
+@_import_options
 @click.option("--peers", type=click.IntRange(1, 256), default=4, show_default=True)
 @click.option("--partition", default="iid", show_default=True, type=click.Choice(["iid", "dirichlet"]))
 @click.option("--alpha", type=float, default=0.5, show_default=True, help="Dirichlet concentration (with --partition dirichlet); smaller is more skewed.")
 @click.option("--seed", type=click.IntRange(0, 2**32 - 1), default=0, show_default=True, help="Seed of the split.")
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False), help="Folder for peer-N.safetensors and test.safetensors.")
-def data_split(dataset, peers, partition, alpha, seed, out_dir):
-    """Write one private shard per peer (peer-N.safetensors: features x and labels y) plus the
-    held-out test split (test.safetensors) into --out."""
-    from fedchain.node.tools.operations import split_dataset
+def data_split(source, dataset, label, task_kind, missing, categorical, image_size, grayscale, peers, partition, alpha, seed, out_dir):
+    """Write one private shard per peer (peer-N.safetensors) plus the held-out test split
+    (test.safetensors) into --out, from SOURCE (a file, an image folder or a built-in name) or --dataset."""
+    from fedchain.node.tools.operations import import_options, split_dataset
 
-    sizes, test_size, out = split_dataset(dataset, peers, partition, alpha, seed, out_dir)
+    if source and dataset:
+        raise E.ConfigError("give SOURCE or --dataset, not both")
+    sizes, test_size, out = split_dataset(source or dataset or "digits", peers, partition, alpha, seed, out_dir,
+                                          import_options(label, task_kind, missing, categorical, image_size, grayscale))
     click.echo(f"wrote {peers} shards ({', '.join(map(str, sizes))} samples) and test.safetensors ({test_size}) to {out}")
 
 

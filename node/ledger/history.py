@@ -40,8 +40,9 @@ class RoundRecord:
 def round_history(chain: ChainClient, *, from_block: int | None = None) -> list[RoundRecord]:
     start = chain.config()["deploy_block"] if from_block is None else from_block
     records: dict[int, RoundRecord] = {}
-    bases = chain.round_bases(from_block=start)
-    for ev in chain.events("RoundStarted", from_block=start):
+    started = chain.events("RoundStarted", from_block=start)
+    bases = chain.round_bases(from_block=start)  # read second: it covers every round in `started`
+    for ev in started:
         r = int(ev.args.round)
         records[r] = RoundRecord(r, "open", ev.blockNumber, digest_to_cid(bases[r]))
     for ev in chain.events("UpdateSubmitted", from_block=start):

@@ -18,8 +18,11 @@ def train_local(
     torch.manual_seed(seed)
     model = build_model(spec)
     model.load_state_dict(base)
-    opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum)
-    loss_fn = nn.CrossEntropyLoss()
+    if cfg.optimizer == "adam":
+        opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    else:
+        opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum)
+    loss_fn = _loss(cfg.kind)
     x, y = torch.from_numpy(data.x), torch.from_numpy(data.y)
     last = 0.0
     model.train()
@@ -39,10 +42,21 @@ def train_local(
     return {k: (trained[k] - base[k]).detach() for k in base}, last
 
 
+def _loss(kind: str):
+    if kind == "regression":
+        mse = nn.MSELoss()
+        return lambda out, y: mse(out.reshape(y.shape), y)
+    return nn.CrossEntropyLoss()
+
+
 @torch.no_grad()
-def evaluate(spec: ModelSpec, state: dict[str, torch.Tensor], data: Dataset) -> float:
+def evaluate(spec: ModelSpec, state: dict[str, torch.Tensor], data: Dataset, *, kind: str = "classification") -> float:
+    """Accuracy of a classifier, or mean squared error of a regression, on ``data``."""
     model = build_model(spec)
     model.load_state_dict(state)
     model.eval()
-    pred = model(torch.from_numpy(data.x)).argmax(1)
-    return float((pred == torch.from_numpy(data.y)).float().mean())
+    out = model(torch.from_numpy(data.x))
+    y = torch.from_numpy(data.y)
+    if kind == "regression":
+        return float(((out.reshape(y.shape) - y) ** 2).mean())
+    return float((out.argmax(1) == y).float().mean())

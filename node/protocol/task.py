@@ -13,9 +13,26 @@ from typing import Any
 
 from ..errors import ConfigError
 
-__all__ = ["ModelSpec", "TrainConfig", "Task", "UINT32_MAX"]
+__all__ = ["ModelSpec", "TrainConfig", "DataSchema", "Task", "UINT32_MAX", "TASK_KINDS", "OPTIMIZERS"]
 
 UINT32_MAX = (1 << 32) - 1  # rounds and windows are uint32 in the contract
+TASK_KINDS = ("classification", "regression")
+OPTIMIZERS = ("sgd", "adam")
+# ModelSpec parameters that describe a model instead of configuring its builder.
+RESERVED_MODEL_PARAMS = ("source_sha256", "state_schema")
+
+
+def _inputs(value) -> int | tuple[int, ...]:
+    """A feature count (int) or an image shape (C, H, W), as JSON gives either."""
+    if isinstance(value, (list, tuple)):
+        return tuple(int(v) for v in value)
+    return int(value)
+
+
+def _inputs_ok(inputs) -> bool:
+    if isinstance(inputs, tuple):
+        return len(inputs) == 3 and all(isinstance(v, int) and v > 0 for v in inputs)
+    return isinstance(inputs, int) and inputs > 0
 
 
 @dataclass(frozen=True)
@@ -26,8 +43,8 @@ class ModelSpec:
     hidden layers). The architecture name is checked against the registry when a model is built.
     """
 
-    inputs: int
-    classes: int
+    inputs: int | tuple[int, int, int]  # a feature count, or an image shape (C, H, W)
+    classes: int  # logits of a classifier; 1 for a regression
     hidden: tuple[int, ...] = (64,)
     arch: str = "mlp"
     params: tuple[tuple[str, Any], ...] = ()
@@ -35,13 +52,18 @@ class ModelSpec:
     def __post_init__(self):
         if not isinstance(self.arch, str) or not self.arch:
             raise ConfigError("model architecture must be a non-empty name")
-        if self.inputs <= 0 or self.classes < 2 or any(h <= 0 for h in self.hidden):
-            raise ConfigError("model sizes must be positive, with at least two classes")
+        if not _inputs_ok(self.inputs) or self.classes < 1 or any(h <= 0 for h in self.hidden):
+            raise ConfigError("model sizes must be positive: inputs a feature count or an image shape C,H,W")
+
+    @property
+    def custom(self) -> bool:
+        """An organization's own ``package.module:factory`` instead of a built-in architecture."""
+        return ":" in self.arch
 
     @property
     def options(self) -> dict[str, Any]:
         """Keyword arguments for the architecture's builder beyond inputs and classes."""
-        out = dict(self.params)
+        out = {k: v for k, v in self.params if k not in RESERVED_MODEL_PARAMS}
         if self.arch == "mlp":
             out["hidden"] = self.hidden
         return out
@@ -50,13 +72,14 @@ class ModelSpec:
     def from_dict(cls, d: dict) -> "ModelSpec":
         extra = {k: v for k, v in d.items() if k not in ("arch", "inputs", "classes", "hidden")}
         return cls(
-            inputs=int(d["inputs"]), classes=int(d["classes"]),
+            inputs=_inputs(d["inputs"]), classes=int(d["classes"]),
             hidden=tuple(int(h) for h in d.get("hidden", (64,))), arch=str(d.get("arch", "mlp")),
             params=tuple(sorted(extra.items())),
         )
 
     def to_dict(self) -> dict:
-        out: dict[str, Any] = {"arch": self.arch, "inputs": self.inputs, "classes": self.classes}
+        inputs = list(self.inputs) if isinstance(self.inputs, tuple) else self.inputs
+        out: dict[str, Any] = {"arch": self.arch, "inputs": inputs, "classes": self.classes}
         if self.arch == "mlp":
             out["hidden"] = list(self.hidden)
         out.update(dict(self.params))
@@ -65,12 +88,15 @@ class ModelSpec:
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """How each peer trains locally: SGD with momentum, ``epochs`` passes over its shard."""
+    """How each peer trains locally: SGD with momentum (or Adam), ``epochs`` passes over its shard,
+    cross-entropy for classification or mean squared error for regression."""
 
     epochs: int = 2
     batch_size: int = 32
     lr: float = 0.05
     momentum: float = 0.9
+    optimizer: str = "sgd"
+    kind: str = "classification"
 
     def __post_init__(self):
         if not 1 <= self.epochs <= 10_000:
@@ -81,13 +107,86 @@ class TrainConfig:
             raise ConfigError(f"learning rate must be a positive finite number, got {self.lr}")
         if not (math.isfinite(self.momentum) and 0 <= self.momentum < 1):
             raise ConfigError(f"momentum must be in [0, 1), got {self.momentum}")
+        if self.optimizer not in OPTIMIZERS:
+            raise ConfigError(f"unknown optimizer {self.optimizer!r} (known: {', '.join(OPTIMIZERS)})")
+        if self.kind not in TASK_KINDS:
+            raise ConfigError(f"unknown task kind {self.kind!r} (known: {', '.join(TASK_KINDS)})")
 
     @classmethod
     def from_dict(cls, d: dict) -> "TrainConfig":
         return cls(**{k: type(getattr(cls, k))(v) for k, v in d.items() if k in cls.__dataclass_fields__})
 
     def to_dict(self) -> dict:
-        return {"epochs": self.epochs, "batch_size": self.batch_size, "lr": self.lr, "momentum": self.momentum}
+        out = {"epochs": self.epochs, "batch_size": self.batch_size, "lr": self.lr, "momentum": self.momentum}
+        # Written only when not the default, so tasks from before these options keep their CIDs.
+        if self.optimizer != "sgd":
+            out["optimizer"] = self.optimizer
+        if self.kind != "classification":
+            out["kind"] = self.kind
+        return out
+
+
+@dataclass(frozen=True)
+class DataSchema:
+    """What every peer's shard must look like: the task's side of the shard check.
+
+    ``inputs`` is the feature count of tabular data or the (C, H, W) shape of images; ``classes``
+    the label count (1 for regression). ``mean``/``std``, when given, are per-feature constants
+    every peer standardizes with: declared by the operator, never computed from data no peer holds.
+    """
+
+    inputs: int | tuple[int, int, int]
+    classes: int
+    kind: str = "classification"
+    feature_names: tuple[str, ...] = ()
+    label_names: tuple[str, ...] = ()
+    mean: tuple[float, ...] = ()
+    std: tuple[float, ...] = ()
+
+    def __post_init__(self):
+        if not _inputs_ok(self.inputs):
+            raise ConfigError(f"data inputs must be a positive feature count or an image shape C,H,W, got {self.inputs!r}")
+        if self.kind not in TASK_KINDS:
+            raise ConfigError(f"unknown task kind {self.kind!r} (known: {', '.join(TASK_KINDS)})")
+        if self.kind == "classification" and self.classes < 2:
+            raise ConfigError(f"a classification task needs at least two classes, got {self.classes}")
+        if self.kind == "regression" and self.classes != 1:
+            raise ConfigError("a regression task has one output")
+        width = self.inputs if isinstance(self.inputs, int) else None
+        if self.feature_names and width is not None and len(self.feature_names) != width:
+            raise ConfigError(f"{len(self.feature_names)} feature names for {width} features")
+        if len(self.mean) != len(self.std):
+            raise ConfigError("standardization needs as many means as standard deviations")
+        if self.mean and (width is None or len(self.mean) != width):
+            raise ConfigError(f"standardization constants need one mean and std per feature ({self.inputs!r}), got {len(self.mean)}")
+        if any(not (math.isfinite(m) and math.isfinite(s) and s > 0) for m, s in zip(self.mean, self.std)):
+            raise ConfigError("standardization constants must be finite, with positive standard deviations")
+
+    @property
+    def y_dtype(self) -> str:
+        return "int64" if self.kind == "classification" else "float32"
+
+    def to_dict(self) -> dict:
+        out: dict[str, Any] = {
+            "inputs": list(self.inputs) if isinstance(self.inputs, tuple) else self.inputs,
+            "classes": self.classes, "kind": self.kind, "x_dtype": "float32", "y_dtype": self.y_dtype,
+        }
+        for name in ("feature_names", "label_names", "mean", "std"):
+            if getattr(self, name):
+                out[name] = list(getattr(self, name))
+        return out
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "DataSchema":
+        try:
+            return cls(
+                inputs=_inputs(d["inputs"]), classes=int(d["classes"]), kind=str(d.get("kind", "classification")),
+                feature_names=tuple(str(n) for n in d.get("feature_names", ())),
+                label_names=tuple(str(n) for n in d.get("label_names", ())),
+                mean=tuple(float(v) for v in d.get("mean", ())), std=tuple(float(v) for v in d.get("std", ())),
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ConfigError(f"malformed data schema: {exc}") from None
 
 
 @dataclass(frozen=True)
@@ -105,6 +204,7 @@ class Task:
     vote_blocks: int = 60
     quorum_bps: int = 6_667
     reveal_blocks: int = 0  # > 0: commit-reveal voting with a reveal window this long
+    data: DataSchema | None = None  # what shards must look like; None: the built-in dataset's
 
     def __post_init__(self):
         if not 5_000 <= self.quorum_bps <= 10_000:
@@ -119,6 +219,14 @@ class Task:
             raise ConfigError("sample cap must be at least 1")
         if self.max_update_bytes < 1:
             raise ConfigError("the update size limit must be positive")
+        if self.data is not None:
+            if self.data.kind != self.train.kind:
+                raise ConfigError(f"the data is for {self.data.kind} but training is set up for {self.train.kind}")
+            if (self.data.inputs, self.data.classes) != (self.model.inputs, self.model.classes):
+                raise ConfigError(f"the model takes {self.model.inputs!r} inputs and {self.model.classes} outputs, "
+                                  f"the data has {self.data.inputs!r} and {self.data.classes}")
+        if self.train.kind == "classification" and self.model.classes < 2:
+            raise ConfigError("a classification model needs at least two classes")
 
     @property
     def rule_options(self) -> dict[str, Any]:
@@ -141,6 +249,8 @@ class Task:
         }
         if self.rule_params:
             out["rule_params"] = dict(self.rule_params)
+        if self.data is not None:
+            out["data"] = self.data.to_dict()
         return out
 
     def to_bytes(self) -> bytes:
@@ -166,6 +276,7 @@ class Task:
                 vote_blocks=int(d.get("vote_blocks", 60)),
                 quorum_bps=int(d.get("quorum_bps", 6_667)),
                 reveal_blocks=int(d.get("reveal_blocks", 0)),
+                data=DataSchema.from_dict(d["data"]) if d.get("data") is not None else None,
             )
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise ConfigError(f"malformed task description: {exc}") from None

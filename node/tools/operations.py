@@ -17,15 +17,29 @@ from .._utils import check_bind_host, check_rpc_url
 from ..chain import ChainClient
 from ..chain.keys import load_account
 from ..ledger.history import RoundRecord, participation, round_history, round_record
-from ..protocol.task import UINT32_MAX, ModelSpec, Task, TrainConfig
+from ..protocol.task import UINT32_MAX, DataSchema, ModelSpec, Task, TrainConfig
 from ..store import open_store
 from .deployment import Deployment, deploy_task
+
+
+def parse_shape(text: str | None, option: str, length: int) -> tuple[int, ...] | None:
+    """``"28,28"`` -> (28, 28): ``length`` positive integers, or one clear error naming ``option``."""
+    if text is None:
+        return None
+    try:
+        shape = tuple(int(v) for v in str(text).split(","))
+    except ValueError:
+        shape = ()
+    if len(shape) != length or min(shape) < 1:
+        raise E.ConfigError(f"{option} must be {length} positive comma-separated integers, got {text!r}")
+    return shape
 
 TASK_MAX_BYTES = 1 << 20  # a task description is small JSON
 
 __all__ = [
     "connect", "open_deployment", "account_from_options", "DeployOptions", "deploy", "NodeOptions", "run_node",
     "rounds", "round_detail", "members", "verify", "pull_model", "split_dataset", "check_writable", "fetch_to_file",
+    "import_data", "import_options", "parse_shape", "task_schema", "check_data_against_task",
 ]
 
 
@@ -56,6 +70,22 @@ def account_from_options(key_env: str | None, keystore: str | None, password_env
         except (OSError, UnicodeDecodeError):
             raise E.KeyLoadError(f"cannot read password file {password_file}") from None
     return load_account(key_env=None if keystore else key_env, keystore=keystore, password=password)
+
+
+def import_options(label, task_kind="classification", missing="refuse", categorical="onehot", image_size=None, grayscale=False,
+                   like: str | None = None):
+    """``ImportOptions`` from the CLI's strings (``--image-size H,W``; ``--like SHARD``: encode as
+    that shard did, so that organizations importing separately get the same features)."""
+    from ..ml.data import load_shard
+    from ..ml.importers import ImportOptions  # torch and pandas load only for the data commands
+
+    reference = None
+    if like is not None:
+        reference = load_shard(like).info
+        if not reference:
+            raise E.ConfigError(f"{like} records no schema to import like (a shard of a built-in dataset)")
+    return ImportOptions(label=label, kind=task_kind, missing=missing, categorical=categorical,
+                         image_size=parse_shape(image_size, "--image-size", 2), grayscale=grayscale, like=reference)
 
 
 def check_writable(path: str | Path) -> Path:
@@ -91,6 +121,63 @@ class DeployOptions:
     seed: int = 0
     output: str = "deployment.json"
     store: str = ".fedchain/store"
+    model: str = "mlp"  # a built-in architecture (mlp, logreg, cnn) or package.module:factory
+    schema: str | None = None  # a shard whose schema the task takes
+    inputs: int | None = None  # or: the feature count ...
+    image: str | None = None  # ... or the image shape C,H,W
+    classes: int | None = None  # with --inputs or --image
+    task_kind: str = "classification"
+    optimizer: str = "sgd"
+    standardize: str | None = None  # a JSON file {"mean": [...], "std": [...]}: declared constants
+    standardize_from: str | None = None  # a shard to compute them from (only when the operator chooses so)
+
+
+def task_schema(opts: DeployOptions) -> DataSchema | None:
+    """The data schema the options declare; None for a built-in dataset (the task JSON of that
+    path stays as it was, so its CIDs do not change)."""
+    import json
+
+    from ..ml.data import feature_stats, load_shard
+
+    given = [o for o, v in (("--schema", opts.schema), ("--inputs", opts.inputs), ("--image", opts.image)) if v is not None]
+    if len(given) > 1:
+        raise E.ConfigError(f"{' and '.join(given)} both describe the data; give one")
+    if opts.classes is not None and not (opts.inputs is not None or opts.image is not None):
+        raise E.ConfigError("--classes goes with --inputs or --image")
+    if not given:
+        if opts.standardize or opts.standardize_from:
+            raise E.ConfigError("standardization constants need a task schema (--schema, --inputs or --image)")
+        return None
+    if opts.schema is not None:
+        ds = load_shard(opts.schema)
+        schema = DataSchema(inputs=ds.inputs, classes=ds.classes, kind=ds.kind,
+                            feature_names=tuple(ds.info.get("feature_names", ())), label_names=tuple(ds.info.get("label_names", ())))
+        if schema.kind != opts.task_kind:
+            raise E.ConfigError(f"the shard {opts.schema} holds {schema.kind} data but --task-kind is {opts.task_kind}")
+    else:
+        classes = 1 if opts.task_kind == "regression" else opts.classes
+        if classes is None:
+            raise E.ConfigError("--inputs and --image need --classes K (the number of labels)")
+        if opts.inputs is not None and opts.inputs < 1:
+            raise E.ConfigError(f"--inputs must be a positive feature count, got {opts.inputs}")
+        inputs = opts.inputs if opts.inputs is not None else parse_shape(opts.image, "--image", 3)
+        schema = DataSchema(inputs=inputs, classes=classes, kind=opts.task_kind)
+    if opts.standardize and opts.standardize_from:
+        raise E.ConfigError("--standardize and --standardize-from both give the constants; give one")
+    mean = std = ()
+    if opts.standardize:
+        try:
+            d = json.loads(Path(opts.standardize).read_text())
+            mean, std = tuple(float(v) for v in d["mean"]), tuple(float(v) for v in d["std"])
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise E.ConfigError(f"--standardize {opts.standardize}: need a JSON file {{\"mean\": [...], \"std\": [...]}} ({exc})") from None
+    elif opts.standardize_from:
+        mean, std = feature_stats(load_shard(opts.standardize_from))
+    if mean:
+        from dataclasses import replace
+
+        schema = replace(schema, mean=mean, std=std)
+    return schema
 
 
 def build_task(opts: DeployOptions) -> tuple[Task, list[str]]:
@@ -113,16 +200,45 @@ def build_task(opts: DeployOptions) -> tuple[Task, list[str]]:
         raise E.ConfigError(f"--quorum must be a fraction between 0.5 and 1 (a minority must never finalize), got {opts.quorum}")
     if not 0 <= opts.seed < 2**63:
         raise E.ConfigError(f"--seed must be between 0 and 2**63-1, got {opts.seed}")
-    ds = load_dataset(opts.dataset)
+    schema = task_schema(opts)
+    if schema is None:
+        ds = load_dataset(opts.dataset)
+        dataset, inputs, classes = opts.dataset, ds.features, ds.classes
+        if opts.task_kind != "classification":
+            raise E.ConfigError(f"the built-in dataset {opts.dataset!r} is classification; give --schema for a regression task")
+    else:
+        dataset = Path(opts.schema).stem if opts.schema else "custom"
+        inputs, classes = schema.inputs, schema.classes
     task = Task(
-        name=f"{opts.dataset}-mlp", dataset=opts.dataset, model=ModelSpec(ds.features, ds.classes, widths),
-        train=TrainConfig(epochs=opts.epochs, lr=opts.lr), rule=opts.rule, rule_params=opts.rule_params,
-        sample_cap=opts.sample_cap, rounds=opts.rounds, submit_blocks=opts.submit_blocks,
+        name=f"{dataset}-{model_label(opts.model)}", dataset=dataset,
+        model=model_spec(opts.model, inputs, classes, widths),
+        train=TrainConfig(epochs=opts.epochs, lr=opts.lr, optimizer=opts.optimizer, kind=opts.task_kind), rule=opts.rule,
+        rule_params=opts.rule_params, sample_cap=opts.sample_cap, rounds=opts.rounds, submit_blocks=opts.submit_blocks,
         vote_blocks=opts.vote_blocks, quorum_bps=math.ceil(opts.quorum * 10_000 - 1e-9), reveal_blocks=opts.reveal_blocks,
+        data=schema,
     )
     task = pin_rule(task)
     check_model_size(task.model, task.max_update_bytes)
     return task, addrs
+
+
+def model_label(model: str) -> str:
+    """A short name for task names: the architecture, or a custom factory's function name."""
+    return model.rpartition(":")[2] if ":" in model else model
+
+
+def model_spec(model: str, inputs, classes: int, hidden: tuple[int, ...] = (64,)) -> ModelSpec:
+    """The model a task pins: a built-in architecture, or an organization's own factory whose
+    source digest and state schema are recorded so that a peer with other code refuses."""
+    from ..ml.models import MODELS, custom_model_params, schema_of
+
+    if ":" not in model and model not in MODELS:
+        raise E.ConfigError(f"unknown model {model!r} (built in: {', '.join(MODELS)}; or your own as package.module:factory)")
+    spec = ModelSpec(inputs, classes, hidden if model == "mlp" else (64,), model)
+    if spec.custom:
+        spec = ModelSpec(inputs, classes, spec.hidden, model, custom_model_params(spec))
+    schema_of(spec)  # builds on the meta device: a model that cannot take these inputs fails here
+    return spec
 
 
 def deploy(opts: DeployOptions, account) -> Deployment:
@@ -182,6 +298,7 @@ def run_node(opts: NodeOptions, account, *, echo=print) -> None:
                     confirmations=opts.confirmations, gas_cap=opts.gas_cap)
     store = open_store(opts.store or dep.store)
     task = Task.from_bytes(store.get(dep.task_cid, max_bytes=TASK_MAX_BYTES))
+    shard = check_data_against_task(shard, task, opts.data)
     log = EventLog(account.address, json_lines=opts.json_log)
     peer = Peer(chain, store, task, dep.task_cid, shard, seed=opts.seed, poll=opts.poll, log=log, plugins=plugins)
     if opts.attack:
@@ -196,6 +313,18 @@ def run_node(opts: NodeOptions, account, *, echo=print) -> None:
     finally:
         if server:
             server.stop()
+
+
+def check_data_against_task(shard, task: Task, where: str = "the shard"):
+    """The shard, checked against the task's schema and standardized with its declared
+    constants; a mismatch is one line naming both sides, before the peer joins."""
+    from ..ml.data import check_shard, standardize
+    from ..ml.models import schema_of
+
+    schema = task.data or DataSchema(task.model.inputs, task.model.classes, kind=task.train.kind)
+    check_shard(shard, schema, shard=f"data shard {where}")
+    schema_of(task.model)  # a custom model: installed, same source, same state schema
+    return standardize(shard, schema.mean, schema.std)
 
 
 # ---------------------------------------------------------------------------- history and audit
@@ -257,19 +386,40 @@ def pull_model(deployment: str, round_: int | None, output: str, rpc: str | None
 
 
 # ---------------------------------------------------------------------------- data
-def split_dataset(dataset: str, peers: int, partition: str, alpha: float, seed: int, out_dir: str) -> tuple[list[int], int, Path]:
-    """Write one shard per peer plus the held-out test split; returns (shard sizes, test size, folder)."""
+def import_data(source: str, out: str, opts, *, holdout: float = 0.0, seed: int = 0) -> dict:
+    """Turn ``source`` into one validated shard at ``out``; returns the schema it recorded."""
+    from ..ml.data import load_shard, save_shard, schema_of_data
+    from ..ml.importers import import_source, with_holdout
+
+    if not (math.isfinite(holdout) and 0 <= holdout < 1):
+        raise E.ConfigError(f"--holdout must be a fraction in [0, 1), got {holdout}")
+    path = check_writable(out)
+    ds = import_source(source, opts)
+    if holdout:
+        ds = with_holdout(ds, holdout, seed=seed)
+    save_shard(path, ds)
+    return schema_of_data(load_shard(path)) | {"path": str(path)}
+
+
+def split_dataset(dataset: str, peers: int, partition: str, alpha: float, seed: int, out_dir: str,
+                  opts=None) -> tuple[list[int], int, Path]:
+    """Write one shard per peer plus the held-out test split; returns (shard sizes, test size, folder).
+    ``dataset`` is a built-in name or a file or folder ``fedchain data import`` reads."""
     import numpy as np
 
-    from ..ml.data import load_dataset, partition as split, save_shard, train_test_split
+    from ..ml.data import partition as split, save_shard, train_test_split
+    from ..ml.importers import ImportOptions, import_source
 
     if partition == "dirichlet" and not (math.isfinite(alpha) and alpha > 0):
         raise E.ConfigError(f"--alpha must be a positive finite number, got {alpha}")
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise E.ConfigError(f"{out} exists and is not a folder")
-    train, test = train_test_split(load_dataset(dataset), seed=seed)
+    ds = import_source(dataset, opts or ImportOptions())
+    train, test = train_test_split(ds, seed=seed)
     parts = split(train, peers, alpha=None if partition == "iid" else alpha, seed=seed)
+    if min(len(p) for p in parts) == 0 or len(test.y) == 0:
+        raise E.ConfigError(f"{len(ds.y)} samples are too few for {peers} peers and a test split")
     out.mkdir(parents=True, exist_ok=True)
     for i, idx in enumerate(parts):
         save_shard(out / f"peer-{i}.safetensors", train, idx)

@@ -23,13 +23,14 @@ from eth_account import Account
 
 from .attacks import malicious_indices
 from ..chain import ChainClient, Phase
-from ..ml.data import load_dataset, partition, save_shard, train_test_split
+from ..ml.data import load_dataset, load_shard, partition, save_shard, standardize, train_test_split
+from ..ml.importers import ImportOptions, import_source
 from .deployment import deploy_task
 from .devnet import Devnet, die_with_parent, free_port
 from ..aggregation import pin_rule
 from ..errors import ConfigError, FedChainError
 from ..ledger.history import participation, round_history
-from ..protocol.task import ModelSpec, TrainConfig
+from ..protocol.task import TrainConfig
 from ..ledger.updates import load_model
 from ..store import EmbeddedStore
 from ..protocol.task import Task
@@ -62,6 +63,10 @@ class SimulationConfig:
     malicious: float = 0.0
     extra_node_args: dict[int, list[str]] = field(default_factory=dict)
     health_ports: list[int] = field(default_factory=list)
+    data: str | None = None  # the user's own data (a file or image folder) instead of ``dataset``
+    import_options: ImportOptions = field(default_factory=ImportOptions)
+    model: str = "mlp"
+    optimizer: str = "sgd"
 
     def __post_init__(self):
         from ..aggregation import make_rule
@@ -71,7 +76,7 @@ class SimulationConfig:
             raise ConfigError(f"peers must be between 1 and 256, got {self.peers}")
         if not 1 <= self.rounds <= 1_000_000:
             raise ConfigError(f"rounds must be between 1 and 1000000, got {self.rounds}")
-        TrainConfig(epochs=self.epochs, lr=self.lr)  # raises on epochs < 1, lr <= 0 or not finite
+        TrainConfig(epochs=self.epochs, lr=self.lr, optimizer=self.optimizer)  # raises on epochs < 1, lr <= 0 or not finite
         if self.partition == "dirichlet" and not (math.isfinite(self.alpha) and self.alpha > 0):
             raise ConfigError(f"alpha must be a positive finite number, got {self.alpha}")
         if not (math.isfinite(self.block_time) and 0 <= self.block_time <= 60):
@@ -136,25 +141,24 @@ def run_simulation(cfg: SimulationConfig, progress=print) -> dict:
     (work / "logs").mkdir(exist_ok=True)
     store = EmbeddedStore(work / "store")
 
-    ds = load_dataset(cfg.dataset)
+    ds = import_source(cfg.data, cfg.import_options) if cfg.data else load_dataset(cfg.dataset)
+    if cfg.data:
+        cfg.dataset = ds.name
     train, test = train_test_split(ds, seed=cfg.seed)
     parts = partition(train, cfg.peers, alpha=None if cfg.partition == "iid" else cfg.alpha, seed=cfg.seed)
+    if min(len(p) for p in parts) == 0 or len(test.y) == 0:
+        raise ConfigError(f"{len(ds.y)} samples are too few for {cfg.peers} peers and a test split")
+    task = _task(cfg, ds, train)
     shards = []
     for i, idx in enumerate(parts):
         path = work / "shards" / f"peer-{i}.safetensors"
         save_shard(path, train, idx)
         shards.append(path)
+    save_shard(work / "test.safetensors", test)
+    test = standardize(test, *(task.data.mean, task.data.std) if task.data else ((), ()))
     progress(f"data: {cfg.dataset}, {len(train.y)} training samples in {cfg.peers} {cfg.partition} shards "
              f"({', '.join(str(len(p)) for p in parts)}), {len(test.y)} held out for testing")
 
-    task = pin_rule(Task(
-        name=f"{cfg.dataset}-mlp", dataset=cfg.dataset,
-        model=ModelSpec(inputs=ds.features, classes=ds.classes, hidden=tuple(cfg.hidden)),
-        train=TrainConfig(epochs=cfg.epochs, lr=cfg.lr), rule=cfg.rule,
-        sample_cap=math.ceil(1.5 * len(train.y) / cfg.peers), rounds=cfg.rounds,
-        submit_blocks=cfg.submit_blocks, vote_blocks=cfg.vote_blocks, quorum_bps=cfg.quorum_bps,
-        reveal_blocks=cfg.vote_blocks if cfg.commit_reveal else 0,
-    ))
     # The chain's state is saved in the work folder every second, so `--resume` can continue.
     devnet = Devnet(accounts=cfg.peers + 1, block_time=cfg.block_time, state_file=str(work / "anvil-state.json"), state_interval=1)
     procs: list[subprocess.Popen] = []
@@ -184,6 +188,27 @@ def run_simulation(cfg: SimulationConfig, progress=print) -> dict:
         _shutdown(procs, devnet)
 
 
+def _task(cfg: SimulationConfig, ds, train) -> Task:
+    """The task a simulation deploys: the built-in dataset's as before (same task JSON, same
+    CIDs), or one defined by the user's data schema and model."""
+    from .operations import model_label, model_spec
+    from ..protocol.task import DataSchema
+
+    kind = ds.kind
+    schema = None
+    if cfg.data:
+        schema = DataSchema(inputs=ds.inputs, classes=ds.classes, kind=kind,
+                            feature_names=tuple(ds.info.get("feature_names", ())), label_names=tuple(ds.info.get("label_names", ())))
+    return pin_rule(Task(
+        name=f"{cfg.dataset}-{model_label(cfg.model)}", dataset=cfg.dataset,
+        model=model_spec(cfg.model, ds.inputs, ds.classes, tuple(cfg.hidden)),
+        train=TrainConfig(epochs=cfg.epochs, lr=cfg.lr, optimizer=cfg.optimizer, kind=kind), rule=cfg.rule,
+        sample_cap=math.ceil(1.5 * len(train.y) / cfg.peers), rounds=cfg.rounds,
+        submit_blocks=cfg.submit_blocks, vote_blocks=cfg.vote_blocks, quorum_bps=cfg.quorum_bps,
+        reveal_blocks=cfg.vote_blocks if cfg.commit_reveal else 0, data=schema,
+    ))
+
+
 def _resume(cfg: SimulationConfig, progress) -> dict:
     """Continue an interrupted simulation from its work folder: the chain's saved state, the
     store, the shards and the deployment file are all it needs."""
@@ -201,8 +226,11 @@ def _resume(cfg: SimulationConfig, progress) -> dict:
     task = Task.from_dict(dep.task)
     shards = sorted((work / "shards").glob("peer-*.safetensors"), key=lambda p: int(p.stem.split("-")[1]))
     cfg.peers, cfg.rounds, cfg.dataset, cfg.rule = len(shards), task.rounds, task.dataset, task.rule
-    ds = load_dataset(task.dataset)
-    _, test = train_test_split(ds, seed=cfg.seed)
+    if (work / "test.safetensors").exists():
+        test = load_shard(work / "test.safetensors")
+        test = standardize(test, *(task.data.mean, task.data.std) if task.data else ((), ()))
+    else:  # simulations from before the test split was kept in the work folder
+        _, test = train_test_split(load_dataset(task.dataset), seed=cfg.seed)
     store = EmbeddedStore(work / "store")
     devnet = Devnet(port=urlparse(dep.rpc_url).port or 0, accounts=cfg.peers + 1, block_time=cfg.block_time,
                     state_file=str(work / "anvil-state.json"), state_interval=1)
@@ -253,9 +281,10 @@ def _observe(cfg, progress, work, store, task, test, dep, dep_path, chain, procs
                 round_wall[rec.round] = now - round_seen_at.get(rec.round, now)
                 round_seen_at[rec.round + 1] = now
                 if rec.status == "finalized":
-                    accuracy[rec.round] = evaluate(task.model, load_model(store, rec.model, task), test)
+                    accuracy[rec.round] = evaluate(task.model, load_model(store, rec.model, task), test, kind=task.train.kind)
                     progress(f"round {rec.round}: finalized {rec.model}  updates {rec.included_count}/{len(rec.submissions)}  "
-                             f"votes {len(rec.votes)} (weight {rec.weight}/{rec.total_reputation})  test accuracy {accuracy[rec.round]:.4f}")
+                             f"votes {len(rec.votes)} (weight {rec.weight}/{rec.total_reputation})  "
+                             f"test {'MSE' if task.train.kind == 'regression' else 'accuracy'} {accuracy[rec.round]:.4f}")
                 else:
                     progress(f"round {rec.round}: failed without quorum; previous model carries over")
         if state.phase is not Phase.COMPLETE:
@@ -283,7 +312,7 @@ def _observe(cfg, progress, work, store, task, test, dep, dep_path, chain, procs
     final_round = finalized[-1].round if finalized else 0
     final_cid = finalized[-1].model if finalized else dep.initial_model
     final_state = load_model(store, final_cid, task)
-    final_acc = evaluate(task.model, final_state, test)
+    final_acc = evaluate(task.model, final_state, test, kind=task.train.kind)
     backdoor_asr = backdoor_success_rate(task.model, final_state, test) if cfg.attack == "backdoor" else None
     peers = [{**row, "malicious": row["index"] in cfg.malicious_peers()} for row in participation(chain, history)]
     rounds = []
@@ -296,6 +325,9 @@ def _observe(cfg, progress, work, store, task, test, dep, dep_path, chain, procs
         })
     return {
         "peers": cfg.peers, "rounds_requested": cfg.rounds, "dataset": cfg.dataset, "partition": cfg.partition,
+        "model": task.model.arch, "task_kind": task.train.kind,
+        # What test_accuracy and final_test_accuracy hold: accuracy, or the MSE of a regression.
+        "test_metric": "mse" if task.train.kind == "regression" else "accuracy",
         "alpha": cfg.alpha if cfg.partition != "iid" else None, "seed": cfg.seed, "rule": cfg.rule,
         "attack": cfg.attack, "malicious_fraction": cfg.malicious, "commit_reveal": cfg.commit_reveal, "malicious_peers": sorted(cfg.malicious_peers()),
         "backdoor_success_rate": backdoor_asr,
