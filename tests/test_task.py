@@ -49,13 +49,13 @@ def test_reveal_window_outside_uint32_is_rejected(value):
         _task(reveal_blocks=value)
 
 
-@pytest.mark.parametrize("quorum", [1, 5_000, 6_667, 10_000])
-def test_quorum_in_basis_points_up_to_all(quorum):
+@pytest.mark.parametrize("quorum", [5_000, 6_667, 10_000])
+def test_quorum_in_basis_points_from_a_half_up_to_all(quorum):
     assert _task(quorum_bps=quorum).quorum_bps == quorum
 
 
-@pytest.mark.parametrize("quorum", [0, -1, 10_001])
-def test_quorum_outside_zero_to_one_is_rejected(quorum):
+@pytest.mark.parametrize("quorum", [0, -1, 1, 4_999, 10_001])
+def test_quorum_below_a_half_or_above_all_is_rejected(quorum):
     with pytest.raises(ConfigError, match="quorum"):
         _task(quorum_bps=quorum)
 
@@ -96,7 +96,8 @@ def test_train_config_accepts_its_edges():
 
 
 def test_model_spec_rejects_degenerate_sizes():
-    for bad in (dict(inputs=0, classes=10), dict(inputs=4, classes=1), dict(inputs=4, classes=3, hidden=(8, 0))):
+    # classes=1 is a regression head (one output); zero outputs is degenerate
+    for bad in (dict(inputs=0, classes=10), dict(inputs=4, classes=0), dict(inputs=4, classes=3, hidden=(8, 0))):
         with pytest.raises(ConfigError):
             ModelSpec(**bad)
     with pytest.raises(ConfigError, match="architecture"):
