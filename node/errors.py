@@ -11,6 +11,8 @@ __all__ = [
     "DeploymentNotFound",
     "KeyLoadError",
     "ChainUnavailable",
+    "InsufficientFunds",
+    "TransactionRefused",
     "ContractError",
     "NotMember",
     "RoundClosed",
@@ -53,6 +55,10 @@ class KeyLoadError(FedChainError):
 
 class ChainUnavailable(FedChainError):
     """The Ethereum JSON-RPC endpoint cannot be reached or answered badly."""
+
+
+class InsufficientFunds(FedChainError):
+    """The sending account cannot pay for gas. Retrying does not help: fund the account."""
 
 
 class ContractError(FedChainError):
@@ -144,3 +150,8 @@ class ArtifactInvalid(FedChainError):
 class ArtifactTooLarge(ArtifactInvalid):
     """An artifact's content graph exceeds a fetch budget (bytes, blocks, links or depth): it is
     refused while the graph is walked, before it is assembled in memory."""
+
+
+class TransactionRefused(ContractError):
+    """The node refused a transaction for a reason that is neither an outage nor a revert
+    (a gas limit, an unknown refusal); peers retry with backoff, commands report it."""

@@ -19,7 +19,7 @@ from web3.exceptions import ContractLogicError, Web3RPCError
 from .. import errors as E
 from .._utils import redact_url
 
-__all__ = [
+__all__ = ["refusal_error", 
     "Phase", "RoundState", "MemberInfo", "Outcome", "ChainClient", "load_artifact", "deploy_contract", "quorum_fraction",
     "ZERO32",
 ]
@@ -123,6 +123,46 @@ class _ErrorDecoder:
         shown = ", ".join("0x" + a.hex() if isinstance(a, bytes) else str(a) for a in args)
         cls = _ERRORS.get(name, E.ContractError)
         return cls(f"contract rejected the call: {name}({shown})", name=name, args=tuple(args))
+
+
+# What a node's refusal of a transaction means, by the words Ethereum clients (geth, anvil,
+# Hardhat's EDR, Erigon, Besu) use for it: (markers, error class, what to tell the user).
+_REFUSALS: tuple[tuple[tuple[str, ...], type[E.FedChainError], str], ...] = (
+    (("insufficient funds", "insufficient balance", "sender doesn't have enough funds"), E.InsufficientFunds,
+     "account {sender} cannot pay for gas: fund it ({detail})"),
+    (("replacement transaction underpriced", "transaction underpriced", "fee cap less than block base fee",
+      "max fee per gas less than block base fee", "txpool is full", "nonce too high", "could not replace existing tx",
+      "known transaction"), E.ChainUnavailable, "the node refused the transaction for now ({detail}); retrying"),
+    (("invalid chain id", "chainid", "invalid sender", "invalid signature", "only replay-protected"), E.ConfigError,
+     "the node refused the transaction as signed ({detail}): is --rpc the chain the deployment is on?"),
+    (("exceeds block gas limit", "intrinsic gas too low", "gas limit reached", "exceeds the configured cap",
+      "gas limit too high"), E.TransactionRefused, "the node refused the transaction's gas ({detail})"),
+)
+
+
+def refusal_error(detail: str, sender: str) -> E.FedChainError:
+    """The fedchain error for a node's refusal of a transaction (``detail``, the node's message).
+
+    An unfunded account is ``InsufficientFunds``, never a ``ChainUnavailable`` retried forever;
+    passing conditions (an underpriced replacement, a full pool) are ``ChainUnavailable``;
+    anything unknown is ``TransactionRefused``.
+    """
+    text = " ".join(str(detail).split())
+    low = text.lower()
+    for markers, cls, message in _REFUSALS:
+        if any(m in low for m in markers):
+            return cls(message.format(sender=sender, detail=text))
+    return E.TransactionRefused(f"the node refused the transaction: {text}")
+
+
+def _rpc_message(exc: Exception) -> str:
+    """The node's own words from a JSON-RPC error (web3 wraps them differently across versions)."""
+    for source in (getattr(exc, "rpc_response", None), *getattr(exc, "args", ())):
+        if isinstance(source, dict):
+            err = source.get("error", source)
+            if isinstance(err, dict) and err.get("message"):
+                return str(err["message"])
+    return str(exc)
 
 
 def _is_connection_error(exc: Exception) -> bool:
@@ -307,7 +347,10 @@ class ChainClient:
         sender = self.address
         fn = getattr(self.contract.functions, name)(*args)
         # Judge the call by the block it will execute in (the pending one), not the latest.
-        estimate = self._rpc(lambda: fn.estimate_gas({"from": sender}, block_identifier="pending"))
+        try:
+            estimate = self._rpc(lambda: fn.estimate_gas({"from": sender}, block_identifier="pending"))
+        except (Web3RPCError, ValueError) as exc:  # not a revert (those are decoded in _rpc)
+            raise refusal_error(_rpc_message(exc), sender) from exc
         gas = min(int(estimate * 1.25) + 10_000, self.gas_cap)
         if estimate > self.gas_cap:
             raise E.ContractError(f"{name} needs {estimate} gas, over the cap of {self.gas_cap}")
@@ -334,12 +377,12 @@ class ChainClient:
             signed = self.account.sign_transaction(tx)
             try:
                 hashes.append(self._rpc(lambda: self.w3.eth.send_raw_transaction(signed.raw_transaction)))
-            except Web3RPCError as exc:
-                text = str(exc)
+            except (Web3RPCError, ValueError) as exc:
+                text = _rpc_message(exc)
                 if "already known" in text:
                     hashes.append(signed.hash)
                 elif "nonce too low" not in text:
-                    raise E.ChainUnavailable(f"transaction refused: {exc}") from None
+                    raise refusal_error(text, self.account.address) from exc
             deadline = time.monotonic() + self.tx_timeout / attempts
             while time.monotonic() < deadline:
                 for h in hashes:

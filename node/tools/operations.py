@@ -296,6 +296,7 @@ def run_node(opts: NodeOptions, account, *, echo=print) -> None:
     # Retries stay short: the peer's own loop logs every failure and backs off.
     chain = connect(opts.rpc or dep.rpc_url, dep.contract, account, retry_seconds=5,
                     confirmations=opts.confirmations, gas_cap=opts.gas_cap)
+    chain.retry_seconds = 0  # from now on the peer's loop logs the first failure and backs off itself
     store = open_store(opts.store or dep.store)
     task = Task.from_bytes(store.get(dep.task_cid, max_bytes=TASK_MAX_BYTES))
     shard = check_data_against_task(shard, task, opts.data)
