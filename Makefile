@@ -23,7 +23,7 @@ demo: setup
 	$(BIN)/fedchain simulate --peers 4 --rounds 5 --dataset digits
 
 test: setup
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile
 
 contracts: setup
 	$(BIN)/python -m fedchain.contracts.build
