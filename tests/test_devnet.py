@@ -66,3 +66,12 @@ def test_engine_default_comes_from_the_environment(monkeypatch):
     assert Devnet().engine == "hardhat"
     monkeypatch.delenv("FEDCHAIN_DEVNET_ENGINE")
     assert Devnet().engine == "anvil"
+
+
+def test_the_checkouts_tools_are_found_from_any_working_directory(tmp_path, monkeypatch):
+    from fedchain.node.tools.devnet import find_anvil, repo_root
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("FEDCHAIN_ANVIL", raising=False)
+    assert (repo_root() / "package.json").exists()
+    assert str(repo_root()) in find_anvil()

@@ -42,8 +42,10 @@ def die_with_parent() -> None:
 
 def repo_root() -> Path | None:
     """The checkout this code runs from (editable install), if any."""
-    here = Path(__file__).resolve().parent.parent
-    return here if (here / "package.json").exists() else None
+    for here in Path(__file__).resolve().parents:  # node/tools/devnet.py -> the checkout holding package.json
+        if (here / "package.json").exists():
+            return here
+    return None
 
 
 def _checkouts() -> list[Path]:
