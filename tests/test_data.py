@@ -95,3 +95,16 @@ def test_partition_rejects_no_peers(peers):
 def test_dirichlet_alpha_must_be_positive(alpha):
     with pytest.raises(ConfigError, match="alpha must be positive"):
         partition(_labels(10), 2, alpha=alpha)
+
+
+def test_more_peers_than_samples_is_refused_instead_of_empty_shards():
+    import numpy as np
+
+    from fedchain.node.errors import ConfigError
+    from fedchain.node.ml.data import Dataset, partition
+
+    tiny = Dataset("tiny", np.zeros((3, 2), np.float32), np.array([0, 1, 0], np.int64), 2)
+    for alpha in (None, 0.5):
+        with pytest.raises(ConfigError, match="non-empty shard"):
+            partition(tiny, 4, alpha=alpha)
+    assert all(len(p) == 1 for p in partition(tiny, 3))

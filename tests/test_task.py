@@ -156,3 +156,11 @@ def test_malformed_task_bytes_raise_config_error(data):
 def test_from_dict_rejects_out_of_range_values_with_config_error():
     with pytest.raises(ConfigError, match="between 1 and"):
         Task.from_dict(_dict(submit_blocks=UINT32_MAX + 1))
+
+
+@pytest.mark.parametrize("field, value", [("rounds", 2.9), ("submit_blocks", True), ("quorum_bps", "6667"), ("sample_cap", 10.0)])
+def test_task_description_numbers_must_be_integers_not_silently_truncated(field, value):
+    d = _task().to_dict()
+    d[field] = value
+    with pytest.raises(ConfigError, match=field):
+        Task.from_dict(d)

@@ -116,6 +116,8 @@ def partition(ds: Dataset, peers: int, *, alpha: float | None = None, seed: int 
     """Index sets for each peer: IID (``alpha`` None) or Dirichlet(alpha) label skew."""
     if peers < 1:
         raise ConfigError("need at least one peer")
+    if peers > len(ds.y):
+        raise ConfigError(f"{len(ds.y)} samples cannot give each of {peers} peers a non-empty shard")
     rng = np.random.default_rng(seed)
     if alpha is None:
         idx = rng.permutation(len(ds.y))

@@ -35,6 +35,14 @@ def _inputs_ok(inputs) -> bool:
     return isinstance(inputs, int) and inputs > 0
 
 
+def _strict_int(value, name: str) -> int:
+    """An integer from a task description, refusing what ``int()`` would silently change
+    (2.9 -> 2, True -> 1, "7" -> 7)."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ConfigError(f"malformed task description: {name} must be an integer, got {value!r}")
+    return value
+
+
 @dataclass(frozen=True)
 class ModelSpec:
     """An architecture from the model registry, with its input and output sizes.
@@ -269,13 +277,13 @@ class Task:
                 train=TrainConfig.from_dict(d.get("train", {})),
                 rule=str(d.get("rule", "fedavg")),
                 rule_params=tuple(sorted(params.items())),
-                sample_cap=int(d.get("sample_cap", 1_000)),
-                max_update_bytes=int(d.get("max_update_bytes", 16 << 20)),
-                rounds=int(d.get("rounds", 5)),
-                submit_blocks=int(d.get("submit_blocks", 60)),
-                vote_blocks=int(d.get("vote_blocks", 60)),
-                quorum_bps=int(d.get("quorum_bps", 6_667)),
-                reveal_blocks=int(d.get("reveal_blocks", 0)),
+                sample_cap=_strict_int(d.get("sample_cap", 1_000), "sample_cap"),
+                max_update_bytes=_strict_int(d.get("max_update_bytes", 16 << 20), "max_update_bytes"),
+                rounds=_strict_int(d.get("rounds", 5), "rounds"),
+                submit_blocks=_strict_int(d.get("submit_blocks", 60), "submit_blocks"),
+                vote_blocks=_strict_int(d.get("vote_blocks", 60), "vote_blocks"),
+                quorum_bps=_strict_int(d.get("quorum_bps", 6_667), "quorum_bps"),
+                reveal_blocks=_strict_int(d.get("reveal_blocks", 0), "reveal_blocks"),
                 data=DataSchema.from_dict(d["data"]) if d.get("data") is not None else None,
             )
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
