@@ -10,7 +10,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT / "tests" / "data"  # everything a test reads lives inside the repository
 
-__all__ = ["ROOT", "DATA", "kubo_vectors", "run_cli", "clean_env", "deploy_with_cli", "wait_for"]
+__all__ = ["ROOT", "DATA", "kubo_vectors", "run_cli", "clean_env", "deploy_with_cli", "wait_for", "wait_all"]
 
 
 def kubo_vectors() -> list[dict]:
@@ -58,3 +58,17 @@ def wait_for(predicate, timeout: float, what: str, *, interval: float = 0.2) -> 
             pass
         time.sleep(interval)
     raise AssertionError(f"timed out waiting for {what}")
+
+
+def wait_all(procs, seconds: float) -> None:
+    """Wait for every process within one shared deadline; kill whatever is still running then."""
+    import time
+
+    deadline = time.monotonic() + seconds
+    try:
+        for p in procs:
+            p.wait(timeout=max(1, deadline - time.monotonic()))
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()

@@ -32,7 +32,7 @@ from fedchain.node.store import EmbeddedStore
 from fedchain.node.tools.attacks import ATTACKS, plant_dag_bomb
 from fedchain.node.tools.deployment import deploy_task
 
-from _support import ROOT, wait_for
+from _support import ROOT, wait_all, wait_for
 
 GIB = 1 << 30
 MEMORY_LIMIT = 3 * GIB
@@ -164,14 +164,7 @@ def test_real_peer_processes_survive_a_dagbomb_member(tmp_path):
                 [sys.executable, "-m", "fedchain.cli.main", "node", "run", "--data", str(tmp_path / "shards" / f"peer-{i}.safetensors"),
                  "--json-log", "--poll", "0.2", *attack], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                 preexec_fn=limit_memory))
-        try:
-            deadline = time.monotonic() + 400
-            for p in procs:
-                p.wait(timeout=max(1, deadline - time.monotonic()))
-        finally:
-            for p in procs:
-                if p.poll() is None:
-                    p.kill()
+        wait_all(procs, 400)
         logs = [p.stdout.read() for p in procs]
         assert all(p.returncode == 0 for p in procs), [log[-2000:] for log in logs]
         events = [[json.loads(line) for line in log.splitlines() if line.startswith("{")] for log in logs]

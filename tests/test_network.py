@@ -13,7 +13,7 @@ import pytest
 from fedchain.node.protocol.cid import cid_of_bytes
 from fedchain.node.tools.devnet import Devnet
 
-from _support import clean_env, run_cli
+from _support import clean_env, run_cli, wait_all
 
 PEERS = 3
 ROUNDS = 2
@@ -40,14 +40,7 @@ def network(tmp_path_factory):
                 procs.append(subprocess.Popen(
                     [sys.executable, "-m", "fedchain.cli.main", "node", "run", "--data", str(work / "shards" / f"peer-{i}.safetensors"),
                      "--json-log", "--poll", "0.2"], env=penv, stdout=log, stderr=subprocess.STDOUT))
-        try:
-            deadline = time.monotonic() + 400
-            for p in procs:
-                p.wait(timeout=max(1, deadline - time.monotonic()))
-        finally:
-            for p in procs:
-                if p.poll() is None:
-                    p.kill()
+        wait_all(procs, 400)
         logs = [(work / f"peer-{i}.log").read_text() for i in range(PEERS)]
         assert all(p.returncode == 0 for p in procs), [log[-2000:] for log in logs]
         yield {"work": work, "net": net, "env": clean_env(FEDCHAIN_DEPLOYMENT=str(work / "deployment.json")), "logs": logs}
