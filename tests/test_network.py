@@ -6,7 +6,6 @@ read-only checks; each test only reads.
 import json
 import subprocess
 import sys
-import time
 
 import pytest
 
