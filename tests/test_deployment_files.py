@@ -1,7 +1,8 @@
 """The Dockerfile, .dockerignore, docker-compose.yml and deploy/k8s/ must agree with the CLI they run.
 
 Nothing here builds an image or starts a container (there is no Docker engine or cluster where
-the tests run): the files are read as data and every fedchain command line in them is checked
+the tests run): the files are read as data, the compose file is validated against the Compose Specification's
+JSON schema (vendored in check-jsonschema, offline), and every fedchain command line in them is checked
 against the real click CLI (subcommand path, options, environment variables the command actually
 reads), then parsed by click itself with that environment, as the container would. `sh -c`
 scripts run under the real /bin/sh with `fedchain` and `cp` stubbed. The Kubernetes overlays are
@@ -292,6 +293,45 @@ def _keystore_address(keystore: str, password: str) -> str:
 # ---------------------------------------------------------------------------- compose
 # There is no Docker engine here: the file is read as data, its command lines are checked
 # against the click CLI, and its `sh -c` scripts run under /bin/sh with stubbed commands.
+def _compose_spec_validator():
+    """The Compose Specification's JSON schema as check-jsonschema vendors it (from SchemaStore),
+    read from the installed package: offline, and pinned by the lock."""
+    import importlib.resources
+
+    import jsonschema
+
+    schema = json.loads((importlib.resources.files("check_jsonschema.builtin_schemas.vendor") / "compose-spec.json").read_text())
+    assert schema["title"] == "Compose Specification"
+    return jsonschema.validators.validator_for(schema)(schema, format_checker=jsonschema.FormatChecker())
+
+
+def test_compose_file_validates_against_the_compose_specification_schema():
+    errors = [f"{'.'.join(map(str, e.path)) or '(top)'}: {e.message}" for e in _compose_spec_validator().iter_errors(COMPOSE)]
+    assert not errors, errors
+
+
+def test_compose_spec_schema_rejects_what_compose_rejects():
+    """The validator is not vacuous: a misspelt key, a wrong type and an unknown condition fail."""
+    validator = _compose_spec_validator()
+    name = sorted(PEERS)[0]
+    for mutate in (
+        lambda d: d["services"][name].__setitem__("restartt", "no"),
+        lambda d: d["services"][name].__setitem__("environment", 3),
+        lambda d: d["services"][name].__setitem__("depends_on", {"anvil": {"condition": "service_ready"}}),
+    ):
+        doc = copy.deepcopy(COMPOSE)
+        mutate(doc)
+        assert list(validator.iter_errors(doc)), mutate
+
+
+def test_check_jsonschema_is_pinned_in_the_lock_and_the_test_extra():
+    installed = importlib.metadata.version("check-jsonschema")
+    lock = dict(line.split("==") for line in (ROOT / "requirements.lock").read_text().split() if "==" in line)
+    assert lock.get("check-jsonschema") == installed
+    extra = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]["test"]
+    assert f"check-jsonschema=={installed}" in extra
+
+
 def test_compose_has_one_peer_and_one_data_seeder_per_member():
     n = len(MEMBERS)
     assert n == 4 and len(set(MEMBERS)) == n
