@@ -7,12 +7,17 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
+# One math thread per process, set before anything imports torch: `make test` runs two workers
+# on two cores, and each network test starts several peer processes, which inherit this. Tests
+# that measure thread counts (test_determinism) set their own.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+os.environ.setdefault("MKL_NUM_THREADS", "1")
+
 import pytest
 from eth_account import Account
 
 from fedchain.node.chain import ChainClient, deploy_contract
 from fedchain.node.tools.devnet import Devnet
-
 
 
 @pytest.fixture(scope="session")

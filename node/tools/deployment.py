@@ -5,13 +5,9 @@ import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from ..aggregation import rule_of
-from ..protocol.artifact import encode
-from ..protocol.round import model_metadata
 from ..chain import ChainClient, deploy_contract
 from ..protocol.cid import cid_to_digest
 from ..errors import ConfigError, DeploymentNotFound
-from ..ml.models import init_state
 from ..store import ArtifactStore
 from ..protocol.task import Task
 
@@ -70,6 +66,12 @@ def deploy_task(
         raise ConfigError("a task needs at least one member")
     if len(set(m.lower() for m in members)) != len(members):
         raise ConfigError("member list has duplicates")
+    # torch comes in only here: the commands that merely read a deployment start without it.
+    from ..aggregation import rule_of
+    from ..ml.models import init_state
+    from ..protocol.artifact import encode
+    from ..protocol.round import model_metadata
+
     rule = rule_of(task)  # rejects an unknown rule or bad parameters before anything is spent
     task_cid = store.add(task.to_bytes())
     initial = encode(init_state(task.model, seed), model_metadata(task_cid, 0, "", rule=task.rule))
