@@ -287,6 +287,8 @@ def rounds_list(deployment, rpc, store_spec, logs, as_json):
     from fedchain.node.tools.operations import rounds as rounds_
 
     view = rounds_(deployment, rpc, store_spec, logs)
+    if view.note:
+        click.echo(f"warning: {view.note}", err=True)
     rows = view.rows()
     if as_json:
         emit_json(rows)

@@ -338,6 +338,7 @@ class RoundsView:
     metrics: dict  # round -> ledger.evaluation.RoundMetric
     members: int
     kind: str  # the task's kind: accuracy or MSE is the headline metric
+    note: str = ""  # why no metrics are shown, when the store could not be read
 
     def rows(self) -> list[dict]:
         out = []
@@ -366,9 +367,13 @@ def federated_view(dep, chain, store: str | None = None, logs: str | None = None
     from ..ledger.evaluation import evaluations_from_logs, federated_metrics, published_evaluations
 
     history = round_history(chain)
-    st = open_store(store or dep.store)
-    task = Task.from_bytes(st.get(dep.task_cid, max_bytes=TASK_MAX_BYTES))
     members_ = chain.members()
+    kind = Task.from_dict(dep.task).train.kind
+    try:
+        st = open_store(store or dep.store)
+        task = Task.from_bytes(st.get(dep.task_cid, max_bytes=TASK_MAX_BYTES))
+    except E.StoreError as exc:  # the history stands on the chain alone; only the metrics need the store
+        return RoundsView(history, {}, len(members_), kind, f"no federated metrics: the store is unusable ({exc})")
     published = published_evaluations(chain, st, task, dep.task_cid, history, members_, dep.initial_model)
     logged = evaluations_from_logs(_peer_logs(logs), task, members_) if logs else None
     return RoundsView(history, federated_metrics(history, task, published, logged), len(members_), task.train.kind)

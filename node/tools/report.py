@@ -81,8 +81,8 @@ def collect_report(deployment: str, rpc: str | None = None, store: str | None = 
     view = federated_view(dep, chain, store, logs)
     members = chain.members()
     rounds = [r.round for r in view.history]
-    notes = []
-    if not view.metrics:
+    notes = [view.note] if view.note else []
+    if not view.metrics and not view.note:
         notes.append("No member published an evaluation: their shards have no holdout "
                      "(make them with `fedchain data split --holdout` or `data import --holdout`).")
     last_final = max((r.round for r in view.history if r.status == "finalized"), default=0)
