@@ -15,7 +15,7 @@ from fedchain.node import errors as E
 
 from ._output import emit_json, table
 
-DEPLOYMENT_HELP = "Deployment file written by `fedchain deploy` [env FEDCHAIN_DEPLOYMENT]."
+DEPLOYMENT_HELP = "Deployment file written by `fedchain deploy`."
 
 
 class _Group(click.Group):
@@ -43,6 +43,18 @@ class _Group(click.Group):
 
 def _deployment_option(f):
     return click.option("--deployment", "-d", default="deployment.json", envvar="FEDCHAIN_DEPLOYMENT", show_default=True, help=DEPLOYMENT_HELP)(f)
+
+
+RULES_HELP = "fedavg, median, trimmed-mean, multi-krum, trust-cosine, fedavg-plain"
+DATASETS = ["digits", "breast_cancer", "wine", "mnist"]
+
+
+def _store_read_option(f):
+    return click.option("--store", "store_spec", default=None, envvar="FEDCHAIN_STORE", help="Override the deployment's store.")(f)
+
+
+def _rpc_read_option(f):
+    return click.option("--rpc", default=None, envvar="FEDCHAIN_RPC", help="Override the deployment's RPC URL.")(f)
 
 
 def _json_option(f):
@@ -101,10 +113,10 @@ def cli(debug):
 @cli.command()
 @click.option("--port", type=int, default=0, help="Port (default: a free one).")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Interface to bind; loopback by default.")
-@click.option("--accounts", type=int, default=10, show_default=True)
+@click.option("--accounts", type=click.IntRange(1, 1000), default=10, show_default=True, help="Funded development accounts to create.")
 @click.option("--block-time", type=float, default=1.0, show_default=True, help="Seconds per block; 0 mines a block per transaction.")
 @click.option("--state", "state_file", type=click.Path(dir_okay=False), help="Load and save chain state in this file (anvil only).")
-@click.option("--engine", type=click.Choice(["anvil", "hardhat"]), default="anvil", show_default=True, envvar="FEDCHAIN_DEVNET_ENGINE", help="Dev chain engine [env FEDCHAIN_DEVNET_ENGINE].")
+@click.option("--engine", type=click.Choice(["anvil", "hardhat"]), default="anvil", show_default=True, envvar="FEDCHAIN_DEVNET_ENGINE", help="Dev chain engine.")
 def devnet(port, host, accounts, block_time, state_file, engine):
     """Start a local devnet (anvil or Hardhat) in the foreground; print its RPC URL and numbered dev keys."""
     from fedchain.node.tools.devnet import Devnet
@@ -120,9 +132,9 @@ def devnet(port, host, accounts, block_time, state_file, engine):
 
 # ---------------------------------------------------------------------------- deploy
 @cli.command()
-@click.option("--rpc", default="http://127.0.0.1:8545", envvar="FEDCHAIN_RPC", show_default=True, help="JSON-RPC URL [env FEDCHAIN_RPC].")
+@click.option("--rpc", default="http://127.0.0.1:8545", envvar="FEDCHAIN_RPC", show_default=True, help="JSON-RPC URL.")
 @_key_options
-@click.option("--store", "store_spec", default=".fedchain/store", envvar="FEDCHAIN_STORE", show_default=True, help="Store: a path (embedded) or kubo:MULTIADDR [env FEDCHAIN_STORE].")
+@click.option("--store", "store_spec", default=".fedchain/store", envvar="FEDCHAIN_STORE", show_default=True, help="Store: a path (embedded) or kubo:MULTIADDR.")
 @click.option("--members", required=True, envvar="FEDCHAIN_MEMBERS", help="Comma-separated member addresses, in index order.")
 @click.option("--dataset", default="digits", show_default=True, type=click.Choice(["digits", "breast_cancer", "wine", "mnist"]), help="Built-in dataset the task trains on (fixes the model's inputs and classes).")
 @click.option("--hidden", default="64", show_default=True, help="Hidden layer widths, comma-separated.")
@@ -131,15 +143,15 @@ def devnet(port, host, accounts, block_time, state_file, engine):
 @click.option("--inputs", type=int, default=None, help="The task's feature count (tabular data), with --classes.")
 @click.option("--image", default=None, metavar="C,H,W", help="The task's image shape, with --classes.")
 @click.option("--classes", type=int, default=None, help="Number of classes, with --inputs or --image.")
-@click.option("--task-kind", default="classification", show_default=True, type=click.Choice(["classification", "regression"]))
+@click.option("--task-kind", default="classification", show_default=True, type=click.Choice(["classification", "regression"]), help="Classification (cross-entropy) or regression (MSE).")
 @click.option("--optimizer", default="sgd", show_default=True, type=click.Choice(["sgd", "adam"]), help="Local optimizer.")
 @click.option("--standardize", "standardize_file", type=click.Path(dir_okay=False), help="Declared per-feature constants every peer standardizes with: JSON {\"mean\": [...], \"std\": [...]}.")
 @click.option("--standardize-from", type=click.Path(dir_okay=False), help="Compute the constants from this one shard (only when you choose to reveal its statistics).")
-@click.option("--rule", default="fedavg", show_default=True, help="Aggregation rule (see README: fedavg, median, trimmed-mean, multi-krum, trust-cosine, fedavg-plain).")
+@click.option("--rule", default="fedavg", show_default=True, help=f"Aggregation rule: {RULES_HELP}.")
 @click.option("--rule-param", multiple=True, metavar="NAME=VALUE", help="A named parameter of the rule, pinned with the task (repeatable), e.g. beta=0.1.")
 @click.option("--rounds", type=int, default=5, show_default=True, help="Rounds the task runs.")
 @click.option("--epochs", type=int, default=5, show_default=True, help="Local epochs per round (same default as simulate).")
-@click.option("--lr", type=float, default=0.05, show_default=True, help="Local SGD learning rate.")
+@click.option("--lr", type=float, default=0.05, show_default=True, help="Local learning rate (same default as simulate).")
 @click.option("--sample-cap", type=int, default=1000, show_default=True, help="Largest sample count an update is weighted by.")
 @click.option("--submit-blocks", type=int, default=60, show_default=True, help="Length of each round's submission window, in blocks.")
 @click.option("--vote-blocks", type=int, default=60, show_default=True, help="Length of each round's voting window, in blocks.")
@@ -174,18 +186,18 @@ def node():
 @node.command("run")
 @_deployment_option
 @_key_options
-@click.option("--rpc", default=None, envvar="FEDCHAIN_RPC", help="Override the deployment's RPC URL [env FEDCHAIN_RPC].")
-@click.option("--store", "store_spec", default=None, envvar="FEDCHAIN_STORE", help="Override the deployment's store [env FEDCHAIN_STORE].")
-@click.option("--data", "data_path", required=True, envvar="FEDCHAIN_DATA", type=click.Path(dir_okay=False), help="This peer's private data shard [env FEDCHAIN_DATA].")
+@click.option("--rpc", default=None, envvar="FEDCHAIN_RPC", help="Override the deployment's RPC URL.")
+@click.option("--store", "store_spec", default=None, envvar="FEDCHAIN_STORE", help="Override the deployment's store.")
+@click.option("--data", "data_path", required=True, envvar="FEDCHAIN_DATA", type=click.Path(dir_okay=False), help="This peer's private data shard.")
 @click.option("--seed", type=click.IntRange(0, 2**32 - 1), default=0, show_default=True, help="Seed for local training.")
 @click.option("--poll", type=click.FloatRange(0, 3600, min_open=True), default=0.5, show_default=True, help="Seconds between chain polls.")
 @click.option("--json-log", is_flag=True, envvar="FEDCHAIN_JSON_LOG", help="Log one JSON object per line.")
-@click.option("--confirmations", type=click.IntRange(0), default=0, envvar="FEDCHAIN_CONFIRMATIONS", show_default=True, help="Blocks to wait after a transaction and to stay behind the head when reading events [env FEDCHAIN_CONFIRMATIONS].")
+@click.option("--confirmations", type=click.IntRange(0), default=0, envvar="FEDCHAIN_CONFIRMATIONS", show_default=True, help="Blocks to wait after a transaction and to stay behind the head when reading events.")
 @click.option("--gas-cap", type=click.IntRange(21_000), default=2_000_000, show_default=True, help="Refuse any transaction estimated above this much gas.")
 @click.option("--attack", default=None, envvar="FEDCHAIN_ATTACK", help="Behave adversarially (for robustness tests): signflip, scaling, noise, labelflip, backdoor, freeride, malformed, lazyvote, collude, dagbomb.")
 @click.option("--wait-deployment", type=float, default=0, show_default=True, help="Seconds to wait for the deployment file to appear.")
-@click.option("--health-port", type=click.IntRange(0, 65535), default=None, envvar="FEDCHAIN_HEALTH_PORT", help="Serve /livez, /readyz, /healthz and /metrics on this port (0: any free port) [env FEDCHAIN_HEALTH_PORT].")
-@click.option("--health-host", default="127.0.0.1", envvar="FEDCHAIN_HEALTH_HOST", show_default=True, help="Interface for /healthz and /metrics [env FEDCHAIN_HEALTH_HOST].")
+@click.option("--health-port", type=click.IntRange(0, 65535), default=None, envvar="FEDCHAIN_HEALTH_PORT", help="Serve /livez, /readyz, /healthz and /metrics on this port (0: any free port).")
+@click.option("--health-host", default="127.0.0.1", envvar="FEDCHAIN_HEALTH_HOST", show_default=True, help="Interface for /healthz and /metrics.")
 def node_run(deployment, key_env, keystore, password_env, password_file, rpc, store_spec, data_path, seed, poll, json_log, confirmations, gas_cap, attack, wait_deployment, health_port, health_host):
     """Run one peer until the task's last round (or until stopped)."""
     from fedchain.node.tools.operations import NodeOptions, run_node
@@ -198,19 +210,20 @@ def node_run(deployment, key_env, keystore, password_env, password_file, rpc, st
 
 # ---------------------------------------------------------------------------- simulate
 @cli.command()
-@click.option("--peers", type=click.IntRange(1, 256), default=4, show_default=True)
-@click.option("--rounds", type=click.IntRange(1), default=5, show_default=True)
-@click.option("--dataset", default="digits", show_default=True, type=click.Choice(["digits", "breast_cancer", "wine", "mnist"]))
+@click.option("--peers", type=click.IntRange(1, 256), default=4, show_default=True, help="Peer processes (members) to start.")
+@click.option("--rounds", type=click.IntRange(1), default=5, show_default=True, help="Rounds the task runs.")
+@click.option("--dataset", default="digits", show_default=True, type=click.Choice(DATASETS), help="Built-in dataset, split among the peers.")
 @click.option("--data", "data_source", default=None, help="Your own data instead of --dataset: CSV/Parquet (with --label), .npz, or an image folder.")
 @_import_options
 @click.option("--model", default="mlp", show_default=True, help="Built-in model (mlp, logreg, cnn) or package.module:factory.")
-@click.option("--optimizer", default="sgd", show_default=True, type=click.Choice(["sgd", "adam"]))
-@click.option("--lr", type=float, default=0.05, show_default=True, help="Local learning rate.")
-@click.option("--partition", default="iid", show_default=True, type=click.Choice(["iid", "dirichlet"]))
+@click.option("--optimizer", default="sgd", show_default=True, type=click.Choice(["sgd", "adam"]), help="Local optimizer.")
+@click.option("--lr", type=float, default=0.05, show_default=True, help="Local learning rate (same default as deploy).")
+@click.option("--partition", default="iid", show_default=True, type=click.Choice(["iid", "dirichlet"]), help="How the training data is split among the peers: IID, or Dirichlet label skew.")
 @click.option("--alpha", type=float, default=0.5, show_default=True, help="Dirichlet concentration (with --partition dirichlet).")
-@click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--rule", default="fedavg", show_default=True)
-@click.option("--epochs", type=int, default=5, show_default=True)
+@click.option("--holdout", type=click.FloatRange(0, 1, max_open=True), default=0.2, show_default=True, help="Fraction of each peer's shard kept as its local holdout, on which it evaluates every global model (federated evaluation; 0: none).")
+@click.option("--seed", type=click.IntRange(0, 2**32 - 1), default=0, show_default=True, help="Seed of the split, the initial model and local training.")
+@click.option("--rule", default="fedavg", show_default=True, help=f"Aggregation rule: {RULES_HELP}.")
+@click.option("--epochs", type=click.IntRange(1), default=5, show_default=True, help="Local epochs per round (same default as deploy).")
 @click.option("--block-time", type=float, default=1.0, show_default=True, help="Devnet seconds per block; 0 for automine.")
 @click.option("--workdir", type=click.Path(file_okay=False), help="Keep the store, shards and logs here.")
 @click.option("--attack", default=None, help="Attack run by the malicious peers (see `node run --help`).")
@@ -219,7 +232,7 @@ def node_run(deployment, key_env, keystore, password_env, password_file, rpc, st
 @click.option("--resume", is_flag=True, help="Continue the interrupted simulation in --workdir (chain state, store, shards).")
 @_json_option
 def simulate(peers, rounds, dataset, data_source, label, task_kind, missing, categorical, image_size, grayscale, model, optimizer, lr,
-             partition, alpha, seed, rule, epochs, block_time, workdir, attack, malicious, commit_reveal, resume, as_json):
+             partition, alpha, holdout, seed, rule, epochs, block_time, workdir, attack, malicious, commit_reveal, resume, as_json):
     """Devnet, deployment, N peer processes and R rounds in one command."""
     from fedchain.node.tools.attacks import make_attack
     from fedchain.node.tools.operations import import_options
@@ -228,7 +241,7 @@ def simulate(peers, rounds, dataset, data_source, label, task_kind, missing, cat
     make_attack(attack)  # reject an unknown attack before starting anything
     cfg = SimulationConfig(peers=peers, rounds=rounds, dataset=dataset, partition=partition, alpha=alpha, seed=seed,
                            rule=rule, epochs=epochs, lr=lr, block_time=block_time, workdir=workdir, attack=attack, malicious=malicious,
-                           commit_reveal=commit_reveal, resume=resume, data=data_source, model=model, optimizer=optimizer,
+                           commit_reveal=commit_reveal, resume=resume, data=data_source, model=model, optimizer=optimizer, holdout=holdout,
                            import_options=import_options(label, task_kind, missing, categorical, image_size, grayscale))
     progress = (lambda msg: click.echo(msg, err=True)) if as_json else click.echo
     summary = run_simulation(cfg, progress=progress)
@@ -237,10 +250,11 @@ def simulate(peers, rounds, dataset, data_source, label, task_kind, missing, cat
         return
     rows = [[r["round"], r["status"], r["model"] or "-", f"{r['included']}/{r['updates']}", r["votes"],
              f"{r['vote_weight']}/{r['total_reputation']}" if r["status"] == "finalized" else "-",
-             f"{r['test_accuracy']:.4f}" if r["test_accuracy"] is not None else "-"] for r in summary["rounds"]]
+             f"{r['test_accuracy']:.4f}" if r["test_accuracy"] is not None else "-",
+             f"{r['federated_metric']['value']:.4f}" if r.get("federated_metric") else "-"] for r in summary["rounds"]]
     metric = "test MSE" if summary.get("task_kind") == "regression" else "test acc"
     click.echo("")
-    click.echo(table(["round", "status", "model CID", "updates", "votes", "weight", metric], rows))
+    click.echo(table(["round", "status", "model CID", "updates", "votes", "weight", metric, "fed " + metric.split()[1]], rows))
     gas = summary["gas"]["per_peer_per_round"]
     click.echo("")
     click.echo(f"final {'test MSE' if summary.get('task_kind') == 'regression' else 'test accuracy'}: {summary['final_test_accuracy']:.4f} "
@@ -263,27 +277,36 @@ def rounds():
 
 @rounds.command("list")
 @_deployment_option
-@click.option("--rpc", default=None, envvar="FEDCHAIN_RPC", help="Override the deployment's RPC URL.")
+@_rpc_read_option
+@_store_read_option
+@click.option("--logs", type=click.Path(exists=True), default=None, help="Peer JSON logs (a file, or a folder of *.log): adds the last round's federated metric, which no update carries.")
 @_json_option
-def rounds_list(deployment, rpc, as_json):
-    """Every round: status, model, submissions, inclusions, votes."""
+def rounds_list(deployment, rpc, store_spec, logs, as_json):
+    """Every round: status, model, participation, votes, and the federated metric of its model
+    (holdout-size-weighted, from the members' published holdout evaluations)."""
     from fedchain.node.tools.operations import rounds as rounds_
 
-    history = rounds_(deployment, rpc)
+    view = rounds_(deployment, rpc, store_spec, logs)
+    if view.note:
+        click.echo(f"warning: {view.note}", err=True)
+    rows = view.rows()
     if as_json:
-        emit_json([r.to_dict() for r in history])
+        emit_json(rows)
         return
+    metric = "fed MSE" if view.kind == "regression" else "fed acc"
     click.echo(table(
-        ["round", "status", "model CID", "included/submitted", "votes", "weight"],
-        [[r.round, r.status, r.model or "-", f"{r.included_count}/{len(r.submissions)}" if r.model else f"-/{len(r.submissions)}",
-          len(r.votes), f"{r.weight}/{r.total_reputation}" if r.model else "-"] for r in history],
+        ["round", "status", "model CID", "submitted/members", "included/submitted", "votes", "weight", metric],
+        [[r["round"], r["status"], r["model"] or "-", f"{r['submitted_count']}/{r['members']}",
+          f"{r['included_count']}/{r['submitted_count']}" if r["model"] else f"-/{r['submitted_count']}", len(r["votes"]),
+          f"{r['vote_weight']}/{r['total_reputation']}" if r["model"] else "-",
+          f"{r['federated_metric']['value']:.4f}" if r["federated_metric"] else "-"] for r in rows],
     ))
 
 
 @rounds.command("show")
 @click.argument("number", type=click.IntRange(1))
 @_deployment_option
-@click.option("--rpc", default=None, envvar="FEDCHAIN_RPC", help="Override the deployment's RPC URL [env FEDCHAIN_RPC].")
+@click.option("--rpc", default=None, envvar="FEDCHAIN_RPC", help="Override the deployment's RPC URL.")
 @_json_option
 def rounds_show(number, deployment, rpc, as_json):
     """One round in detail: every update and every vote."""
@@ -306,7 +329,7 @@ def rounds_show(number, deployment, rpc, as_json):
 
 @cli.command()
 @_deployment_option
-@click.option("--rpc", default=None, envvar="FEDCHAIN_RPC", help="Override the deployment's RPC URL [env FEDCHAIN_RPC].")
+@click.option("--rpc", default=None, envvar="FEDCHAIN_RPC", help="Override the deployment's RPC URL.")
 @_json_option
 def peers(deployment, rpc, as_json):
     """Registered peers with reputation and participation."""
@@ -323,8 +346,8 @@ def peers(deployment, rpc, as_json):
 @cli.command()
 @_deployment_option
 @click.option("--round", "round_", type=click.IntRange(1), default=None, help="Audit only this round.")
-@click.option("--rpc", default=None, envvar="FEDCHAIN_RPC", help="Override the deployment's RPC URL [env FEDCHAIN_RPC].")
-@click.option("--store", "store_spec", default=None, envvar="FEDCHAIN_STORE", help="Override the deployment's store [env FEDCHAIN_STORE].")
+@click.option("--rpc", default=None, envvar="FEDCHAIN_RPC", help="Override the deployment's RPC URL.")
+@click.option("--store", "store_spec", default=None, envvar="FEDCHAIN_STORE", help="Override the deployment's store.")
 @_json_option
 def verify(deployment, round_, rpc, store_spec, as_json):
     """Recompute every finalized aggregate from the store and check it against the chain."""
@@ -352,14 +375,49 @@ def model():
 @click.option("--round", "round_", type=click.IntRange(0), default=None, help="Round whose finalized model to fetch (0: the initial model; default: the latest finalized).")
 @click.option("--output", "-o", required=True, type=click.Path(dir_okay=False), help="Where to write the safetensors file.")
 @_deployment_option
-@click.option("--rpc", default=None, envvar="FEDCHAIN_RPC", help="Override the deployment's RPC URL [env FEDCHAIN_RPC].")
-@click.option("--store", "store_spec", default=None, envvar="FEDCHAIN_STORE", help="Override the deployment's store [env FEDCHAIN_STORE].")
+@click.option("--rpc", default=None, envvar="FEDCHAIN_RPC", help="Override the deployment's RPC URL.")
+@click.option("--store", "store_spec", default=None, envvar="FEDCHAIN_STORE", help="Override the deployment's store.")
 def model_pull(round_, output, deployment, rpc, store_spec):
     """Fetch a round's global model and verify it against the on-chain digest."""
     from fedchain.node.tools.operations import pull_model
 
     r, cid, size = pull_model(deployment, round_, output, rpc, store_spec)
     click.echo(f"round {r}: {cid} verified against the chain, {size} bytes -> {output}")
+
+
+@model.command("eval")
+@click.option("--round", "round_", type=click.IntRange(0), default=None, help="Round whose finalized model to evaluate (0: the initial model; default: the latest finalized).")
+@click.option("--data", "data_path", required=True, type=click.Path(dir_okay=False), help="A shard (e.g. test.safetensors from `data split`) whose samples x, y the model is evaluated on.")
+@_deployment_option
+@_rpc_read_option
+@_store_read_option
+@_json_option
+def model_eval(round_, data_path, deployment, rpc, store_spec, as_json):
+    """Evaluate a round's global model on any shard: accuracy, balanced accuracy, ROC AUC (binary), or MSE."""
+    from fedchain.node.tools.operations import evaluate_model
+
+    result = evaluate_model(deployment, round_, data_path, rpc, store_spec)
+    if as_json:
+        emit_json(result)
+        return
+    shown = ", ".join(f"{k.replace('_', ' ')} {result[k]:.4f}" for k in ("accuracy", "balanced_accuracy", "roc_auc", "mse") if k in result)
+    click.echo(f"round {result['round']} ({result['model']}) on {data_path}: {result['samples']} samples, {shown}")
+
+
+# ---------------------------------------------------------------------------- report
+@cli.command()
+@click.option("--output", "-o", default="report.html", show_default=True, type=click.Path(dir_okay=False), help="The HTML file to write (self-contained: the figures are embedded).")
+@click.option("--png", "png_dir", default=None, type=click.Path(file_okay=False), help="Also write the figures as PNG files into this folder.")
+@_deployment_option
+@_rpc_read_option
+@_store_read_option
+@click.option("--logs", type=click.Path(exists=True), default=None, help="Peer JSON logs (a file, or a folder of *.log): adds the last round's federated metric.")
+def report(output, png_dir, deployment, rpc, store_spec, logs):
+    """One HTML page from the chain and the store: federated metric, reputation, participation and gas per round."""
+    from fedchain.node.tools.report import write_report
+
+    for path in write_report(deployment, output, png_dir, rpc, store_spec, logs):
+        click.echo(f"wrote {path}")
 
 
 # ---------------------------------------------------------------------------- experiment
@@ -371,12 +429,12 @@ def experiment():
 @experiment.command("robustness")
 @click.option("--datasets", default="digits,mnist", show_default=True, help="Comma-separated datasets.")
 @click.option("--rules", default=None, help="Comma-separated aggregation rules (default: all).")
-@click.option("--attacks", default="signflip,scaling,noise,labelflip,backdoor,freeride,malformed,lazyvote,collude", show_default=True)
+@click.option("--attacks", default="signflip,scaling,noise,labelflip,backdoor,freeride,malformed,lazyvote,collude", show_default=True, help="Comma-separated attacks (each run also gets an attack-free baseline).")
 @click.option("--fractions", default="0,0.1,0.3,0.45", show_default=True, help="Malicious fractions.")
-@click.option("--peers", type=click.IntRange(2, 64), default=10, show_default=True)
-@click.option("--rounds", type=click.IntRange(1), default=8, show_default=True)
-@click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--out", "out_dir", default="runs/robustness", show_default=True, type=click.Path(file_okay=False))
+@click.option("--peers", type=click.IntRange(2, 64), default=10, show_default=True, help="Peers per run.")
+@click.option("--rounds", type=click.IntRange(1), default=8, show_default=True, help="Rounds per run.")
+@click.option("--seed", type=click.IntRange(0, 2**32 - 1), default=0, show_default=True, help="Seed of every run.")
+@click.option("--out", "out_dir", default="runs/robustness", show_default=True, type=click.Path(file_okay=False), help="Folder for results.csv, results.json and the plots.")
 def experiment_robustness(datasets, rules, attacks, fractions, peers, rounds, seed, out_dir):
     """Attacks x malicious fraction x rules on real data; writes CSV, JSON and PNG plots."""
     from fedchain.node.aggregation import RULES as RULE_IDS
@@ -405,7 +463,7 @@ def experiment_robustness(datasets, rules, attacks, fractions, peers, rounds, se
 
 # ---------------------------------------------------------------------------- keys
 @cli.group()
-@click.option("--dir", "key_dir", default="~/.fedchain/keys", envvar="FEDCHAIN_KEY_DIR", show_default=True, help="Keystore folder [env FEDCHAIN_KEY_DIR].")
+@click.option("--dir", "key_dir", default="~/.fedchain/keys", envvar="FEDCHAIN_KEY_DIR", show_default=True, help="Keystore folder.")
 @click.pass_context
 def keys(ctx, key_dir):
     """Encrypted keystores (eth-account). Keys are never printed."""
@@ -502,28 +560,32 @@ def data_import(source, out_path, label, task_kind, missing, categorical, image_
 
 @data.command("split")
 @click.argument("source", required=False)
-@click.option("--dataset", default=None, type=click.Choice(["digits", "breast_cancer", "wine", "mnist"]), help="A built-in dataset (default digits, when no SOURCE).")
+@click.option("--dataset", default=None, type=click.Choice(DATASETS), help="A built-in dataset (default digits, when no SOURCE).")
 @_import_options
-@click.option("--peers", type=click.IntRange(1, 256), default=4, show_default=True)
-@click.option("--partition", default="iid", show_default=True, type=click.Choice(["iid", "dirichlet"]))
+@click.option("--peers", type=click.IntRange(1, 256), default=4, show_default=True, help="Number of peer shards to write.")
+@click.option("--partition", default="iid", show_default=True, type=click.Choice(["iid", "dirichlet"]), help="IID shards, or Dirichlet label skew.")
 @click.option("--alpha", type=float, default=0.5, show_default=True, help="Dirichlet concentration (with --partition dirichlet); smaller is more skewed.")
+@click.option("--holdout", type=click.FloatRange(0, 1, max_open=True), default=0.2, show_default=True, help="Fraction of each peer's shard kept inside it as its local holdout (federated evaluation; 0: none).")
 @click.option("--seed", type=click.IntRange(0, 2**32 - 1), default=0, show_default=True, help="Seed of the split.")
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False), help="Folder for peer-N.safetensors and test.safetensors.")
-def data_split(source, dataset, label, task_kind, missing, categorical, image_size, grayscale, peers, partition, alpha, seed, out_dir):
-    """Write one private shard per peer (peer-N.safetensors) plus the held-out test split
-    (test.safetensors) into --out, from SOURCE (a file, an image folder or a built-in name) or --dataset."""
+def data_split(source, dataset, label, task_kind, missing, categorical, image_size, grayscale, peers, partition, alpha, holdout, seed, out_dir):
+    """Write one private shard per peer (peer-N.safetensors, each keeping --holdout of its samples
+    as its local holdout) plus a test split no peer holds (test.safetensors, 20%, for `model eval`)
+    into --out, from SOURCE (a file, an image folder or a built-in name) or --dataset."""
     from fedchain.node.tools.operations import import_options, split_dataset
 
     if source and dataset:
         raise E.ConfigError("give SOURCE or --dataset, not both")
     sizes, test_size, out = split_dataset(source or dataset or "digits", peers, partition, alpha, seed, out_dir,
-                                          import_options(label, task_kind, missing, categorical, image_size, grayscale))
-    click.echo(f"wrote {peers} shards ({', '.join(map(str, sizes))} samples) and test.safetensors ({test_size}) to {out}")
+                                          import_options(label, task_kind, missing, categorical, image_size, grayscale), holdout=holdout)
+    kept = f", {holdout:g} of each held out inside it" if holdout else ""
+    click.echo(f"wrote {peers} shards peer-0..peer-{peers - 1}.safetensors ({', '.join(map(str, sizes))} training samples{kept}) "
+               f"and test.safetensors ({test_size} samples) to {out}")
 
 
 # ---------------------------------------------------------------------------- store
 @cli.group()
-@click.option("--store", "store_spec", default=".fedchain/store", envvar="FEDCHAIN_STORE", show_default=True, help="A path (embedded store) or kubo:MULTIADDR [env FEDCHAIN_STORE].")
+@click.option("--store", "store_spec", default=".fedchain/store", envvar="FEDCHAIN_STORE", show_default=True, help="A path (embedded store) or kubo:MULTIADDR.")
 @click.pass_context
 def store(ctx, store_spec):
     """Content-addressed artifact store (embedded or Kubo)."""
@@ -580,6 +642,18 @@ def store_pins(spec, store_override):
     """List pinned CIDs."""
     for cid in _the_store(spec, store_override).pins():
         click.echo(cid)
+
+
+def _show_envvars(command: click.Command) -> None:
+    """Every option read from a FEDCHAIN_* variable says so in --help (click's show_envvar)."""
+    for param in command.params:
+        if isinstance(param, click.Option) and param.envvar:
+            param.show_envvar = True
+    for sub in getattr(command, "commands", {}).values():
+        _show_envvars(sub)
+
+
+_show_envvars(cli)
 
 
 def main() -> None:

@@ -10,7 +10,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT / "tests" / "data"  # everything a test reads lives inside the repository
 
-__all__ = ["ROOT", "DATA", "kubo_vectors", "run_cli", "clean_env", "deploy_with_cli", "wait_for", "wait_all"]
+__all__ = ["ROOT", "DATA", "kubo_vectors", "run_cli", "clean_env", "deploy_with_cli", "wait_for", "wait_all", "render_in_chromium"]
 
 
 def kubo_vectors() -> list[dict]:
@@ -72,3 +72,33 @@ def wait_all(procs, seconds: float) -> None:
         for p in procs:
             if p.poll() is None:
                 p.kill()
+
+
+CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+
+
+def render_in_chromium(page: Path, work: Path) -> dict[str, tuple[int, int]]:
+    """Load ``page`` in a real headless Chromium and return {img id: (naturalWidth, naturalHeight)}
+    as the browser decoded them (0 x 0: an image that did not decode). Skips the calling test
+    when no Chromium is installed (Debian: `apt-get install -y chromium`)."""
+    import re
+    import shutil
+    import tempfile
+
+    import pytest
+
+    browser = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
+    if browser is None:
+        pytest.skip("no Chromium on PATH: install Debian's `chromium` package to check that the report renders")
+    probe = work / "probe.html"  # the page plus a script that records what the browser decoded
+    script = ("<script>window.addEventListener('load', () => { const out = document.createElement('pre'); out.id = 'decoded';"
+              " out.textContent = [...document.images].map(i => i.id + '=' + i.naturalWidth + 'x' + i.naturalHeight).join(' ');"
+              " document.body.appendChild(out); });</script>")
+    probe.write_text(page.read_text().replace("</body>", script + "</body>"))
+    with tempfile.TemporaryDirectory(dir=work) as profile:
+        r = subprocess.run([browser, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", "--virtual-time-budget=10000",
+                            "--dump-dom", probe.resolve().as_uri()], capture_output=True, text=True, timeout=120)
+    m = re.search(r'<pre id="decoded">([^<]*)</pre>', r.stdout)
+    assert m, f"Chromium printed no decoded-image record (exit {r.returncode}): {r.stderr[-2000:]}"
+    return {k: tuple(int(v) for v in dims.split("x")) for k, _, dims in (item.partition("=") for item in m.group(1).split())}

@@ -76,7 +76,8 @@ def my_module(tmp_path, monkeypatch):
 
 # ---------------------------------------------------------------------------- tasks
 def test_built_in_task_json_is_byte_identical():
-    task, _ = build_task(DeployOptions(rpc="http://127.0.0.1:8545", members=MEMBER, hidden="32,16"))
+    # epochs=2: the pinned JSON predates DeployOptions taking the CLI's default (5)
+    task, _ = build_task(DeployOptions(rpc="http://127.0.0.1:8545", members=MEMBER, hidden="32,16", epochs=2))
     assert task.to_bytes().decode() == DIGITS_TASK
     assert Task.from_bytes(task.to_bytes()).to_bytes() == task.to_bytes()
 
@@ -241,3 +242,8 @@ def test_simulate_a_regression(tmp_path):
     s = _simulate(["--data", str(src), "--label", "price", "--task-kind", "regression", "--model", "logreg", "--rounds", "2"])
     assert [r["status"] for r in s["rounds"]] == ["finalized"] * 2 and s["test_metric"] == "mse"
     assert s["rounds"][1]["test_accuracy"] < s["rounds"][0]["test_accuracy"]  # the error falls
+    # federated evaluation (simulate --json): each member's holdout MSE, published, then logged for the last round
+    fed = [s["initial_federated_metric"], *(r["federated_metric"] for r in s["rounds"])]
+    assert s["federated_metric"] == "mse" and [f["source"] for f in fed] == ["chain", "chain", "logs"]
+    assert all(f["metric"] == "mse" and f["peers"] == 3 and "accuracy" not in f for f in fed), fed
+    assert fed[1]["value"] < fed[0]["value"]  # the members see the error fall on their own holdouts

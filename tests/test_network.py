@@ -136,3 +136,56 @@ def test_verify_reports_a_tampered_artifact(network, tmp_path):
     assert r.returncode == 1
     assert "round 1: MISMATCH" in r.stdout and victim in r.stdout
     assert "round 2: verified" in r.stdout
+
+
+# ---------------------------------------------------------------------------- federated evaluation
+# `data split` keeps 20% of each peer's shard as its holdout: every update carries its author's
+# evaluation of the round's base model, so round 1's model is evaluated by round 2's updates,
+# and the last round's model only in the peers' logs.
+
+def test_rounds_list_shows_the_federated_metric(network):
+    rows = json.loads(run_cli(["rounds", "list", "--json"], env=network["env"]).stdout)
+    first = rows[0]["federated_metric"]
+    assert first["source"] == "chain" and first["peers"] == PEERS and first["metric"] == "accuracy"
+    assert 0.5 < first["value"] <= 1 and first["samples"] > 0 and 0 <= first["balanced_accuracy"] <= 1
+    assert rows[-1]["federated_metric"] is None  # no update evaluates the last model ...
+    assert all(r["submitted_count"] == PEERS and r["members"] == PEERS for r in rows)
+    r = run_cli(["rounds", "list", "--logs", str(network["work"])], env=network["env"])
+    assert r.returncode == 0, r.stderr
+    assert "fed acc" in r.stdout and "submitted/members" in r.stdout and f"{PEERS}/{PEERS}" in r.stdout
+    last = r.stdout.strip().splitlines()[-1].split()
+    assert last[0] == str(ROUNDS) and 0.5 < float(last[-1]) <= 1  # ... but its peers logged it
+
+
+def test_model_eval_on_the_test_split_and_a_mismatched_shard(network, tmp_path):
+    r = run_cli(["model", "eval", "--data", str(network["work"] / "shards" / "test.safetensors"), "--json"], env=network["env"])
+    assert r.returncode == 0, r.stderr
+    result = json.loads(r.stdout)
+    assert result["round"] == ROUNDS and result["samples"] > 300 and 0.5 < result["accuracy"] <= 1
+    assert int(result["published_form"]["eval_samples"]) == result["samples"]
+    from fedchain.node.tools.operations import split_dataset
+
+    split_dataset("wine", 1, "iid", 0.5, 0, str(tmp_path / "wine"))
+    r = run_cli(["model", "eval", "--data", str(tmp_path / "wine" / "test.safetensors")], env=network["env"])
+    assert r.returncode == 1 and "Traceback" not in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1 and "feature count 13" in r.stderr and "64" in r.stderr
+
+
+def test_round_errors_agree_between_rounds_show_and_model_pull(network, tmp_path):
+    show = run_cli(["rounds", "show", str(ROUNDS + 1)], env=network["env"])
+    pull = run_cli(["model", "pull", "--round", str(ROUNDS + 1), "-o", str(tmp_path / "m")], env=network["env"])
+    assert show.returncode == pull.returncode == 1
+    assert show.stderr == pull.stderr == f"error: round {ROUNDS + 1} does not exist: this task ran {ROUNDS} rounds (1..{ROUNDS}), all ended\n"
+
+
+def test_report_renders_in_a_real_headless_chromium(network, tmp_path):
+    from _support import render_in_chromium
+
+    out, pngs = tmp_path / "report.html", tmp_path / "png"
+    r = run_cli(["report", "-o", str(out), "--png", str(pngs), "--logs", str(network["work"])], env=network["env"])
+    assert r.returncode == 0, r.stderr
+    assert sorted(p.name for p in pngs.iterdir()) == ["federated_metric.png", "gas.png", "participation.png", "reputation.png"]
+    page = out.read_text()
+    assert "http://" not in page and "https://" not in page  # self-contained: nothing to fetch
+    images = render_in_chromium(out, tmp_path)
+    assert len(images) == 4 and all(w > 300 and h > 150 for w, h in images.values()), images

@@ -73,6 +73,10 @@ def test_metrics_and_probes_during_a_simulation(tmp_path):
         assert [v for k, v in samples.items() if k[0] == "fedchain_build_info"] == [1.0]
         for reason in EXCLUSION_REASONS:  # labelled counters start at zero
             assert ("fedchain_exclusions_total", (("reason", reason),)) in samples
+        # simulate keeps a holdout in every shard: the first vote saw the members' evaluations of the initial model
+        assert samples[("fedchain_federated_metric_round", ())] >= 0
+        assert 0 <= samples[("fedchain_federated_metric", (("metric", "accuracy"),))] <= 1
+        assert samples[("fedchain_holdout_evaluations_total", ())] >= 1
         for path in ("/livez", "/readyz", "/healthz"):
             status, body = _get(url + path)
             assert status == 200, (path, body)

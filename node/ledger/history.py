@@ -7,7 +7,7 @@ from ..chain import ChainClient, Phase
 from ..protocol.cid import digest_to_cid
 from ..errors import UnknownRound
 
-__all__ = ["RoundRecord", "round_history", "round_record", "participation"]
+__all__ = ["RoundRecord", "round_history", "round_record", "participation", "no_such_round"]
 
 
 @dataclass
@@ -74,11 +74,20 @@ def round_history(chain: ChainClient, *, from_block: int | None = None) -> list[
     return [records[r] for r in sorted(records)]
 
 
+def no_such_round(round_: int, history: list[RoundRecord], state) -> UnknownRound:
+    """The one error every command gives for a round that has not started or does not exist."""
+    last = history[-1].round if history else 0
+    if state.phase is Phase.COMPLETE:
+        return UnknownRound(f"round {round_} does not exist: this task ran {last} rounds (1..{last}), all ended")
+    return UnknownRound(f"round {round_} has not started yet (the open round is {state.round})")
+
+
 def round_record(chain: ChainClient, round_: int) -> RoundRecord:
-    for rec in round_history(chain):
+    history = round_history(chain)
+    for rec in history:
         if rec.round == round_:
             return rec
-    raise UnknownRound(f"round {round_} does not exist on this task (rounds so far: {chain.round_state().round})")
+    raise no_such_round(round_, history, chain.round_state())
 
 
 def participation(chain: ChainClient, history: list[RoundRecord]) -> list[dict]:

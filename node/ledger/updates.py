@@ -9,6 +9,7 @@ from .. import errors as E
 from ..chain import ChainClient
 from ..ml.models import schema_of
 from ..protocol.cid import digest_to_cid
+from ..protocol.evaluation import parse_evaluation
 from ..protocol.round import Contribution, Exclusion, RoundInputs, Schema, validate_model, validate_update
 from ..protocol.task import Task
 from ..store import ArtifactStore
@@ -62,7 +63,8 @@ def collect_updates(
             data = fetch_with_retry(store, cid, fetch_retry_until, max_bytes=task.max_update_bytes)
             art, samples = validate_update(
                 data, schema, max_bytes=task.max_update_bytes, task_cid=task_cid, round_=round_, base_cid=base_cid,
-                submitter=ev.args.peer)
+                submitter=ev.args.peer, kind=task.train.kind, classes=task.model.classes)
+            evaluation = parse_evaluation(art.metadata, round_=round_, kind=task.train.kind, classes=task.model.classes)
         except (E.ArtifactInvalid, E.StoreError) as exc:
             inputs.excluded.append(Exclusion(member, cid, str(exc)))
             continue
@@ -71,5 +73,6 @@ def collect_updates(
             continue
         finally:
             data = None  # a rejected update's bytes are not kept alive while the next is fetched
-        inputs.contributions.append(Contribution(member, cid, art.tensors, samples, int(ev.args.reputation), position))
+        inputs.contributions.append(Contribution(member, cid, art.tensors, samples, int(ev.args.reputation), position,
+                                                 evaluation))
     return inputs.sort()

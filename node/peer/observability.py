@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import json
+import math
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -19,6 +20,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from ..errors import ConfigError
+from ..protocol.evaluation import METRIC_NAMES
 
 __all__ = ["Metrics", "HealthServer", "EXCLUSION_REASONS", "exclusion_reason", "describe_peer_metrics"]
 
@@ -113,6 +115,13 @@ def describe_peer_metrics(m: Metrics, *, version: str = "") -> None:
     for kind in ("ChainUnavailable", "StoreError", "ContractError"):
         m.inc("errors_total", 0, kind=kind)
     m.describe("last_poll_timestamp_seconds", "gauge", "Unix time of the last successful chain poll.")
+    m.describe("federated_metric", "gauge", "Federated metric of the latest evaluated global model: the holdout-size-weighted "
+               "mean of the members' published evaluations, by metric (NaN until known, and where it does not apply).", ("metric",))
+    for name in METRIC_NAMES:
+        m.set("federated_metric", math.nan, metric=name)
+    m.describe("federated_metric_round", "gauge", "Round whose finalized model fedchain_federated_metric describes (-1 until known).")
+    m.set("federated_metric_round", -1)
+    m.describe("holdout_evaluations_total", "counter", "Global models this peer evaluated on its own holdout.")
 
 
 def _version() -> str:

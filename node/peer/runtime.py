@@ -30,6 +30,7 @@ from ..protocol.cid import cid_to_digest, digest_to_cid
 from ..protocol.round import RoundInputs, update_metadata
 from ..protocol.task import Task
 from ..store import ArtifactStore
+from .evaluation import HoldoutEvaluation
 from .observability import Metrics, describe_peer_metrics, exclusion_reason
 from .pipeline import ABSTAIN, Ballot, Pipeline, Plugin, UpdateContext, VoteContext
 
@@ -163,6 +164,7 @@ class Peer:
         self._missed: set[int] = set()
         self.commit_reveal = cfg["reveal_blocks"] > 0
         self.last_step: tuple[Action | None, int, str] = (None, 0, "idle")
+        self.evaluation = HoldoutEvaluation(self)  # federated evaluation on this peer's holdout
 
     # ---------------------------------------------------------------- the loop
     def run(self, stop=None) -> None:
@@ -181,6 +183,7 @@ class Peer:
                 # The task is over once nothing is owed (a late reveal or vote for the last round
                 # still counts) and this peer's last round is settled.
                 if state.phase is Phase.COMPLETE and self.last_step[0] is Action.WAIT and self._settle_last():
+                    self.evaluation.final(state.round - 1)
                     self.log("task_complete", state.round - 1)
                     return
             except (E.ChainUnavailable, E.StoreError, E.ContractError, E.ArtifactInvalid) as exc:
@@ -370,7 +373,8 @@ class Peer:
         t1 = time.perf_counter()
         delta, loss = train_local(self.task.model, base, self.data, self.task.train, seed=self.seed * 100_003 + r)
         t2 = time.perf_counter()
-        meta = update_metadata(self.task_cid, r, base_cid, len(self.data.y), self.address)
+        meta = update_metadata(self.task_cid, r, base_cid, len(self.data.y), self.address,
+                               self.evaluation.of_base(r, base_cid, base))
         ctx = UpdateContext(r, base_cid, base, meta, self)
         delta = self.pipeline.transform(delta, ctx)
         artifact = self.pipeline.publish(delta, ctx) or encode(delta, meta)
@@ -390,6 +394,7 @@ class Peer:
         """Compute and pin the honest aggregate of round ``r``; the plugins' ballot, or None to abstain."""
         t0 = time.perf_counter()
         inputs = self.round_inputs(r, expected=expected)
+        self.evaluation.observe(inputs)
         for ex in inputs.excluded:
             self.metrics.inc("exclusions_total", reason=exclusion_reason(ex.reason))
             self.log("excluded", r, member=ex.member, cid=ex.cid, reason=ex.reason)

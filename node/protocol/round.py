@@ -11,6 +11,7 @@ import torch
 
 from ..errors import ArtifactInvalid
 from .artifact import Artifact, decode, validate
+from .evaluation import Evaluation, evaluation_metadata, parse_evaluation
 
 __all__ = [
     "Contribution", "Exclusion", "RoundInputs", "Schema", "validate_update", "validate_model", "model_metadata",
@@ -30,6 +31,7 @@ class Contribution:
     samples: int
     reputation: int
     position: int = 0  # order of its submission on chain; earlier submissions win ties as originals
+    evaluation: Evaluation | None = None  # the author's holdout evaluation of an earlier global model
 
 
 @dataclass(frozen=True)
@@ -56,8 +58,11 @@ class RoundInputs:
         return self
 
 
-def update_metadata(task_cid: str, round_: int, base: str, samples: int, peer: str) -> dict:
-    return {"kind": "update", "task": task_cid, "round": round_, "base": base, "samples": samples, "peer": peer}
+def update_metadata(task_cid: str, round_: int, base: str, samples: int, peer: str,
+                    evaluation: Evaluation | None = None) -> dict:
+    """An update's metadata; ``evaluation`` adds the ``eval_*`` fields (``protocol/evaluation.py``)."""
+    meta = {"kind": "update", "task": task_cid, "round": round_, "base": base, "samples": samples, "peer": peer}
+    return meta | (evaluation_metadata(evaluation) if evaluation is not None else {})
 
 
 def model_metadata(task_cid: str, round_: int, base: str, **extra) -> dict:
@@ -65,13 +70,17 @@ def model_metadata(task_cid: str, round_: int, base: str, **extra) -> dict:
 
 
 def validate_update(
-    data: bytes, schema: Schema, *, max_bytes: int, task_cid: str, round_: int, base_cid: str, submitter: str
+    data: bytes, schema: Schema, *, max_bytes: int, task_cid: str, round_: int, base_cid: str, submitter: str,
+    kind: str = "classification", classes: int = 0,
 ) -> tuple[Artifact, int]:
     """The parsed update and its reported sample count; ``ArtifactInvalid`` if it must not count.
 
     ``submitter`` is the address that recorded the update on chain. The artifact must name it as
     its ``peer`` (addresses compared case-insensitively), so that a digest copied from someone
     else's pending submission is excluded instead of credited: a copy earns its sender nothing.
+
+    ``kind`` and ``classes`` are the task's: malformed ``eval_*`` fields (``parse_evaluation``)
+    make the artifact invalid.
     """
     art = validate(
         decode(data, max_bytes=max_bytes),
@@ -87,6 +96,7 @@ def validate_update(
         raise ArtifactInvalid("sample count is not an integer") from None
     if samples < 0:
         raise ArtifactInvalid("negative sample count")
+    parse_evaluation(art.metadata, round_=round_, kind=kind, classes=classes)
     return art, samples
 
 

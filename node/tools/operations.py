@@ -16,7 +16,7 @@ from .. import errors as E
 from .._utils import check_bind_host, check_rpc_url
 from ..chain import ChainClient
 from ..chain.keys import load_account
-from ..ledger.history import RoundRecord, participation, round_history, round_record
+from ..ledger.history import RoundRecord, no_such_round, participation, round_history, round_record
 from ..protocol.task import UINT32_MAX, DataSchema, ModelSpec, Task, TrainConfig
 from ..store import open_store
 from .deployment import Deployment, deploy_task
@@ -39,7 +39,8 @@ TASK_MAX_BYTES = 1 << 20  # a task description is small JSON
 __all__ = [
     "connect", "open_deployment", "account_from_options", "DeployOptions", "deploy", "NodeOptions", "run_node",
     "rounds", "round_detail", "members", "verify", "pull_model", "split_dataset", "check_writable", "fetch_to_file",
-    "import_data", "import_options", "parse_shape", "task_schema", "check_data_against_task",
+    "import_data", "import_options", "parse_shape", "task_schema", "check_data_against_task", "RoundsView",
+    "evaluate_model",
 ]
 
 
@@ -111,7 +112,7 @@ class DeployOptions:
     rule: str = "fedavg"
     rule_params: tuple[tuple[str, object], ...] = ()
     rounds: int = 5
-    epochs: int = 2
+    epochs: int = 5  # the CLI's and simulate's default
     lr: float = 0.05
     sample_cap: int = 1_000
     submit_blocks: int = 60
@@ -329,9 +330,59 @@ def check_data_against_task(shard, task: Task, where: str = "the shard"):
 
 
 # ---------------------------------------------------------------------------- history and audit
-def rounds(deployment: str, rpc: str | None = None) -> list[RoundRecord]:
-    _, chain = open_deployment(deployment, rpc)
-    return round_history(chain)
+@dataclass
+class RoundsView:
+    """What `rounds list` shows: the history, the federated metric per round, the member count."""
+
+    history: list[RoundRecord]
+    metrics: dict  # round -> ledger.evaluation.RoundMetric
+    members: int
+    kind: str  # the task's kind: accuracy or MSE is the headline metric
+    note: str = ""  # why no metrics are shown, when the store could not be read
+
+    def rows(self) -> list[dict]:
+        out = []
+        for r in self.history:
+            m = self.metrics.get(r.round)
+            out.append(r.to_dict() | {"submitted_count": len(r.submissions), "members": self.members,
+                                      "federated_metric": m.to_dict() if m else None})
+        return out
+
+
+def _peer_logs(logs: str | None) -> list[Path]:
+    """The peer log files under ``logs`` (a folder of ``*.log`` files, or one file)."""
+    if logs is None:
+        return []
+    p = Path(logs)
+    if p.is_dir():
+        return sorted(p.glob("*.log"))
+    if p.is_file():
+        return [p]
+    raise E.ConfigError(f"--logs {logs}: no such file or folder")
+
+
+def federated_view(dep, chain, store: str | None = None, logs: str | None = None) -> RoundsView:
+    """History plus the federated metric of every round that has one (chain and store; the
+    peers' logs, when given, for the last round's model)."""
+    from ..ledger.evaluation import evaluations_from_logs, federated_metrics, published_evaluations
+
+    history = round_history(chain)
+    members_ = chain.members()
+    kind = Task.from_dict(dep.task).train.kind
+    try:
+        st = open_store(store or dep.store)
+        task = Task.from_bytes(st.get(dep.task_cid, max_bytes=TASK_MAX_BYTES))
+    except E.StoreError as exc:  # the history stands on the chain alone; only the metrics need the store
+        return RoundsView(history, {}, len(members_), kind, f"no federated metrics: the store is unusable ({exc})")
+    published = published_evaluations(chain, st, task, dep.task_cid, history, members_, dep.initial_model)
+    logged = evaluations_from_logs(_peer_logs(logs), task, members_) if logs else None
+    return RoundsView(history, federated_metrics(history, task, published, logged), len(members_), task.train.kind)
+
+
+def rounds(deployment: str, rpc: str | None = None, store: str | None = None, logs: str | None = None) -> RoundsView:
+    """`rounds list`: every round with its federated metric."""
+    dep, chain = open_deployment(deployment, rpc)
+    return federated_view(dep, chain, store, logs)
 
 
 def round_detail(deployment: str, number: int, rpc: str | None = None) -> tuple[RoundRecord, list[str]]:
@@ -364,26 +415,52 @@ def pull_model(deployment: str, round_: int | None, output: str, rpc: str | None
     (round, CID, bytes written)."""
     out = check_writable(output)
     dep, chain = open_deployment(deployment, rpc)
-    finalized = [r for r in round_history(chain) if r.status == "finalized"]
-    if round_ is None:
-        round_ = finalized[-1].round if finalized else 0
-    if round_ == 0:
-        cid = dep.initial_model
-    else:
-        state = chain.round_state()
-        if round_ < 0 or round_ > UINT32_MAX:
-            raise E.UnknownRound(f"round {round_} does not exist on this task")
-        if round_ >= state.round:
-            raise E.UnknownRound(f"round {round_} has not ended yet (the open round is {state.round})")
-        rec = next((r for r in finalized if r.round == round_), None)
-        if rec is None:
-            raise E.UnknownRound(f"round {round_} failed without a finalized model")
-        cid = rec.model
+    round_, cid = _model_of_round(dep, chain, round_)
     st = open_store(store or dep.store)
     task = Task.from_bytes(st.get(dep.task_cid, max_bytes=TASK_MAX_BYTES))
     data = st.get(cid, max_bytes=task.max_update_bytes)
     out.write_bytes(data)
     return round_, cid, len(data)
+
+
+def _model_of_round(dep, chain, round_: int | None) -> tuple[int, str]:
+    """(round, model CID) of ``round_``'s finalized model (None: the latest; 0: the initial
+    model), with the same errors as `rounds show` for a round that does not exist."""
+    history = round_history(chain)
+    finalized = [r for r in history if r.status == "finalized"]
+    if round_ is None:
+        round_ = finalized[-1].round if finalized else 0
+    if round_ == 0:
+        return 0, dep.initial_model
+    if round_ < 0 or round_ > UINT32_MAX:
+        raise E.UnknownRound(f"round {round_} does not exist on this task")
+    rec = next((r for r in history if r.round == round_), None)
+    if rec is None:
+        raise no_such_round(round_, history, chain.round_state())
+    if rec.status in ("open", "expired"):
+        raise E.UnknownRound(f"round {round_} has not ended yet: it has no model (the open round is {round_})")
+    if rec.status != "finalized":
+        raise E.UnknownRound(f"round {round_} failed without a finalized model")
+    return round_, rec.model
+
+
+def evaluate_model(deployment: str, round_: int | None, data: str, rpc: str | None = None, store: str | None = None) -> dict:
+    """`model eval`: a round's finalized model (default: the latest) evaluated on the samples of
+    the shard ``data`` (checked against the task first). Returns the metrics, and the integer form."""
+    from ..ledger.updates import load_model
+    from ..ml.data import load_shard
+    from ..ml.evaluation import evaluate_samples
+    from ..protocol.evaluation import evaluation_metadata
+
+    shard = load_shard(data)
+    dep, chain = open_deployment(deployment, rpc)
+    st = open_store(store or dep.store)
+    task = Task.from_bytes(st.get(dep.task_cid, max_bytes=TASK_MAX_BYTES))
+    shard = check_data_against_task(shard, task, data)
+    round_, cid = _model_of_round(dep, chain, round_)
+    ev = evaluate_samples(task.model, load_model(st, cid, task), shard.x, shard.y, kind=task.train.kind, round_=round_)
+    return {"round": round_, "model": cid, "data": str(data), "kind": task.train.kind, "samples": ev.samples,
+            **ev.metrics(), "published_form": evaluation_metadata(ev)}
 
 
 # ---------------------------------------------------------------------------- data
@@ -403,16 +480,20 @@ def import_data(source: str, out: str, opts, *, holdout: float = 0.0, seed: int 
 
 
 def split_dataset(dataset: str, peers: int, partition: str, alpha: float, seed: int, out_dir: str,
-                  opts=None) -> tuple[list[int], int, Path]:
+                  opts=None, *, holdout: float = 0.0) -> tuple[list[int], int, Path]:
     """Write one shard per peer plus the held-out test split; returns (shard sizes, test size, folder).
-    ``dataset`` is a built-in name or a file or folder ``fedchain data import`` reads."""
+    ``dataset`` is a built-in name or a file or folder ``fedchain data import`` reads. With
+    ``holdout``, each peer's shard keeps that fraction of its own samples as its local holdout
+    (``x_holdout``, ``y_holdout``: what it evaluates global models on); sizes count the rest."""
     import numpy as np
 
-    from ..ml.data import partition as split, save_shard, train_test_split
-    from ..ml.importers import ImportOptions, import_source
+    from ..ml.data import Dataset, partition as split, save_shard, train_test_split
+    from ..ml.importers import ImportOptions, import_source, with_holdout
 
     if partition == "dirichlet" and not (math.isfinite(alpha) and alpha > 0):
         raise E.ConfigError(f"--alpha must be a positive finite number, got {alpha}")
+    if not (math.isfinite(holdout) and 0 <= holdout < 1):
+        raise E.ConfigError(f"--holdout must be a fraction in [0, 1), got {holdout}")
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise E.ConfigError(f"{out} exists and is not a folder")
@@ -421,11 +502,14 @@ def split_dataset(dataset: str, peers: int, partition: str, alpha: float, seed: 
     parts = split(train, peers, alpha=None if partition == "iid" else alpha, seed=seed)
     if min(len(p) for p in parts) == 0 or len(test.y) == 0:
         raise E.ConfigError(f"{len(ds.y)} samples are too few for {peers} peers and a test split")
+    shards = [Dataset(train.name, train.x[idx], train.y[idx], train.classes, info=train.info) for idx in parts]
+    if holdout:
+        shards = [with_holdout(s, holdout, seed=seed * 1000 + i) for i, s in enumerate(shards)]
     out.mkdir(parents=True, exist_ok=True)
-    for i, idx in enumerate(parts):
-        save_shard(out / f"peer-{i}.safetensors", train, idx)
+    for i, shard in enumerate(shards):
+        save_shard(out / f"peer-{i}.safetensors", shard)
     save_shard(out / "test.safetensors", test, np.arange(len(test.y)))
-    return [len(p) for p in parts], len(test.y), out
+    return [len(s.y) for s in shards], len(test.y), out
 
 
 def fetch_to_file(store, cid: str, output: str, *, max_bytes: int) -> int:

@@ -23,8 +23,8 @@ from eth_account import Account
 
 from .attacks import malicious_indices
 from ..chain import ChainClient, Phase
-from ..ml.data import load_dataset, load_shard, partition, save_shard, standardize, train_test_split
-from ..ml.importers import ImportOptions, import_source
+from ..ml.data import Dataset, load_dataset, load_shard, partition, save_shard, standardize, train_test_split
+from ..ml.importers import ImportOptions, import_source, with_holdout
 from .deployment import deploy_task
 from .devnet import Devnet, die_with_parent, free_port
 from ..aggregation import pin_rule
@@ -67,6 +67,7 @@ class SimulationConfig:
     import_options: ImportOptions = field(default_factory=ImportOptions)
     model: str = "mlp"
     optimizer: str = "sgd"
+    holdout: float = 0.0  # fraction of each peer's shard kept as its local holdout (federated evaluation)
 
     def __post_init__(self):
         from ..aggregation import make_rule
@@ -83,6 +84,8 @@ class SimulationConfig:
             raise ConfigError(f"block time must be between 0 and 60 seconds, got {self.block_time}")
         make_rule(self.rule)
         make_attack(self.attack)
+        if not (math.isfinite(self.holdout) and 0 <= self.holdout < 1):
+            raise ConfigError(f"holdout must be a fraction in [0, 1), got {self.holdout}")
 
     def malicious_peers(self) -> set[int]:
         return set(malicious_indices(self.peers, self.attack, self.malicious))
@@ -152,12 +155,14 @@ def run_simulation(cfg: SimulationConfig, progress=print) -> dict:
     shards = []
     for i, idx in enumerate(parts):
         path = work / "shards" / f"peer-{i}.safetensors"
-        save_shard(path, train, idx)
+        shard = Dataset(train.name, train.x[idx], train.y[idx], train.classes, info=train.info)
+        save_shard(path, with_holdout(shard, cfg.holdout, seed=cfg.seed * 1000 + i) if cfg.holdout else shard)
         shards.append(path)
     save_shard(work / "test.safetensors", test)
     test = standardize(test, *(task.data.mean, task.data.std) if task.data else ((), ()))
     progress(f"data: {cfg.dataset}, {len(train.y)} training samples in {cfg.peers} {cfg.partition} shards "
-             f"({', '.join(str(len(p)) for p in parts)}), {len(test.y)} held out for testing")
+             f"({', '.join(str(len(p)) for p in parts)}{f', each keeping {cfg.holdout:g} as its holdout' if cfg.holdout else ''}), "
+             f"{len(test.y)} held out for testing")
 
     # The chain's state is saved in the work folder every second, so `--resume` can continue.
     devnet = Devnet(accounts=cfg.peers + 1, block_time=cfg.block_time, state_file=str(work / "anvil-state.json"), state_interval=1)
@@ -315,12 +320,14 @@ def _observe(cfg, progress, work, store, task, test, dep, dep_path, chain, procs
     final_acc = evaluate(task.model, final_state, test, kind=task.train.kind)
     backdoor_asr = backdoor_success_rate(task.model, final_state, test) if cfg.attack == "backdoor" else None
     peers = [{**row, "malicious": row["index"] in cfg.malicious_peers()} for row in participation(chain, history)]
+    federated = _federated(chain, store, task, dep, history, members, work / "logs")
     rounds = []
     for rec in history:
         rounds.append({
             "round": rec.round, "status": rec.status, "model": rec.model, "updates": len(rec.submissions),
             "included": rec.included_count, "votes": len(rec.votes), "vote_weight": rec.weight,
             "total_reputation": rec.total_reputation, "test_accuracy": accuracy.get(rec.round),
+            "federated_metric": federated[rec.round].to_dict() if rec.round in federated else None,
             "wall_seconds": round(round_wall.get(rec.round, 0.0), 3), "seconds": timings.get(rec.round, {}),
         })
     return {
@@ -328,6 +335,9 @@ def _observe(cfg, progress, work, store, task, test, dep, dep_path, chain, procs
         "model": task.model.arch, "task_kind": task.train.kind,
         # What test_accuracy and final_test_accuracy hold: accuracy, or the MSE of a regression.
         "test_metric": "mse" if task.train.kind == "regression" else "accuracy",
+        # The members' own holdouts (no central test set): each round's federated_metric, and the initial model's.
+        "federated_metric": "mse" if task.train.kind == "regression" else "accuracy", "holdout": cfg.holdout,
+        "initial_federated_metric": federated[0].to_dict() if 0 in federated else None,
         "alpha": cfg.alpha if cfg.partition != "iid" else None, "seed": cfg.seed, "rule": cfg.rule,
         "attack": cfg.attack, "malicious_fraction": cfg.malicious, "commit_reveal": cfg.commit_reveal, "malicious_peers": sorted(cfg.malicious_peers()),
         "backdoor_success_rate": backdoor_asr,
@@ -339,6 +349,16 @@ def _observe(cfg, progress, work, store, task, test, dep, dep_path, chain, procs
         "wall_seconds": round(time.monotonic() - t_start, 2), "workdir": str(work), "contract": dep.contract,
         "deployment": str(dep_path),
     }
+
+
+def _federated(chain, store, task, dep, history, members, logdir: Path) -> dict:
+    """The federated metric of every round: from the updates on record, and the last round's
+    model from the peers' logs."""
+    from ..ledger.evaluation import evaluations_from_logs, federated_metrics, published_evaluations
+
+    published = published_evaluations(chain, store, task, dep.task_cid, history, chain.members(), dep.initial_model)
+    logged = evaluations_from_logs(sorted(logdir.glob("peer-*.log")), task, members)
+    return federated_metrics(history, task, published, logged)
 
 
 def backdoor_success_rate(spec, state, test) -> float:
