@@ -44,6 +44,11 @@ contract FedChain {
     uint256 public constant DORMANCY_ROUNDS = 3;
     /// @notice Maximum number of members: the included set is a 256-bit bitmap.
     uint256 public constant MAX_MEMBERS = 256;
+    /// @notice Members registered per transaction. Registering one costs about 71,000 gas (93,000
+    /// with commit-reveal votes), so a larger task is registered over several transactions
+    /// (`admitMembers`) to stay under the 16,777,216 gas that one transaction may use on chains
+    /// past the Osaka upgrade (EIP-7825).
+    uint256 public constant MEMBERS_PER_TRANSACTION = 96;
     /// @notice How many past outcomes stay on-chain for settlement; a member that comes back
     /// after more rounds than this has its old round settled with no change.
     uint256 public constant OUTCOME_HISTORY = 64;
@@ -124,7 +129,8 @@ contract FedChain {
         Voting,
         Expired,
         Complete,
-        Reveal
+        Reveal,
+        Setup // members are still being registered (`admitMembers`); no round is open
     }
 
     // ------------------------------------------------------------------ errors
@@ -166,6 +172,12 @@ contract FedChain {
     error FedChainNothingToReveal(uint256 round, address peer);
     /// @notice The revealed vote does not match the peer's commitment for `round`.
     error FedChainCommitmentMismatch(uint256 round, address peer);
+    /// @notice Only `registered` of the task's `total` members are registered: no round is open yet.
+    error FedChainMembershipIncomplete(uint256 registered, uint256 total);
+    /// @notice Every member is registered already.
+    error FedChainMembershipComplete();
+    /// @notice The list given is not the one the deployment committed to for the members left.
+    error FedChainNotPendingMembers();
 
     // ------------------------------------------------------------------ events
     /// @notice A member was admitted at deployment.
@@ -215,6 +227,8 @@ contract FedChain {
     /// whose last activity was round r, for the last ACTIVITY_LANES rounds.
     uint256 private _activity;
     address[] private _memberList;
+    /// @dev keccak256(abi.encode(members not registered yet)) while the task is being set up; zero after.
+    bytes32 private _pendingMembers;
     mapping(address peer => Member) private _members;
     mapping(address peer => bytes32 commitment) private _commitments;
     mapping(uint256 round => mapping(bytes32 key => uint256 weight)) private _candidates;
@@ -231,15 +245,9 @@ contract FedChain {
         if (den == 0 || num > den || 2 * num < den) revert FedChainInvalidConfig("quorum");
         if (cfg.maxRounds == 0) revert FedChainInvalidConfig("rounds");
         if (cfg.initialModel == bytes32(0)) revert FedChainInvalidConfig("model");
-        for (uint256 i = 0; i < n; ++i) {
-            address peer = cfg.members[i];
-            if (peer == address(0) || _members[peer].slot != 0) revert FedChainInvalidConfig("member");
-            // weight non-zero now, so that the member's second slot is never written from zero.
-            _members[peer] = Member(INITIAL_REPUTATION, 0, 0, 0, uint16(i + 1), bytes12(0), 0, 0, INITIAL_REPUTATION, false);
-            // Non-zero now, so that a member's first commitment costs a reused slot's price.
-            if (cfg.revealBlocks != 0) _commitments[peer] = bytes32(uint256(1));
-            _memberList.push(peer);
-            emit MemberRegistered(peer, i, INITIAL_REPUTATION);
+        uint256 first = n < MEMBERS_PER_TRANSACTION ? n : MEMBERS_PER_TRANSACTION;
+        for (uint256 i = 0; i < first; ++i) {
+            _register(cfg.members[i], i, cfg.revealBlocks != 0);
         }
         _submitBlocks = cfg.submitBlocks;
         _voteBlocks = cfg.voteBlocks;
@@ -252,15 +260,43 @@ contract FedChain {
         _task = cfg.task;
         _deployBlock = block.number;
         _initialModel = cfg.initialModel;
-        _clock = Clock(1, uint64(block.number), 0, uint64(n) * INITIAL_REPUTATION, 0, 0);
-        _activity = n * INITIAL_REPUTATION; // everyone active in round 0: lane 0
         // Make every ring slot non-zero now, so that archiving an outcome later costs a reused
         // slot's price, paid at deployment instead of by a peer in some round.
         for (uint256 i = 0; i < OUTCOME_HISTORY; ++i) {
             _outcomes[i] = Archived(type(uint32).max, bytes20(0), uint8(Status.Unknown));
         }
         _lead = Lead(0, bytes20(0), 1);
-        emit RoundStarted(1, cfg.initialModel);
+        if (first == n) {
+            _openFirstRound(n, cfg.initialModel);
+        } else {
+            address[] memory rest = new address[](n - first);
+            for (uint256 i = first; i < n; ++i) {
+                rest[i - first] = cfg.members[i];
+            }
+            _pendingMembers = keccak256(abi.encode(rest));
+        }
+    }
+
+    // ------------------------------------------------------------------ setup
+    /// @notice Register the next members of a task with more than MEMBERS_PER_TRANSACTION of them;
+    /// the batch that registers the last one opens round 1. Anyone may call it: the deployment
+    /// committed to the list, so the caller chooses nothing.
+    /// @param remaining Every member not registered yet, in index order, as given at deployment.
+    function admitMembers(address[] calldata remaining) external {
+        bytes32 pending = _pendingMembers;
+        if (pending == bytes32(0)) revert FedChainMembershipComplete();
+        if (keccak256(abi.encode(remaining)) != pending) revert FedChainNotPendingMembers();
+        uint256 count = remaining.length < MEMBERS_PER_TRANSACTION ? remaining.length : MEMBERS_PER_TRANSACTION;
+        uint256 index = _memberList.length;
+        for (uint256 i = 0; i < count; ++i) {
+            _register(remaining[i], index + i, _revealBlocks != 0);
+        }
+        if (count < remaining.length) {
+            _pendingMembers = keccak256(abi.encode(remaining[count:]));
+        } else {
+            _pendingMembers = bytes32(0);
+            _openFirstRound(_memberCount, _initialModel);
+        }
     }
 
     // ------------------------------------------------------------------ transactions
@@ -407,6 +443,7 @@ contract FedChain {
     /// @dev Anyone may call; submissions and votes do the same implicitly.
     function advance() external {
         Clock memory clock = _clock;
+        _checkSetUp(clock);
         if (clock.round > _maxRounds) revert FedChainTaskComplete(_maxRounds);
         uint256 deadline = _expiry(clock);
         if (block.number < deadline) revert FedChainRoundStillOpen(clock.round, deadline);
@@ -423,6 +460,7 @@ contract FedChain {
     function settle(address peer, Outcome calldata previous) external {
         Member memory m = _loadMember(peer);
         Clock memory clock = _clock;
+        _checkSetUp(clock);
         if (_revealBlocks != 0 && m.voteKey == bytes12(0) && m.votedRound != 0 && _isLate(clock, m.votedRound)) return;
         _checkpoint(m, clock.round);
         uint256 act = _activity;
@@ -506,7 +544,8 @@ contract FedChain {
         submissions = c.submissions;
         totalReputation = c.totalReputation;
         uint256 revealOpens = submitDeadline + _voteBlocks;
-        if (c.round > _maxRounds) phase = Phase.Complete;
+        if (c.round == 0) phase = Phase.Setup;
+        else if (c.round > _maxRounds) phase = Phase.Complete;
         else if (block.number >= voteDeadline) phase = Phase.Expired;
         else if (_revealBlocks != 0 && (block.number >= revealOpens || c.commits == _memberCount)) phase = Phase.Reveal;
         else if (block.number >= submitDeadline || c.submissions == _memberCount) phase = Phase.Voting;
@@ -807,6 +846,7 @@ contract FedChain {
 
     /// @dev Loads the clock, fails an expired round first, and checks `round` is the open one.
     function _openRound(Clock memory clock, uint256 round) internal returns (Clock memory) {
+        _checkSetUp(clock);
         if (clock.round <= _maxRounds && block.number >= _expiry(clock)) {
             _fail(clock);
             clock = _clock;
@@ -815,6 +855,29 @@ contract FedChain {
         if (round < clock.round) revert FedChainRoundClosed(round, clock.round);
         if (round > clock.round) revert FedChainRoundNotOpen(round, clock.round);
         return clock;
+    }
+
+    /// @dev Reverts while members are still being registered (round 0).
+    function _checkSetUp(Clock memory clock) internal view {
+        if (clock.round == 0) revert FedChainMembershipIncomplete(_memberList.length, _memberCount);
+    }
+
+    /// @dev Registers `peer` as member `index` with the initial reputation.
+    function _register(address peer, uint256 index, bool commitReveal) internal {
+        if (peer == address(0) || _members[peer].slot != 0) revert FedChainInvalidConfig("member");
+        // weight non-zero now, so that the member's second slot is never written from zero.
+        _members[peer] = Member(INITIAL_REPUTATION, 0, 0, 0, uint16(index + 1), bytes12(0), 0, 0, INITIAL_REPUTATION, false);
+        // Non-zero now, so that a member's first commitment costs a reused slot's price.
+        if (commitReveal) _commitments[peer] = bytes32(uint256(1));
+        _memberList.push(peer);
+        emit MemberRegistered(peer, index, INITIAL_REPUTATION);
+    }
+
+    /// @dev Opens round 1 once all `n` members are registered; everyone counts as active in round 0.
+    function _openFirstRound(uint256 n, bytes32 base) internal {
+        _clock = Clock(1, uint64(block.number), 0, uint64(n) * INITIAL_REPUTATION, 0, 0);
+        _activity = n * INITIAL_REPUTATION; // lane 0
+        emit RoundStarted(1, base);
     }
 
     function _expiry(Clock memory clock) internal view returns (uint256) {

@@ -21,6 +21,7 @@ from web3.eth import Eth
 
 from fedchain.node import errors as E
 from fedchain.node.chain import Outcome, Phase
+from fedchain.node.chain.client import MEMBERS_PER_TRANSACTION, TX_GAS_CAP
 
 NONE = Outcome.none()
 NONE_ARGS = (NONE.model, NONE.included)
@@ -271,15 +272,59 @@ def test_boundary_configs_deploy(deploy):
     assert view(d).round_state().total_reputation == 1000
 
 
-def test_256th_member_is_a_member(deploy, devnet):
+def _setup_gas(d) -> list[int]:
+    """Gas of every transaction from the deployment's block to the head (the setup transactions)."""
+    w3 = d.deployer.w3
+    return [w3.eth.get_transaction_receipt(tx)["gasUsed"]
+            for b in range(d.block, d.deployer.block_number() + 1) for tx in w3.eth.get_block(b)["transactions"]]
+
+
+@pytest.mark.parametrize("reveal_blocks", [0, 5], ids=["plain-votes", "commit-reveal"])
+def test_256_members_register_in_batches_each_under_the_eip7825_cap(deploy, devnet, reveal_blocks):
     filler = ["0x%040x" % (0x1000 + i) for i in range(255)]
     last = devnet.addresses[1]  # a funded account, so it could transact
-    d = deploy(1, members=filler + [last])
+    d = deploy(1, members=filler + [last], reveal_blocks=reveal_blocks)
     v = view(d)
-    assert len(v.members()) == 256
-    assert v.round_state().total_reputation == 256_000
-    info = v.member_info(last)  # reverts FedChainNotMember today
+    assert v._call("MEMBERS_PER_TRANSACTION") == MEMBERS_PER_TRANSACTION
+    gas = _setup_gas(d)
+    assert len(gas) == 3 and max(gas) < TX_GAS_CAP, gas  # 96 + 96 + 64 members
+    assert len(v.members()) == 256 and v.members()[255] == cs(last)
+    state = v.round_state()
+    assert (state.round, state.phase, state.total_reputation) == (1, Phase.SUBMISSION, 256_000)
+    info = v.member_info(last)
     assert (info.index, info.reputation) == (255, 1000)
+    d.clients[0].submit(1, digest(), NONE)  # the last member admitted can take part
+
+
+def test_a_task_being_set_up_opens_no_round_and_anyone_can_finish_its_member_list(deploy, devnet):
+    members = ["0x%040x" % (0x1000 + i) for i in range(MEMBERS_PER_TRANSACTION)] + [devnet.addresses[1], "0x%040x" % 0x2000]
+    d = deploy(1, members=members, admit_all=False)
+    v = view(d)
+    assert v.round_state().phase is Phase.SETUP and len(v.members()) == MEMBERS_PER_TRANSACTION
+    with reverts(E.ContractError, "FedChainMembershipIncomplete", MEMBERS_PER_TRANSACTION, MEMBERS_PER_TRANSACTION + 2):
+        d.outsider.settle(cs(members[0]), NONE)  # a registered member, but no round is open
+    with reverts(E.ContractError, "FedChainMembershipIncomplete", MEMBERS_PER_TRANSACTION, MEMBERS_PER_TRANSACTION + 2):
+        d.outsider.advance()
+    rest = [cs(a) for a in members[MEMBERS_PER_TRANSACTION:]]
+    with reverts(E.ContractError, "FedChainNotPendingMembers"):  # a list other than the committed one
+        d.outsider.transact("admitMembers", [cs(d.outsider.address), rest[1]])
+    with reverts(E.ContractError, "FedChainNotPendingMembers"):
+        d.outsider.transact("admitMembers", rest[:1])
+    d.outsider.transact("admitMembers", rest)  # not the deployer: the list was committed at deployment
+    assert [e.args.round for e in v.events("RoundStarted", from_block=d.block)] == [1]
+    assert v.round_state().phase is Phase.SUBMISSION and v.members()[-2:] == rest
+    with reverts(E.ContractError, "FedChainMembershipComplete"):
+        d.outsider.transact("admitMembers", rest)
+    d.clients[0].submit(1, digest(), NONE)
+
+
+def test_a_long_member_list_with_a_duplicate_is_refused_before_anything_is_sent(deploy, devnet):
+    w3 = Web3(Web3.HTTPProvider(devnet.rpc_url))
+    nonce = w3.eth.get_transaction_count(cs(devnet.addresses[0]))
+    members = ["0x%040x" % (0x1000 + i) for i in range(MEMBERS_PER_TRANSACTION + 5)] + ["0x%040x" % 0x1000]
+    with pytest.raises(E.ConfigError, match="duplicate"):
+        deploy(1, members=members)
+    assert w3.eth.get_transaction_count(cs(devnet.addresses[0])) == nonce
 
 
 # ---------------------------------------------------------------------------------- membership

@@ -17,3 +17,4 @@ def test_forge_fuzz_and_invariant_tests_pass():
     proc = subprocess.run([str(FORGE), "test"], cwd=ROOT, capture_output=True, text=True, timeout=1200)
     assert proc.returncode == 0, proc.stdout[-6000:] + proc.stderr[-3000:]
     assert "0 failed" in proc.stdout and "invariant_" in proc.stdout, proc.stdout[-3000:]
+    assert "testFuzz_batchedMembershipRegistersEveryMemberInOrder" in proc.stdout, proc.stdout[-3000:]

@@ -297,3 +297,43 @@ contract FedChainQuorumFuzz {
         _deploy(3, num, den);
     }
 }
+
+/// @dev Member lists longer than one transaction's batch: whatever the length and however the
+/// remaining list is cut, registration ends with every member in order and round 1 open, and
+/// nothing but the committed remainder is accepted.
+contract FedChainMembershipFuzz {
+    function testFuzz_batchedMembershipRegistersEveryMemberInOrder(uint16 nSeed) public {
+        uint256 n = 1 + (uint256(nSeed) % 256);
+        address[] memory members = new address[](n);
+        for (uint256 i = 0; i < n; ++i) {
+            members[i] = address(uint160(0x3000 + i));
+        }
+        FedChain chain = new FedChain(FedChain.Config(members, keccak256("model"), keccak256("task"), 4, 4, 2, 3, 10, 0, 0));
+        uint256 per = chain.MEMBERS_PER_TRANSACTION();
+        for (uint256 start = per; start < n; start += per) {
+            (uint256 round,,,,,,) = chain.roundState();
+            require(round == 0, "a round opened before every member was registered");
+            address[] memory rest = new address[](n - start);
+            for (uint256 i = start; i < n; ++i) {
+                rest[i - start] = members[i];
+            }
+            if (rest.length > 1) {
+                address[] memory cut = new address[](rest.length - 1);
+                for (uint256 i = 0; i < cut.length; ++i) {
+                    cut[i] = rest[i];
+                }
+                try chain.admitMembers(cut) {
+                    revert("a list other than the committed remainder was accepted");
+                } catch {}
+            }
+            chain.admitMembers(rest);
+        }
+        (uint256 opened,,,,,, uint256 total) = chain.roundState();
+        require(opened == 1 && total == n * 1_000, "round 1 did not open over every member");
+        address[] memory registered = chain.members();
+        require(registered.length == n, "a member is missing");
+        for (uint256 i = 0; i < n; ++i) {
+            require(registered[i] == members[i], "members are out of order");
+        }
+    }
+}

@@ -33,6 +33,7 @@ class Phase(IntEnum):
     EXPIRED = 2
     COMPLETE = 3
     REVEAL = 4
+    SETUP = 5  # members still being registered: no round is open yet
 
 
 @dataclass(frozen=True)
@@ -450,6 +451,11 @@ def quorum_fraction(quorum_bps: int) -> tuple[int, int]:
     raise AssertionError("unreachable: q = 10000 always qualifies")
 
 
+MEMBERS_PER_TRANSACTION = 96  # the contract's constant of that name (tests/test_contract.py checks they agree)
+ZERO_ADDRESS = "0x" + "0" * 40
+TX_GAS_CAP = 1 << 24  # EIP-7825: the most gas one transaction may use on chains past Osaka
+
+
 def deploy_contract(
     client: ChainClient,
     *,
@@ -462,25 +468,56 @@ def deploy_contract(
     max_rounds: int,
     rule: int,
     reveal_blocks: int = 0,
+    admit_all: bool = True,
 ) -> tuple[str, int]:
     """Deploy FedChain from ``client``'s account; returns (address, block). The quorum is the
     simplest fraction that ``quorum_bps`` rounds (see ``quorum_fraction``); the contract refuses
-    one below 1/2."""
+    one below 1/2.
+
+    The contract registers MEMBERS_PER_TRANSACTION members in its constructor; a larger member
+    list is registered by ``admitMembers`` transactions, sent here one after another, so that no
+    transaction needs more than a chain's per-transaction gas cap (EIP-7825). ``admit_all=False``
+    stops after the constructor (tests of the setup phase)."""
     art = client.artifact
     factory = client.w3.eth.contract(abi=art["abi"], bytecode=art["bytecode"])
     num, den = quorum_fraction(quorum_bps)
-    config = ([Web3.to_checksum_address(m) for m in members], initial_model, task, submit_blocks, vote_blocks, num, den,
-              max_rounds, rule, reveal_blocks)
-    sender = client.address
-    ctor = factory.constructor(config)
-    estimate = client._rpc(lambda: ctor.estimate_gas({"from": sender}))
-    tx = ctor.build_transaction(
-        {"from": sender, "nonce": client._rpc(lambda: client.w3.eth.get_transaction_count(sender, "pending")),
-         "gas": int(estimate * 1.2), "chainId": client.chain_id(), **client._fees()}
-    )
-    receipt = client._send_until_mined("deploy", tx)
-    if receipt["status"] != 1:
-        raise E.ContractError("deployment reverted")
+    checksummed = [Web3.to_checksum_address(m) for m in members]
+    if len(checksummed) > MEMBERS_PER_TRANSACTION and (
+            len(set(checksummed)) != len(checksummed) or ZERO_ADDRESS in checksummed):
+        # The constructor sees only the first batch: refuse a bad list before anything is sent,
+        # so that no contract is left waiting for members it can never register.
+        raise E.ConfigError("member list has a duplicate or the zero address")
+    config = (checksummed, initial_model, task, submit_blocks, vote_blocks, num, den, max_rounds, rule, reveal_blocks)
+    receipt = _send_setup(client, "deploy", factory.constructor(config))
     address = receipt["contractAddress"]
     client.contract = client.w3.eth.contract(address=address, abi=art["abi"])
+    if admit_all:
+        per_tx = client._call("MEMBERS_PER_TRANSACTION")
+        for start in range(per_tx, len(checksummed), per_tx):
+            _send_setup(client, "admitMembers", client.contract.functions.admitMembers(checksummed[start:]))
     return address, receipt["blockNumber"]
+
+
+
+
+def _send_setup(client: ChainClient, name: str, call) -> dict:
+    """Send a deployment-time transaction with a margin over its estimate, never over the
+    per-transaction cap; raise if it reverted."""
+    sender = client.address
+    try:
+        estimate = client._rpc(lambda: call.estimate_gas({"from": sender}))
+        gas = max(estimate, min(int(estimate * 1.2), TX_GAS_CAP))
+    except E.ContractError as exc:
+        # Hardhat's node (EDR) estimates by trying a multiple of the gas used, and refuses the
+        # estimate when that trial exceeds EIP-7825's cap, even though the transaction fits.
+        if exc.name or "greater than the cap" not in str(exc):
+            raise
+        gas = TX_GAS_CAP
+    tx = call.build_transaction(
+        {"from": sender, "nonce": client._rpc(lambda: client.w3.eth.get_transaction_count(sender, "pending")),
+         "gas": gas, "chainId": client.chain_id(), **client._fees()}
+    )
+    receipt = client._send_until_mined(name, tx)
+    if receipt["status"] != 1:
+        raise E.ContractError("deployment reverted" if name == "deploy" else f"{name} reverted")
+    return receipt
