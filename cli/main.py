@@ -218,6 +218,7 @@ def node_run(deployment, key_env, keystore, password_env, password_file, rpc, st
 @click.option("--model", default="mlp", show_default=True, help="Built-in model (mlp, logreg, cnn) or package.module:factory.")
 @click.option("--optimizer", default="sgd", show_default=True, type=click.Choice(["sgd", "adam"]), help="Local optimizer.")
 @click.option("--lr", type=float, default=0.05, show_default=True, help="Local learning rate (same default as deploy).")
+@click.option("--standardize-from-peer", "standardize_peer", default=None, metavar="INDEX|largest", help="Tabular --data: the task declares the per-feature mean and std of this peer's shard (it chooses to publish them).")
 @click.option("--partition", default="iid", show_default=True, type=click.Choice(["iid", "dirichlet"]), help="How the training data is split among the peers: IID, or Dirichlet label skew.")
 @click.option("--alpha", type=float, default=0.5, show_default=True, help="Dirichlet concentration (with --partition dirichlet).")
 @click.option("--holdout", type=click.FloatRange(0, 1, max_open=True), default=0.2, show_default=True, help="Fraction of each peer's shard kept as its local holdout, on which it evaluates every global model (federated evaluation; 0: none).")
@@ -232,7 +233,7 @@ def node_run(deployment, key_env, keystore, password_env, password_file, rpc, st
 @click.option("--resume", is_flag=True, help="Continue the interrupted simulation in --workdir (chain state, store, shards).")
 @_json_option
 def simulate(peers, rounds, dataset, data_source, label, task_kind, missing, categorical, image_size, grayscale, model, optimizer, lr,
-             partition, alpha, holdout, seed, rule, epochs, block_time, workdir, attack, malicious, commit_reveal, resume, as_json):
+             standardize_peer, partition, alpha, holdout, seed, rule, epochs, block_time, workdir, attack, malicious, commit_reveal, resume, as_json):
     """Devnet, deployment, N peer processes and R rounds in one command."""
     from fedchain.node.tools.attacks import make_attack
     from fedchain.node.tools.operations import import_options
@@ -242,6 +243,7 @@ def simulate(peers, rounds, dataset, data_source, label, task_kind, missing, cat
     cfg = SimulationConfig(peers=peers, rounds=rounds, dataset=dataset, partition=partition, alpha=alpha, seed=seed,
                            rule=rule, epochs=epochs, lr=lr, block_time=block_time, workdir=workdir, attack=attack, malicious=malicious,
                            commit_reveal=commit_reveal, resume=resume, data=data_source, model=model, optimizer=optimizer, holdout=holdout,
+                           standardize_peer=int(standardize_peer) if str(standardize_peer).isdigit() else standardize_peer,
                            import_options=import_options(label, task_kind, missing, categorical, image_size, grayscale))
     progress = (lambda msg: click.echo(msg, err=True)) if as_json else click.echo
     summary = run_simulation(cfg, progress=progress)
@@ -459,6 +461,23 @@ def experiment_robustness(datasets, rules, attacks, fractions, peers, rounds, se
     click.echo("")
     click.echo(table(SUMMARY_HEADERS, robustness_summary(results)))
     click.echo(f"\nwrote {out / 'results.csv'}, {out / 'results.json'} and {', '.join(str(p) for p in plots)}")
+
+
+@experiment.command("domains")
+@click.option("--domains", "names", default="healthcare,finance,iot,images", show_default=True, help="Comma-separated domains.")
+@click.option("--peers", type=click.IntRange(2, 64), default=5, show_default=True)
+@click.option("--alpha", type=float, default=0.5, show_default=True, help="Dirichlet label-skew concentration.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--out", "out_dir", default="runs/domains", show_default=True, type=click.Path(file_okay=False))
+def experiment_domains(names, peers, alpha, seed, out_dir):
+    """Healthcare, finance, IoT and image data through the network, next to centralized and local-only training."""
+    from fedchain.node.tools.domains import TABLE_HEADERS, run_domains, table_rows
+
+    results, files = run_domains([n.strip() for n in names.split(",") if n.strip()], Path(out_dir), peers=peers,
+                                 alpha=alpha, seed=seed, progress=click.echo)
+    click.echo("")
+    click.echo(table(TABLE_HEADERS, table_rows(results)))
+    click.echo(f"\nwrote {files['csv']}, {files['json']} and {files['md']}")
 
 
 # ---------------------------------------------------------------------------- keys

@@ -68,6 +68,10 @@ class SimulationConfig:
     model: str = "mlp"
     optimizer: str = "sgd"
     holdout: float = 0.0  # fraction of each peer's shard kept as its local holdout (federated evaluation)
+    # Tabular ``data``: the task declares per-feature standardization constants published by
+    # this peer (an index, or "largest": the peer with the most samples), as `deploy
+    # --standardize-from` its shard would. None: features are used as they are.
+    standardize_peer: int | str | None = None
 
     def __post_init__(self):
         from ..aggregation import make_rule
@@ -86,6 +90,12 @@ class SimulationConfig:
         make_attack(self.attack)
         if not (math.isfinite(self.holdout) and 0 <= self.holdout < 1):
             raise ConfigError(f"holdout must be a fraction in [0, 1), got {self.holdout}")
+        if self.standardize_peer is not None:
+            if not self.data:
+                raise ConfigError("standardizing from a peer's shard needs your own tabular data (--data)")
+            if self.standardize_peer != "largest" and not (isinstance(self.standardize_peer, int) and 0 <= self.standardize_peer < self.peers):
+                raise ConfigError(f"the peer that publishes standardization constants is an index 0..{self.peers - 1} or 'largest', "
+                                  f"got {self.standardize_peer!r}")
 
     def malicious_peers(self) -> set[int]:
         return set(malicious_indices(self.peers, self.attack, self.malicious))
@@ -151,7 +161,7 @@ def run_simulation(cfg: SimulationConfig, progress=print) -> dict:
     parts = partition(train, cfg.peers, alpha=None if cfg.partition == "iid" else cfg.alpha, seed=cfg.seed)
     if min(len(p) for p in parts) == 0 or len(test.y) == 0:
         raise ConfigError(f"{len(ds.y)} samples are too few for {cfg.peers} peers and a test split")
-    task = _task(cfg, ds, train)
+    task = _task(cfg, ds, train, parts)
     shards = []
     for i, idx in enumerate(parts):
         path = work / "shards" / f"peer-{i}.safetensors"
@@ -193,16 +203,21 @@ def run_simulation(cfg: SimulationConfig, progress=print) -> dict:
         _shutdown(procs, devnet)
 
 
-def _task(cfg: SimulationConfig, ds, train) -> Task:
+def _task(cfg: SimulationConfig, ds, train, parts=None) -> Task:
     """The task a simulation deploys: the built-in dataset's as before (same task JSON, same
     CIDs), or one defined by the user's data schema and model."""
     from .operations import model_label, model_spec
+    from ..ml.data import Dataset, feature_stats
     from ..protocol.task import DataSchema
 
     kind = ds.kind
     schema = None
     if cfg.data:
-        schema = DataSchema(inputs=ds.inputs, classes=ds.classes, kind=kind,
+        mean = std = ()
+        if cfg.standardize_peer is not None:
+            who = max(range(len(parts)), key=lambda i: len(parts[i])) if cfg.standardize_peer == "largest" else cfg.standardize_peer
+            mean, std = feature_stats(Dataset(train.name, train.x[parts[who]], train.y[parts[who]], train.classes))
+        schema = DataSchema(inputs=ds.inputs, classes=ds.classes, kind=kind, mean=mean, std=std,
                             feature_names=tuple(ds.info.get("feature_names", ())), label_names=tuple(ds.info.get("label_names", ())))
     return pin_rule(Task(
         name=f"{cfg.dataset}-{model_label(cfg.model)}", dataset=cfg.dataset,
