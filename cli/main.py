@@ -464,11 +464,11 @@ def experiment_robustness(datasets, rules, attacks, fractions, peers, rounds, se
 
 
 @experiment.command("domains")
-@click.option("--domains", "names", default="healthcare,finance,iot,images", show_default=True, help="Comma-separated domains.")
-@click.option("--peers", type=click.IntRange(2, 64), default=5, show_default=True)
-@click.option("--alpha", type=float, default=0.5, show_default=True, help="Dirichlet label-skew concentration.")
-@click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--out", "out_dir", default="runs/domains", show_default=True, type=click.Path(file_okay=False))
+@click.option("--domains", "names", default="healthcare,finance,iot,images", show_default=True, help="Comma-separated domains (finance needs ISLP, iot needs river: the domains extra).")
+@click.option("--peers", type=click.IntRange(2, 64), default=5, show_default=True, help="Peer processes per domain.")
+@click.option("--alpha", type=click.FloatRange(0, min_open=True), default=0.5, show_default=True, help="Dirichlet label-skew concentration.")
+@click.option("--seed", type=click.IntRange(0, 2**32 - 1), default=0, show_default=True, help="Seed of the split, the initial model and local training.")
+@click.option("--out", "out_dir", default="runs/domains", show_default=True, type=click.Path(file_okay=False), help="Folder for the data, the simulations' work folders and results.{csv,json,md}.")
 def experiment_domains(names, peers, alpha, seed, out_dir):
     """Healthcare, finance, IoT and image data through the network, next to centralized and local-only training."""
     from fedchain.node.tools.domains import TABLE_HEADERS, run_domains, table_rows
