@@ -50,6 +50,8 @@ class TrialConfig:
     lr: float = 0.05
     hidden: tuple[int, ...] = (64,)
     commit_reveal: bool = False
+    partition: str = "iid"  # or "dirichlet": label skew with concentration ``alpha``
+    alpha: float = 0.5
 
     def malicious_peers(self) -> list[int]:
         return malicious_indices(self.peers, self.attack, self.malicious)
@@ -66,7 +68,7 @@ def run_trial(cfg: TrialConfig, devnet: Devnet, workdir: Path, *, datasets_cache
         ds = load_dataset(cfg.dataset)
         cache[cfg.dataset] = (ds, *train_test_split(ds, seed=0))
     ds, train, test = cache[cfg.dataset]
-    parts = partition(train, cfg.peers, seed=cfg.seed)
+    parts = partition(train, cfg.peers, alpha=cfg.alpha if cfg.partition == "dirichlet" else None, seed=cfg.seed)
     store = EmbeddedStore(workdir / "store")
     task = pin_rule(Task(
         name=f"{cfg.dataset}-robustness", dataset=cfg.dataset,
@@ -82,7 +84,7 @@ def run_trial(cfg: TrialConfig, devnet: Devnet, workdir: Path, *, datasets_cache
     for i in range(cfg.peers):
         chain = ChainClient(devnet.rpc_url, dep.contract, Account.from_key(devnet.keys[i + 1]))
         shard = train.__class__(train.name, train.x[parts[i]], train.y[parts[i]], train.classes)
-        plugins = make_attack(cfg.attack if i in bad else None)
+        plugins = make_attack(cfg.attack if i in bad else None, colluders=[members[j] for j in sorted(bad)])
         peers.append(Peer(chain, store, task, dep.task_cid, shard, seed=cfg.seed * 1000 + i, log=_Quiet(), plugins=plugins))
     observer = ChainClient(devnet.rpc_url, dep.contract)
     deployer.contract = observer.contract  # the deployer also settles members and closes failed rounds
@@ -124,6 +126,7 @@ def run_trial(cfg: TrialConfig, devnet: Devnet, workdir: Path, *, datasets_cache
     return {
         "dataset": cfg.dataset, "rule": cfg.rule, "attack": cfg.attack or "none", "malicious": cfg.malicious,
         "peers": cfg.peers, "rounds": cfg.rounds, "seed": cfg.seed, "malicious_peers": sorted(bad),
+        "partition": cfg.partition, "alpha": cfg.alpha if cfg.partition == "dirichlet" else None,
         "final_accuracy": accuracy[-1], "accuracy": accuracy, "reputation": reputation,
         "rounds_finalized": sum(1 for h in history if h.status == "finalized"),
         "backdoor_success_rate": backdoor_success_rate(task.model, final_state, test) if cfg.attack == "backdoor" else None,
@@ -146,10 +149,14 @@ def _settled_reputation(settler: ChainClient, address: str, deploy_block: int) -
 
 def run_grid(
     *, datasets: list[str], rules: list[str], attacks: list[str], fractions: list[float], peers: int, rounds: int,
-    seed: int, out: Path, progress=print,
+    seed: int | None = None, seeds: list[int] | None = None, partition: str = "iid", alpha: float = 0.5, out: Path,
+    progress=print,
 ) -> list[dict]:
+    """Every dataset x attack x fraction x rule x seed, one fresh contract each (``run_trial``)."""
     out.mkdir(parents=True, exist_ok=True)
-    trials = [(d, r, a, f) for d in datasets for a in attacks for f in fractions for r in rules if not (a == "none" and f > 0) and not (a != "none" and f == 0)]
+    seeds = list(seeds) if seeds else [0 if seed is None else seed]
+    trials = [(d, r, a, f, s) for s in seeds for d in datasets for a in attacks for f in fractions for r in rules
+              if not (a == "none" and f > 0) and not (a != "none" and f == 0)]
     import torch
 
     torch.set_num_threads(1)  # tiny models: threads only add overhead, and runs stay comparable
@@ -157,14 +164,16 @@ def run_grid(
     cache: dict = {}
     started = time.monotonic()
     with Devnet(accounts=peers + 1) as devnet, tempfile.TemporaryDirectory(prefix="fedchain-exp-") as tmp:
-        for n, (d, rule, attack, frac) in enumerate(trials, 1):
+        for n, (d, rule, attack, frac, s) in enumerate(trials, 1):
             t0 = time.monotonic()
             res = run_trial(TrialConfig(dataset=d, rule=rule, attack=None if attack == "none" else attack, malicious=frac,
-                                        peers=peers, rounds=rounds, seed=seed), devnet, Path(tmp) / f"t{n}", datasets_cache=cache)
+                                        peers=peers, rounds=rounds, seed=s, partition=partition, alpha=alpha),
+                            devnet, Path(tmp) / f"t{n}", datasets_cache=cache)
             res["seconds"] = round(time.monotonic() - t0, 2)
             results.append(res)
             asr = f"  backdoor {res['backdoor_success_rate']:.3f}" if res["backdoor_success_rate"] is not None else ""
-            progress(f"[{n}/{len(trials)}] {d:7} {rule:13} {attack:10} {frac:4.2f}  acc {res['final_accuracy']:.4f}{asr}  ({res['seconds']}s, {time.monotonic() - started:.0f}s total)")
+            progress(f"[{n}/{len(trials)}] {d:7} {rule:13} {attack:10} {frac:4.2f} seed {s}  acc {res['final_accuracy']:.4f}{asr}"
+                     f"  ({res['seconds']}s, {time.monotonic() - started:.0f}s total)")
             _write(results, out)
     return results
 

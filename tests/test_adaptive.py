@@ -1,0 +1,129 @@
+"""Adaptive attacks (ALIE, IPM, Min-Max) as pure functions on synthetic vectors, and the rules'
+evidence-based exclusion against them. No chain: the network runs are the robustness experiment."""
+import numpy as np
+import pytest
+import torch
+
+from fedchain.node.aggregation import agreeing_with_median, drop_copies, krum_outliers, make_rule, multi_krum
+from fedchain.node.protocol.fixedpoint import quantize
+from fedchain.node.tools.attacks import (
+    ADAPTIVE, ATTACKS, alie_update, alie_z, colluder_perturbation, deviation, ipm_update, make_attack,
+    minmax_agnostic, minmax_tailored, search_gamma,
+)
+
+
+def _benign(n=7, d=200, seed=0, spread=0.5):
+    rng = np.random.default_rng(seed)
+    direction = rng.normal(0, 1, d) * 0.1
+    return direction + rng.normal(0, spread * 0.1, (n, d))
+
+
+def _rows(x: np.ndarray) -> torch.Tensor:
+    return quantize(torch.from_numpy(np.asarray(x, dtype=np.float64)))
+
+
+def test_alie_z_follows_the_papers_formula():
+    # n = 10, m = 3: s = floor(10/2 + 1) - 3 = 3, z = Phi^-1(7/10)
+    assert alie_z(10, 3) == pytest.approx(0.5244, abs=1e-4)
+    # n = 50, m = 12 (the paper's setting): s = 14, z = Phi^-1(36/50)
+    assert alie_z(50, 12) == pytest.approx(0.5828, abs=1e-4)
+    assert alie_z(10, 0) == 0.0  # clamped: no attackers, no shift
+    assert alie_z(10, 9) > 4  # a malicious majority: as far as the clamp allows
+
+
+def test_alie_is_mean_minus_z_std_coordinate_wise():
+    b = np.array([[1.0, 0.0], [3.0, 2.0], [2.0, 4.0]])
+    out = alie_update(b, 1.5)
+    assert out == pytest.approx(b.mean(0) - 1.5 * b.std(0))
+
+
+def test_ipm_points_against_the_benign_mean():
+    b = _benign()
+    out = ipm_update(b, 0.5)
+    assert out == pytest.approx(-0.5 * b.mean(0))
+    assert float(out @ b.mean(0)) < 0
+
+
+def test_search_gamma_finds_the_edge_of_a_monotone_predicate():
+    assert search_gamma(lambda g: g <= 3.7) == pytest.approx(3.7, abs=1e-4)
+    assert search_gamma(lambda g: False) == 0.0
+    assert search_gamma(lambda g: True) == pytest.approx(20.0, abs=1e-3)  # the search's range: 2 * gamma_init
+
+
+@pytest.mark.parametrize("kind", ["std", "unit", "sign"])
+def test_minmax_agnostic_stays_inside_the_benign_cloud_and_uses_all_of_it(kind):
+    b = _benign()
+    out = minmax_agnostic(b, kind)
+    pair = max(np.linalg.norm(x - y) for x in b for y in b)
+    far = max(np.linalg.norm(out - x) for x in b)
+    assert far <= pair + 1e-9
+    assert far >= pair * 0.999  # the largest gamma: the constraint is (nearly) tight
+    assert np.linalg.norm(out - b.mean(0)) > 0
+    assert np.allclose(out, b.mean(0) - (np.linalg.norm(out - b.mean(0)) / np.linalg.norm(deviation(b, kind))) * deviation(b, kind))
+
+
+def test_minmax_tailored_to_multi_krum_is_still_selected_by_multi_krum():
+    b = _benign(n=7)
+    krum = make_rule("multi-krum", {"num_malicious_clients": 3, "num_clients_to_keep": 6})
+    keys = ["0xa", "0xb", "0xc"]
+
+    def kept(mal):
+        crafted = [colluder_perturbation(mal, k, 1) for k in keys]
+        return all(i in krum.combine(_rows(np.vstack([b, *crafted])), [1] * 10).included for i in range(7, 10))
+
+    out = minmax_tailored(b, kept)
+    assert kept(out)
+    assert np.linalg.norm(out - b.mean(0)) > np.linalg.norm(b.std(0))  # it pulls, well past one std
+
+
+def test_colluders_perturbations_survive_the_free_rider_test():
+    x = _benign(n=1)[0]
+    copies = [colluder_perturbation(x, k, 3) for k in ("0xa", "0xb", "0xc")]
+    assert colluder_perturbation(x, "0xA", 3) == pytest.approx(copies[0])  # deterministic, case-blind
+    assert all(np.linalg.norm(c - x) == pytest.approx(2.0**-8 * np.linalg.norm(x)) for c in copies)
+    assert drop_copies(_rows(np.vstack(copies)), [0, 1, 2]) == [0, 1, 2]
+    assert drop_copies(_rows(np.vstack([x, x * (1 + 2.0**-12)])), [0, 1]) == [0]  # a plain copy is dropped
+
+
+def test_default_rule_excludes_ipm_and_keeps_every_honest_update():
+    b = _benign(n=7)
+    mal = [colluder_perturbation(ipm_update(b), k, 1) for k in ("0xa", "0xb", "0xc")]
+    fedavg = make_rule("fedavg")
+    assert fedavg.combine(_rows(b), [1] * 7).included == tuple(range(7))
+    assert fedavg.combine(_rows(np.vstack([b, *mal])), [1] * 10).included == tuple(range(7))
+    assert make_rule("fedavg", {"exclude_opposed": False}).combine(_rows(np.vstack([b, *mal])), [1] * 10).included == tuple(range(10))
+
+
+def test_agreeing_with_median_needs_evidence():
+    assert agreeing_with_median(torch.zeros(3, 4, dtype=torch.int64)) == [0, 1, 2]  # zero median: no evidence
+    rows = torch.tensor([[4, 4], [3, 5], [5, 3], [-4, -4]], dtype=torch.int64)
+    assert agreeing_with_median(rows) == [0, 1, 2]
+
+
+def test_krum_outliers_by_hand():
+    scores = [100, 104, 98, 102, 101, 99, 103, 500, 205]  # lower median 102
+    assert krum_outliers(scores, 2.0, 3) == [7, 8]  # 205 > 2 * 102
+    assert krum_outliers(scores, 2.02, 3) == [7]  # 205 < 2.02 * 102
+    assert krum_outliers(scores, 2.0, 1) == [7]  # at most f, the highest first
+    assert krum_outliers(scores[:7], 2.0, 3) == []  # a clean round: nothing to exclude
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_multi_krum_spares_gaussian_rounds(seed):
+    b = _benign(n=10, seed=seed)
+    assert make_rule("multi-krum").combine(_rows(b), [1] * 10).included == tuple(range(10))
+
+
+def test_multi_krum_without_a_quota_keeps_every_honest_update():
+    b = _benign(n=10, seed=3)
+    assert len(multi_krum(_rows(b), [1] * 10).included) == 7  # the paper's quota: n - f kept, 3 honest dropped
+    assert make_rule("multi-krum").combine(_rows(b), [1] * 10).included == tuple(range(10))
+    far = np.vstack([b[:9], b[9] * 40])
+    assert make_rule("multi-krum").combine(_rows(far), [1] * 10).included == tuple(range(9))
+
+
+def test_adaptive_attacks_are_registered_and_take_their_colluders():
+    assert set(ADAPTIVE) <= set(ATTACKS)
+    for name in ADAPTIVE:
+        [plugin] = make_attack(name, colluders=["0xAB", "0xCD"])
+        assert plugin.name == name and plugin.colluders == {"0xab", "0xcd"}
