@@ -386,7 +386,8 @@ def experiment_robustness(datasets, rules, attacks, fractions, peers, rounds, se
     """Attacks x malicious fraction x rules on real data; writes CSV, JSON and PNG plots."""
     from fedchain.node.aggregation import RULES as RULE_IDS
     from fedchain.node.tools.attacks import make_attack
-    from fedchain.node.tools.experiment import SUMMARY_HEADERS, plot_results, robustness_summary, run_grid
+    from fedchain.node.tools.experiment import (
+        REPUTATION_HEADERS, SUMMARY_HEADERS, plot_results, reputation_summary, robustness_summary, run_grid)
 
     attack_list = [a.strip() for a in attacks.split(",") if a.strip()]
     for a in attack_list:
@@ -412,6 +413,8 @@ def experiment_robustness(datasets, rules, attacks, fractions, peers, rounds, se
     plots = plot_results(results, out)
     click.echo("")
     click.echo(table(SUMMARY_HEADERS, robustness_summary(results)))
+    click.echo("")
+    click.echo(table(REPUTATION_HEADERS, reputation_summary(results)))
     click.echo(f"\nwrote {out / 'results.csv'}, {out / 'results.json'} and {', '.join(str(p) for p in plots)}")
 
 
