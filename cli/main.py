@@ -184,16 +184,17 @@ def node():
 @click.option("--confirmations", type=click.IntRange(0), default=0, envvar="FEDCHAIN_CONFIRMATIONS", show_default=True, help="Blocks to wait after a transaction and to stay behind the head when reading events [env FEDCHAIN_CONFIRMATIONS].")
 @click.option("--gas-cap", type=click.IntRange(21_000), default=2_000_000, show_default=True, help="Refuse any transaction estimated above this much gas.")
 @click.option("--attack", default=None, envvar="FEDCHAIN_ATTACK", help="Behave adversarially (for robustness tests): signflip, scaling, noise, labelflip, backdoor, freeride, malformed, lazyvote, collude, dagbomb, alie, ipm, minmax.")
+@click.option("--colluders", default="", envvar="FEDCHAIN_COLLUDERS", help="With an adaptive --attack: comma-separated addresses of the members attacking together [env FEDCHAIN_COLLUDERS].")
 @click.option("--wait-deployment", type=float, default=0, show_default=True, help="Seconds to wait for the deployment file to appear.")
 @click.option("--health-port", type=click.IntRange(0, 65535), default=None, envvar="FEDCHAIN_HEALTH_PORT", help="Serve /livez, /readyz, /healthz and /metrics on this port (0: any free port) [env FEDCHAIN_HEALTH_PORT].")
 @click.option("--health-host", default="127.0.0.1", envvar="FEDCHAIN_HEALTH_HOST", show_default=True, help="Interface for /healthz and /metrics [env FEDCHAIN_HEALTH_HOST].")
-def node_run(deployment, key_env, keystore, password_env, password_file, rpc, store_spec, data_path, seed, poll, json_log, confirmations, gas_cap, attack, wait_deployment, health_port, health_host):
+def node_run(deployment, key_env, keystore, password_env, password_file, rpc, store_spec, data_path, seed, poll, json_log, confirmations, gas_cap, attack, colluders, wait_deployment, health_port, health_host):
     """Run one peer until the task's last round (or until stopped)."""
     from fedchain.node.tools.operations import NodeOptions, run_node
 
     opts = NodeOptions(deployment=deployment, data=data_path, rpc=rpc, store=store_spec, seed=seed, poll=poll,
                        json_log=json_log, confirmations=confirmations, gas_cap=gas_cap, attack=attack,
-                       wait_deployment=wait_deployment, health_port=health_port, health_host=health_host)
+                       colluders=tuple(a.strip() for a in colluders.split(",") if a.strip()), wait_deployment=wait_deployment, health_port=health_port, health_host=health_host)
     run_node(opts, _account(key_env, keystore, password_env, password_file))
 
 

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from fedchain.node.aggregation import agreeing_with_median, drop_copies, krum_outliers, make_rule, multi_krum
+from fedchain.node.aggregation import agreeing_with, drop_copies, krum_outliers, make_rule, multi_krum
 from fedchain.node.protocol.fixedpoint import quantize
 from fedchain.node.tools.attacks import (
     ADAPTIVE, ATTACKS, alie_update, alie_z, colluder_perturbation, deviation, ipm_update, make_attack,
@@ -94,10 +94,21 @@ def test_default_rule_excludes_ipm_and_keeps_every_honest_update():
     assert make_rule("fedavg", {"exclude_opposed": False}).combine(_rows(np.vstack([b, *mal])), [1] * 10).included == tuple(range(10))
 
 
-def test_agreeing_with_median_needs_evidence():
-    assert agreeing_with_median(torch.zeros(3, 4, dtype=torch.int64)) == [0, 1, 2]  # zero median: no evidence
+def test_agreeing_with_needs_evidence():
     rows = torch.tensor([[4, 4], [3, 5], [5, 3], [-4, -4]], dtype=torch.int64)
-    assert agreeing_with_median(rows) == [0, 1, 2]
+    assert agreeing_with(rows, torch.zeros(2, dtype=torch.int64)) == [0, 1, 2, 3]  # zero reference: no evidence
+    assert agreeing_with(rows, torch.tensor([1, 1])) == [0, 1, 2]
+    assert agreeing_with(rows, torch.tensor([1, -1])) == [2]  # products 0, -2, 2, 0: only a positive one counts
+    assert agreeing_with(rows[:1], torch.tensor([-1, -1])) == [0]  # nobody agrees: nobody is excluded
+
+
+def test_default_rule_keeps_label_skewed_honest_updates():
+    # Three honest peers trained on different classes: their updates share little, and the
+    # coordinate-wise median is ~0 where only one of them moves. None points against the mean.
+    rng = np.random.default_rng(1)
+    common = rng.normal(0, 0.02, 300)
+    b = np.stack([common + np.where(np.arange(300) // 100 == k, rng.normal(0.1, 0.05, 300), -0.01) for k in range(3)])
+    assert make_rule("fedavg").combine(_rows(b), [1] * 3).included == (0, 1, 2)
 
 
 def test_krum_outliers_by_hand():
