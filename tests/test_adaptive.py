@@ -138,3 +138,42 @@ def test_adaptive_attacks_are_registered_and_take_their_colluders():
     for name in ADAPTIVE:
         [plugin] = make_attack(name, colluders=["0xAB", "0xCD"])
         assert plugin.name == name and plugin.colluders == {"0xab", "0xcd"}
+
+
+def _result(rule, attack, frac, seed, acc, final_reps, *, partition="iid", peers=4, bad=()):
+    return {"dataset": "digits", "rule": rule, "attack": attack, "malicious": frac, "seed": seed, "peers": peers,
+            "rounds": 2, "malicious_peers": list(bad), "partition": partition, "alpha": 0.5 if partition != "iid" else None,
+            "final_accuracy": acc, "accuracy": [acc / 2, acc], "reputation": [[1000] * peers, final_reps],
+            "rounds_finalized": 2, "backdoor_success_rate": None}
+
+
+def test_summaries_average_seeds_and_flag_reputation_targets():
+    from fedchain.node.tools.experiment import REPUTATION_HEADERS, SUMMARY_HEADERS, reputation_summary, robustness_summary
+
+    results = [
+        _result("fedavg", "none", 0.0, 0, 0.80, [1100, 1100, 1100, 1100]),
+        _result("fedavg", "none", 0.0, 1, 0.90, [1100, 1100, 900, 1100]),  # an honest peer lost reputation
+        _result("fedavg", "ipm", 0.25, 0, 0.84, [1100, 1100, 1100, 500], bad=[3]),
+        _result("fedavg", "ipm", 0.25, 1, 0.86, [1100, 1000, 1100, 1050], bad=[3]),  # attacker above honest peer 1
+    ]
+    rows = {(r[2], r[3]): dict(zip(REPUTATION_HEADERS, r)) for r in reputation_summary(results)}
+    clean, ipm = rows[("fedavg", "none")], rows[("fedavg", "ipm")]
+    assert clean["final acc"] == "0.8500 ± 0.0500" and clean["honest below start"] == "1/2"
+    assert ipm["vs clean (same rule)"] == "+0.0 pp" and ipm["attacker above an honest peer"] == "1/2"
+    assert ipm["lowest honest rep"] == "1000" and ipm["highest attacker rep"] == "1050"
+    assert ipm["attackers below every honest from round"] == "2,never"
+    summary = [dict(zip(SUMMARY_HEADERS, r)) for r in robustness_summary(results)]
+    assert [s["attack"] for s in summary] == ["none", "ipm"] and summary[1]["best acc"] == "0.8500 ± 0.0100"
+
+
+def test_plots_cover_every_malicious_fraction_and_partition(tmp_path):
+    from fedchain.node.tools.experiment import plot_results
+
+    results = [_result("fedavg", "none", 0.0, 0, 0.8, [1100] * 4),
+               _result("fedavg", "ipm", 0.25, 0, 0.8, [1100, 1100, 1100, 500], bad=[3]),
+               _result("fedavg", "ipm", 0.5, 0, 0.7, [1100, 1100, 500, 500], bad=[2, 3]),
+               _result("fedavg", "alie", 0.25, 0, 0.8, [1100, 1100, 1100, 1100], bad=[3], partition="dirichlet")]
+    names = sorted(p.name for p in plot_results(results, tmp_path))
+    assert names == ["accuracy-digits-25pct.png", "accuracy-digits-50pct.png", "accuracy-digits-dirichlet0.5.png",
+                     "reputation-bands-digits-dirichlet0.5.png", "reputation-bands-digits.png",
+                     "reputation-digits-dirichlet0.5.png", "reputation-digits.png"]

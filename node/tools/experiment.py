@@ -208,6 +208,11 @@ def _mean_std(values: list[float], fmt: str = ".4f") -> str:
     return f"{format(mean, fmt)} ± {format(std, fmt)}"
 
 
+def _pp(difference: float) -> str:
+    """An accuracy difference in percentage points, signed; never "-0.0"."""
+    return f"{round(100 * difference, 1) + 0.0:+.1f} pp"
+
+
 def _mean(values: list[float]) -> float:
     return sum(values) / len(values) if values else float("nan")
 
@@ -243,7 +248,7 @@ def robustness_summary(results: list[dict]) -> list[list[str]]:
                 asr = [r["backdoor_success_rate"] for r in cell[best] if r["backdoor_success_rate"] is not None]
                 seps = [separated_by(r) for r in krum] if krum else []
                 rows.append([d, part, attack, f"{frac:.2f}", best, _mean_std(acc(cell[best])),
-                             f"{100 * (_mean(acc(cell[best])) - base):+.1f} pp",
+                             _pp(_mean(acc(cell[best])) - base),
                              _mean_std(acc(plain)) if plain else "-", _mean_std(acc(krum)) if krum else "-",
                              _mean_std(asr, ".3f") if asr else "-",
                              ",".join(str(x) if x else "never" for x in seps) if krum else "-"])
@@ -275,7 +280,7 @@ def reputation_summary(results: list[dict], *, start: int = 1000) -> list[list[s
         below = sum(1 for r in runs if min(r["reputation"][-1][i] for i in range(r["peers"]) if i not in set(r["malicious_peers"])) < start)
         seps = [separated_by(r) for r in runs] if attack != "none" else []
         rows.append([d, part, rule, attack, f"{frac:.2f}", str(len(runs)), _mean_std(accs),
-                     f"{100 * (_mean(accs) - _mean([c['final_accuracy'] for c in clean])):+.1f} pp" if clean and attack != "none" else "",
+                     _pp(_mean(accs) - _mean([c['final_accuracy'] for c in clean])) if clean and attack != "none" else "",
                      str(min(honest)) if honest else "-", str(max(bad)) if bad else "-",
                      f"{above}/{len(runs)}" if attack != "none" else "", f"{below}/{len(runs)}",
                      ",".join(str(x) if x else "never" for x in seps)])
