@@ -360,7 +360,7 @@ def plot_results(results: list[dict], out: Path) -> list[Path]:
                 bad = i in r["malicious_peers"]
                 ax.plot(range(1, len(series) + 1), series, color="tab:red" if bad else "tab:blue", alpha=0.8,
                         label=("malicious" if bad else "honest") if i in (0, r["peers"] - 1) else None)
-            ax.set_title(f"reputation per peer: {r['attack']}, {r['rule']}, {frac:.0%} malicious, seed {r['seed']}", fontsize=9)
+            ax.set_title(f"reputation per peer: {r['attack']}, {r['rule']}, {frac:.0%} malicious, {part}, seed {r['seed']}", fontsize=9)
             ax.xaxis.set_major_locator(MaxNLocator(integer=True))
             ax.set_xlabel("round")
             ax.set_ylabel("reputation")
