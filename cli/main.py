@@ -5,6 +5,7 @@ else is reported as an internal error (exit 2). ``--debug`` shows tracebacks.
 """
 from __future__ import annotations
 
+import math
 import os
 import sys
 from pathlib import Path
@@ -194,17 +195,18 @@ def node():
 @click.option("--json-log", is_flag=True, envvar="FEDCHAIN_JSON_LOG", help="Log one JSON object per line.")
 @click.option("--confirmations", type=click.IntRange(0), default=0, envvar="FEDCHAIN_CONFIRMATIONS", show_default=True, help="Blocks to wait after a transaction and to stay behind the head when reading events.")
 @click.option("--gas-cap", type=click.IntRange(21_000), default=2_000_000, show_default=True, help="Refuse any transaction estimated above this much gas.")
-@click.option("--attack", default=None, envvar="FEDCHAIN_ATTACK", help="Behave adversarially (for robustness tests): signflip, scaling, noise, labelflip, backdoor, freeride, malformed, lazyvote, collude, dagbomb.")
+@click.option("--attack", default=None, envvar="FEDCHAIN_ATTACK", help="Behave adversarially (for robustness tests): signflip, scaling, noise, labelflip, backdoor, freeride, malformed, lazyvote, collude, dagbomb, alie, ipm, minmax.")
+@click.option("--colluders", default="", envvar="FEDCHAIN_COLLUDERS", help="With an adaptive --attack: comma-separated addresses of the members attacking together.")
 @click.option("--wait-deployment", type=float, default=0, show_default=True, help="Seconds to wait for the deployment file to appear.")
 @click.option("--health-port", type=click.IntRange(0, 65535), default=None, envvar="FEDCHAIN_HEALTH_PORT", help="Serve /livez, /readyz, /healthz and /metrics on this port (0: any free port).")
 @click.option("--health-host", default="127.0.0.1", envvar="FEDCHAIN_HEALTH_HOST", show_default=True, help="Interface for /healthz and /metrics.")
-def node_run(deployment, key_env, keystore, password_env, password_file, rpc, store_spec, data_path, seed, poll, json_log, confirmations, gas_cap, attack, wait_deployment, health_port, health_host):
+def node_run(deployment, key_env, keystore, password_env, password_file, rpc, store_spec, data_path, seed, poll, json_log, confirmations, gas_cap, attack, colluders, wait_deployment, health_port, health_host):
     """Run one peer until the task's last round (or until stopped)."""
     from fedchain.node.tools.operations import NodeOptions, run_node
 
     opts = NodeOptions(deployment=deployment, data=data_path, rpc=rpc, store=store_spec, seed=seed, poll=poll,
                        json_log=json_log, confirmations=confirmations, gas_cap=gas_cap, attack=attack,
-                       wait_deployment=wait_deployment, health_port=health_port, health_host=health_host)
+                       colluders=tuple(a.strip() for a in colluders.split(",") if a.strip()), wait_deployment=wait_deployment, health_port=health_port, health_host=health_host)
     run_node(opts, _account(key_env, keystore, password_env, password_file))
 
 
@@ -431,17 +433,22 @@ def experiment():
 @experiment.command("robustness")
 @click.option("--datasets", default="digits,mnist", show_default=True, help="Comma-separated datasets.")
 @click.option("--rules", default=None, help="Comma-separated aggregation rules (default: all).")
-@click.option("--attacks", default="signflip,scaling,noise,labelflip,backdoor,freeride,malformed,lazyvote,collude", show_default=True, help="Comma-separated attacks (each run also gets an attack-free baseline).")
+@click.option("--attacks", default="signflip,scaling,noise,labelflip,backdoor,freeride,malformed,lazyvote,collude", show_default=True,
+              help="Comma-separated attacks (each run also gets an attack-free baseline); also alie, ipm, minmax (adaptive: omniscient, colluding, tailored to the rule).")
 @click.option("--fractions", default="0,0.1,0.3,0.45", show_default=True, help="Malicious fractions.")
 @click.option("--peers", type=click.IntRange(2, 64), default=10, show_default=True, help="Peers per run.")
 @click.option("--rounds", type=click.IntRange(1), default=8, show_default=True, help="Rounds per run.")
 @click.option("--seed", type=click.IntRange(0, 2**32 - 1), default=0, show_default=True, help="Seed of every run.")
+@click.option("--seeds", default=None, help="Comma-separated seeds, one run of every cell per seed (overrides --seed); the summary shows mean +- std.")
+@click.option("--partition", type=click.Choice(["iid", "dirichlet"]), default="iid", show_default=True, help="How the training data is split among peers.")
+@click.option("--alpha", type=float, default=0.5, show_default=True, help="Dirichlet concentration for --partition dirichlet (smaller: more label skew).")
 @click.option("--out", "out_dir", default="runs/robustness", show_default=True, type=click.Path(file_okay=False), help="Folder for results.csv, results.json and the plots.")
-def experiment_robustness(datasets, rules, attacks, fractions, peers, rounds, seed, out_dir):
+def experiment_robustness(datasets, rules, attacks, fractions, peers, rounds, seed, seeds, partition, alpha, out_dir):
     """Attacks x malicious fraction x rules on real data; writes CSV, JSON and PNG plots."""
     from fedchain.node.aggregation import RULES as RULE_IDS
     from fedchain.node.tools.attacks import make_attack
-    from fedchain.node.tools.experiment import SUMMARY_HEADERS, plot_results, robustness_summary, run_grid
+    from fedchain.node.tools.experiment import (
+        REPUTATION_HEADERS, SUMMARY_HEADERS, plot_results, reputation_summary, robustness_summary, run_grid)
 
     attack_list = [a.strip() for a in attacks.split(",") if a.strip()]
     for a in attack_list:
@@ -454,12 +461,21 @@ def experiment_robustness(datasets, rules, attacks, fractions, peers, rounds, se
         fraction_list = [float(f) for f in fractions.split(",")]
     except ValueError:
         raise E.ConfigError(f"--fractions must be numbers, got {fractions!r}") from None
+    try:
+        seed_list = [int(x) for x in seeds.split(",") if x.strip()] if seeds else [seed]
+    except ValueError:
+        raise E.ConfigError(f"--seeds must be integers, got {seeds!r}") from None
+    if partition == "dirichlet" and not (math.isfinite(alpha) and alpha > 0):
+        raise E.ConfigError(f"--alpha must be a positive finite number, got {alpha}")
     out = Path(out_dir)
     results = run_grid(datasets=[d.strip() for d in datasets.split(",")], rules=rule_list, attacks=["none", *attack_list],
-                       fractions=fraction_list, peers=peers, rounds=rounds, seed=seed, out=out, progress=click.echo)
+                       fractions=fraction_list, peers=peers, rounds=rounds, seeds=seed_list, partition=partition, alpha=alpha,
+                       out=out, progress=click.echo)
     plots = plot_results(results, out)
     click.echo("")
     click.echo(table(SUMMARY_HEADERS, robustness_summary(results)))
+    click.echo("")
+    click.echo(table(REPUTATION_HEADERS, reputation_summary(results)))
     click.echo(f"\nwrote {out / 'results.csv'}, {out / 'results.json'} and {', '.join(str(p) for p in plots)}")
 
 

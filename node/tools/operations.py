@@ -270,6 +270,7 @@ class NodeOptions:
     confirmations: int = 0
     gas_cap: int = 2_000_000
     attack: str | None = None
+    colluders: tuple[str, ...] = ()  # adaptive attacks: the members attacking together
     wait_deployment: float = 0.0
     health_port: int | None = None
     health_host: str = "127.0.0.1"
@@ -288,7 +289,10 @@ def run_node(opts: NodeOptions, account, *, echo=print) -> None:
         check_bind_host(opts.health_host)
     if not (math.isfinite(opts.poll) and 0 < opts.poll <= 3600):
         raise E.ConfigError(f"--poll must be between 0 and 3600 seconds, got {opts.poll}")
-    plugins = make_attack(opts.attack)
+    bad = [a for a in opts.colluders if not (a[:2] in ("0x", "0X") and len(a) == 42 and all(c in "0123456789abcdefABCDEF" for c in a[2:]))]
+    if bad:
+        raise E.ConfigError(f"--colluders must be 0x-prefixed 20-byte addresses, got {bad[0]!r}")
+    plugins = make_attack(opts.attack, colluders=opts.colluders)
     shard = load_shard(opts.data)
     deadline = time.monotonic() + opts.wait_deployment
     while not Path(opts.deployment).exists() and time.monotonic() < deadline:

@@ -101,15 +101,22 @@ class SimulationConfig:
         return set(malicious_indices(self.peers, self.attack, self.malicious))
 
 
-def _spawn_peer(cfg: SimulationConfig, i: int, key: str, deployment: Path, shard: Path, logdir: Path, *, mode: str = "ab") -> subprocess.Popen:
+def _spawn_peer(cfg: SimulationConfig, i: int, key: str, deployment: Path, shard: Path, logdir: Path, *, mode: str = "ab",
+                colluders: list[str] = ()) -> subprocess.Popen:
     env = {**os.environ, "FEDCHAIN_KEY": key, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
     cmd = [sys.executable, "-m", "fedchain.cli.main", "node", "run", "--deployment", str(deployment),
            "--data", str(shard), "--key-env", "FEDCHAIN_KEY", "--json-log", "--seed", str(cfg.seed * 1000 + i),
            "--wait-deployment", "300", "--health-port", str(cfg.health_ports[i]) if cfg.health_ports else "0",
-           *(["--attack", cfg.attack] if i in cfg.malicious_peers() else []), *cfg.extra_node_args.get(i, [])]
+           *(["--attack", cfg.attack, "--colluders", ",".join(colluders)] if i in cfg.malicious_peers() else []),
+           *cfg.extra_node_args.get(i, [])]
     log = open(logdir / f"peer-{i}.log", mode)
     return subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                             start_new_session=True, preexec_fn=die_with_parent)
+
+
+def _colluders(cfg: SimulationConfig, devnet) -> list[str]:
+    """The addresses of the adversarial members, which attack together."""
+    return [Account.from_key(devnet.keys[j + 1]).address for j in sorted(cfg.malicious_peers())]
 
 
 def gas_report(chain: ChainClient, from_block: int, members: list[str]) -> dict:
@@ -187,7 +194,7 @@ def run_simulation(cfg: SimulationConfig, progress=print) -> dict:
         # Peers start first (loading torch takes a while) and wait for the deployment file, so
         # that round 1's submission window is not spent importing libraries.
         for i in range(cfg.peers):
-            procs.append(_spawn_peer(cfg, i, devnet.keys[i + 1], dep_path, shards[i], work / "logs"))
+            procs.append(_spawn_peer(cfg, i, devnet.keys[i + 1], dep_path, shards[i], work / "logs", colluders=_colluders(cfg, devnet)))
         if cfg.malicious_peers():
             progress(f"adversarial peers {sorted(cfg.malicious_peers())} run attack {cfg.attack!r}")
         progress(f"started {cfg.peers} peer processes (logs in {work / 'logs'}); "
@@ -265,7 +272,7 @@ def _resume(cfg: SimulationConfig, progress) -> dict:
         cfg.health_ports = [free_port() for _ in range(cfg.peers)]
         members = devnet.addresses[1 : cfg.peers + 1]
         for i in range(cfg.peers):
-            procs.append(_spawn_peer(cfg, i, devnet.keys[i + 1], dep_path, shards[i], work / "logs"))
+            procs.append(_spawn_peer(cfg, i, devnet.keys[i + 1], dep_path, shards[i], work / "logs", colluders=_colluders(cfg, devnet)))
         progress(f"restarted {cfg.peers} peer processes")
         return _observe(cfg, progress, work, store, task, test, dep, dep_path, chain, procs, members, t_start)
     finally:
