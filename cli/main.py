@@ -220,7 +220,7 @@ def node_run(deployment, key_env, keystore, password_env, password_file, rpc, st
 @click.option("--model", default="mlp", show_default=True, help="Built-in model (mlp, logreg, cnn) or package.module:factory.")
 @click.option("--optimizer", default="sgd", show_default=True, type=click.Choice(["sgd", "adam"]), help="Local optimizer.")
 @click.option("--lr", type=float, default=0.05, show_default=True, help="Local learning rate (same default as deploy).")
-@click.option("--standardize-from-peer", "standardize_peer", default=None, metavar="INDEX|largest", help="Tabular --data: the task declares the per-feature mean and std of this peer's shard (it chooses to publish them).")
+@click.option("--standardize-from-peer", "standardize_peer", default="auto", show_default=True, metavar="INDEX|largest|auto|none", help="Tabular --data: the task declares the per-feature mean and std of this peer's shard (it chooses to publish them); auto: the largest shard for your own tabular data, nothing otherwise.")
 @click.option("--partition", default="iid", show_default=True, type=click.Choice(["iid", "dirichlet"]), help="How the training data is split among the peers: IID, or Dirichlet label skew.")
 @click.option("--alpha", type=float, default=0.5, show_default=True, help="Dirichlet concentration (with --partition dirichlet).")
 @click.option("--holdout", type=click.FloatRange(0, 1, max_open=True), default=0.2, show_default=True, help="Fraction of each peer's shard kept as its local holdout, on which it evaluates every global model (federated evaluation; 0: none).")

@@ -90,6 +90,10 @@ class SimulationConfig:
         make_attack(self.attack)
         if not (math.isfinite(self.holdout) and 0 <= self.holdout < 1):
             raise ConfigError(f"holdout must be a fraction in [0, 1), got {self.holdout}")
+        if self.standardize_peer in ("none", "auto"):
+            # auto: your own tabular data is standardized with its largest shard's constants (the
+            # simulation's stand-in for a member that publishes them); built-ins and images are not.
+            self.standardize_peer = "largest" if self.standardize_peer == "auto" and self.data and not _is_image_source(self.data) else None
         if self.standardize_peer is not None:
             if not self.data:
                 raise ConfigError("standardizing from a peer's shard needs your own tabular data (--data)")
@@ -416,3 +420,10 @@ def _collect_timings(logdir: Path, peers: int) -> dict[int, dict[str, float]]:
                     if phase in rec:
                         sums[rec["round"]][phase].append(float(rec[phase]))
     return {r: {p: round(sum(v) / len(v), 4) for p, v in phases.items()} for r, phases in sums.items()}
+
+
+def _is_image_source(path: str) -> bool:
+    """An image folder (ImageFolder layout) rather than a tabular file."""
+    import os
+
+    return os.path.isdir(path)
