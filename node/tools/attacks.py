@@ -17,6 +17,7 @@ from ..errors import ConfigError
 from ..peer.pipeline import ABSTAIN, Plugin
 from ..protocol.artifact import decode, encode
 from ..protocol.cid import cid_to_digest, digest_to_cid
+from ..ledger.updates import public_updates
 
 __all__ = ["ATTACKS", "make_attack", "malicious_indices", "add_trigger", "BACKDOOR_TARGET"]
 
@@ -93,17 +94,18 @@ class Backdoor(Plugin):
 
 class FreeRider(Plugin):
     """Contributes nothing: resubmits the global model (a zero update), or a slightly perturbed
-    copy of another peer's update of this round when one is already recorded."""
+    copy of another peer's update of this round when one is already public (never, when updates
+    are sealed: they are revealed only after the submission window)."""
 
     name = "freeride"
 
     def transform(self, delta, ctx):
         peer = ctx.peer
-        for ev in peer.chain.events("UpdateSubmitted", from_block=peer.round_start_block(ctx.round), round=ctx.round):
-            if ev.args.peer.lower() == peer.address.lower():
+        for u in public_updates(peer.chain, ctx.round, from_block=peer.round_start_block(ctx.round), sealed=peer.sealed):
+            if u.peer.lower() == peer.address.lower():
                 continue
             try:
-                other = decode(peer.store.get(digest_to_cid(bytes(ev.args.update))), max_bytes=peer.task.max_update_bytes)
+                other = decode(peer.store.get(u.cid), max_bytes=peer.task.max_update_bytes)
                 return {k: v + 1e-6 * torch.randn_like(v) for k, v in other.tensors.items()}
             except Exception:
                 continue
@@ -302,8 +304,8 @@ class FrontRunner(Plugin):
 
     @staticmethod
     def _recorded_digests(peer, round_: int) -> list[bytes]:
-        evs = peer.chain.events("UpdateSubmitted", from_block=peer.round_start_block(round_), round=round_)
-        return [bytes(ev.args.update) for ev in evs if ev.args.peer.lower() != peer.address.lower()]
+        ups = public_updates(peer.chain, round_, from_block=peer.round_start_block(round_), sealed=peer.sealed)
+        return [cid_to_digest(u.cid) for u in ups if u.peer.lower() != peer.address.lower()]
 
 
 class Absent(Plugin):
