@@ -305,8 +305,9 @@ def rounds_show(number, deployment, rpc, as_json):
     if rec.model:
         click.echo(f"model:      {rec.model}  ({rec.included_count} updates, weight {rec.weight}/{rec.total_reputation})")
     click.echo("")
+    unrevealed = "(never revealed)" if rec.status != "open" else "(sealed)"
     click.echo(table(["peer", "update CID", "reputation", "included"],
-                     [[s["peer"], s["cid"], s["reputation"], ("yes" if (rec.included >> members.index(s["peer"].lower())) & 1 else "no") if rec.model else "-"] for s in rec.submissions]))
+                     [[s["peer"], s["cid"] or unrevealed, "-" if s["reputation"] is None else s["reputation"], ("yes" if (rec.included >> members.index(s["peer"].lower())) & 1 else "no") if rec.model else "-"] for s in rec.submissions]))
     click.echo("")
     click.echo(table(["voter", "voted for", "included", "weight"], [[v["peer"], v["model"], v["included"], v["weight"]] for v in rec.votes]))
 

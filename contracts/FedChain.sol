@@ -323,7 +323,7 @@ contract FedChain {
 
         _participate(m, msg.sender, round, round, previous);
         m.submittedRound = uint32(round);
-        m.seal = sealed_ ? bytes19(update) : bytes19(0);
+        if (sealed_) m.seal = bytes19(update); // plain tasks never set it: it stays zero
         _members[msg.sender] = m;
         clock.submissions += 1;
         _clock = clock;
@@ -917,9 +917,9 @@ contract FedChain {
     /// when the submission window is closed and every committed update has been revealed.
     function _votingOpen(Clock memory clock) internal view returns (bool) {
         uint256 closes = clock.startBlock + _submitBlocks;
-        if (block.number >= closes + _updateRevealBlocks) return true;
         bool submissionClosed = block.number >= closes || clock.submissions == _memberCount;
-        return submissionClosed && (_updateRevealBlocks == 0 || clock.reveals == clock.submissions);
+        if (_updateRevealBlocks == 0) return submissionClosed;
+        return block.number >= closes + _updateRevealBlocks || (submissionClosed && clock.reveals == clock.submissions);
     }
 
     function _checkVotingOpen(Clock memory clock) internal view {
