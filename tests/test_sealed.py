@@ -224,3 +224,18 @@ def test_sealed_network_finalizes_and_shows_no_update_before_the_submission_wind
         assert out is not None and out.included == 0b111, (r, out)
         assert len(public_updates(obs, r, from_block=net.deploy_block)) == 3
     assert not list((tmp_path / "state").rglob("sealed-*"))  # revealed: nothing left behind
+
+
+def test_frontrun_and_freeride_find_nothing_to_copy_in_a_sealed_round(devnet, tmp_path):
+    """The ``frontrun`` and ``freeride`` attacks still run against sealed updates, but the pool and
+    the chain hold only commitments: the front-runner ends up sending its own honest update, and
+    the free-rider, with nothing of this round to copy, a zero update that the aggregate leaves out."""
+    from _network import build, play_round
+
+    net = build(devnet, tmp_path, {2: "frontrun", 3: "freeride"}, peers=4, rounds=1, update_reveal_blocks=W)
+    assert play_round(net, 1)
+    out = net.outcome(1)
+    assert out.included == 0b0111, bin(out.included)
+    inputs = net.peers[0].round_inputs(1)
+    assert [c.member for c in inputs.contributions] == [0, 1, 2, 3]  # all revealed; the zero update is dropped by the rule
+    assert not inputs.excluded

@@ -31,7 +31,7 @@ from ..ml.data import Dataset
 from ..ml.models import schema_of
 from ..ml.training import train_local
 from ..protocol.artifact import encode
-from ..protocol.cid import cid_of_bytes, cid_to_digest, digest_to_cid
+from ..protocol.cid import cid_to_digest, digest_to_cid
 from ..protocol.round import RoundInputs, update_metadata
 from ..protocol.task import Task
 from ..store import ArtifactStore
@@ -423,7 +423,7 @@ class Peer:
         if self.sealed:
             # Sealed: nothing leaves this peer but a commitment; the artifact reaches the store
             # only when it is revealed, after the submission window.
-            cid = cid_of_bytes(artifact)
+            cid = self.store.cid_of(artifact)
             self._keep_sealed(r, artifact)
             recorded = self.chain.update_commitment(r, cid_to_digest(cid), self._update_salt(r), self.address)
         else:
@@ -439,7 +439,7 @@ class Peer:
         self.metrics.set("training_loss", loss)
         self.metrics.inc("gas_used_total", receipt["gasUsed"])
         if self.sealed:
-            self.log("committed_update", r, loss=round(loss, 4), samples=len(self.data.y), gas=receipt["gasUsed"])
+            self.log("submitted", r, sealed=True, loss=round(loss, 4), samples=len(self.data.y), gas=receipt["gasUsed"])
         else:
             self.log("submitted", r, cid=cid, loss=round(loss, 4), samples=len(self.data.y), gas=receipt["gasUsed"])
 
@@ -496,7 +496,7 @@ class Peer:
         revealed (lost, or not the one committed to), which is logged once."""
         artifact = self._sealed_update(r)
         salt = self._update_salt(r)
-        digest = cid_to_digest(cid_of_bytes(artifact)) if artifact is not None else None
+        digest = cid_to_digest(self.store.cid_of(artifact)) if artifact is not None else None
         seal = self.chain.update_seal(self.address)
         if digest is None or self.chain.update_commitment(r, digest, salt, self.address)[:19] != seal:
             self._updates_revealed.add(r)
@@ -507,6 +507,8 @@ class Peer:
         t0 = time.perf_counter()
         cid = self.store.add(artifact, pin=True)
         t1 = time.perf_counter()
+        if cid_to_digest(cid) != digest:
+            raise E.StoreError(f"the store named the sealed update {cid}, not the CID committed to")
         receipt = self.chain.reveal_update(r, digest, salt)
         self._updates_revealed.add(r)
         self._forget_sealed(r)

@@ -230,6 +230,9 @@ class _BombRoot:
             return self.root
         return self.inner.add(data, pin=pin)
 
+    def cid_of(self, data) -> str:
+        return self.root if data == self.placeholder else self.inner.cid_of(data)
+
     def __getattr__(self, name):
         return getattr(self.inner, name)
 
