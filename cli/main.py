@@ -158,17 +158,19 @@ def devnet(port, host, accounts, block_time, state_file, engine):
 @click.option("--vote-blocks", type=int, default=60, show_default=True, help="Length of each round's voting window, in blocks.")
 @click.option("--quorum", type=float, default=2 / 3, show_default=True, help="Fraction of total reputation needed to finalize (at least this much).")
 @click.option("--reveal-blocks", type=click.IntRange(0), default=0, show_default=True, help="Commit-reveal voting with a reveal window this long (0: plain votes).")
+@click.option("--update-reveal-blocks", type=click.IntRange(0), default=20, show_default=True, help="Sealed updates: members commit to their update, and reveal it in a window this long after submissions close (0: plain, visible submissions).")
 @click.option("--seed", type=click.IntRange(0, 2**32 - 1), default=0, show_default=True, help="Seed of the initial model.")
 @click.option("--output", "-o", default="deployment.json", show_default=True, help="Where to write the deployment file.")
 def deploy(rpc, key_env, keystore, password_env, password_file, store_spec, members, dataset, hidden, model, schema_shard, inputs, image,
            classes, task_kind, optimizer, standardize_file, standardize_from, rule, rule_param, rounds, epochs, lr, sample_cap,
-           submit_blocks, vote_blocks, quorum, reveal_blocks, seed, output):
+           submit_blocks, vote_blocks, quorum, reveal_blocks, update_reveal_blocks, seed, output):
     """Deploy a task: pin its description and initial model, deploy the contract."""
     from fedchain.node.tools.operations import DeployOptions, build_task, deploy as deploy_
 
     opts = DeployOptions(rpc=rpc, members=members, dataset=dataset, hidden=hidden, rule=rule, rule_params=_rule_params(rule_param),
                          rounds=rounds, epochs=epochs, lr=lr, sample_cap=sample_cap, submit_blocks=submit_blocks,
-                         vote_blocks=vote_blocks, quorum=quorum, reveal_blocks=reveal_blocks, seed=seed, output=output,
+                         vote_blocks=vote_blocks, quorum=quorum, reveal_blocks=reveal_blocks, update_reveal_blocks=update_reveal_blocks,
+                         seed=seed, output=output,
                          store=store_spec, model=model, schema=schema_shard, inputs=inputs, image=image, classes=classes,
                          task_kind=task_kind, optimizer=optimizer, standardize=standardize_file, standardize_from=standardize_from)
     build_task(opts)  # bad options fail before a key is even asked for
@@ -200,13 +202,16 @@ def node():
 @click.option("--wait-deployment", type=float, default=0, show_default=True, help="Seconds to wait for the deployment file to appear.")
 @click.option("--health-port", type=click.IntRange(0, 65535), default=None, envvar="FEDCHAIN_HEALTH_PORT", help="Serve /livez, /readyz, /healthz and /metrics on this port (0: any free port).")
 @click.option("--health-host", default="127.0.0.1", envvar="FEDCHAIN_HEALTH_HOST", show_default=True, help="Interface for /healthz and /metrics.")
-def node_run(deployment, key_env, keystore, password_env, password_file, rpc, store_spec, data_path, seed, poll, json_log, confirmations, gas_cap, attack, colluders, wait_deployment, health_port, health_host):
+@click.option("--state-dir", default="~/.fedchain/state", envvar="FEDCHAIN_STATE_DIR", show_default=True, help="Private folder where a sealed update waits for its reveal, so a restarted peer can still reveal it.")
+def node_run(deployment, key_env, keystore, password_env, password_file, rpc, store_spec, data_path, seed, poll, json_log, confirmations, gas_cap, attack, colluders, wait_deployment, health_port, health_host,
+             state_dir):
     """Run one peer until the task's last round (or until stopped)."""
     from fedchain.node.tools.operations import NodeOptions, run_node
 
     opts = NodeOptions(deployment=deployment, data=data_path, rpc=rpc, store=store_spec, seed=seed, poll=poll,
                        json_log=json_log, confirmations=confirmations, gas_cap=gas_cap, attack=attack,
-                       colluders=tuple(a.strip() for a in colluders.split(",") if a.strip()), wait_deployment=wait_deployment, health_port=health_port, health_host=health_host)
+                       colluders=tuple(a.strip() for a in colluders.split(",") if a.strip()), wait_deployment=wait_deployment, health_port=health_port, health_host=health_host,
+                       state_dir=state_dir)
     run_node(opts, _account(key_env, keystore, password_env, password_file))
 
 
@@ -232,10 +237,11 @@ def node_run(deployment, key_env, keystore, password_env, password_file, rpc, st
 @click.option("--attack", default=None, help="Attack run by the malicious peers (see `node run --help`).")
 @click.option("--malicious", type=click.FloatRange(0, 1), default=0.0, show_default=True, help="Fraction of peers that attack.")
 @click.option("--commit-reveal", is_flag=True, help="Votes are committed as salted hashes, then revealed.")
+@click.option("--update-reveal-blocks", type=click.IntRange(0), default=20, show_default=True, help="Sealed updates revealed in a window this long after submissions close (0: plain, visible submissions).")
 @click.option("--resume", is_flag=True, help="Continue the interrupted simulation in --workdir (chain state, store, shards).")
 @_json_option
 def simulate(peers, rounds, dataset, data_source, label, task_kind, missing, categorical, image_size, grayscale, model, optimizer, lr,
-             standardize_peer, partition, alpha, holdout, seed, rule, epochs, block_time, workdir, attack, malicious, commit_reveal, resume, as_json):
+             standardize_peer, partition, alpha, holdout, seed, rule, epochs, block_time, workdir, attack, malicious, commit_reveal, update_reveal_blocks, resume, as_json):
     """Devnet, deployment, N peer processes and R rounds in one command."""
     from fedchain.node.tools.attacks import make_attack
     from fedchain.node.tools.operations import import_options
@@ -244,7 +250,7 @@ def simulate(peers, rounds, dataset, data_source, label, task_kind, missing, cat
     make_attack(attack)  # reject an unknown attack before starting anything
     cfg = SimulationConfig(peers=peers, rounds=rounds, dataset=dataset, partition=partition, alpha=alpha, seed=seed,
                            rule=rule, epochs=epochs, lr=lr, block_time=block_time, workdir=workdir, attack=attack, malicious=malicious,
-                           commit_reveal=commit_reveal, resume=resume, data=data_source, model=model, optimizer=optimizer, holdout=holdout,
+                           commit_reveal=commit_reveal, update_reveal_blocks=update_reveal_blocks, resume=resume, data=data_source, model=model, optimizer=optimizer, holdout=holdout,
                            standardize_peer=int(standardize_peer) if str(standardize_peer).isdigit() else standardize_peer,
                            import_options=import_options(label, task_kind, missing, categorical, image_size, grayscale))
     progress = (lambda msg: click.echo(msg, err=True)) if as_json else click.echo
@@ -325,8 +331,9 @@ def rounds_show(number, deployment, rpc, as_json):
     if rec.model:
         click.echo(f"model:      {rec.model}  ({rec.included_count} updates, weight {rec.weight}/{rec.total_reputation})")
     click.echo("")
+    unrevealed = "(never revealed)" if rec.status != "open" else "(sealed)"
     click.echo(table(["peer", "update CID", "reputation", "included"],
-                     [[s["peer"], s["cid"], s["reputation"], ("yes" if (rec.included >> members.index(s["peer"].lower())) & 1 else "no") if rec.model else "-"] for s in rec.submissions]))
+                     [[s["peer"], s["cid"] or unrevealed, "-" if s["reputation"] is None else s["reputation"], ("yes" if (rec.included >> members.index(s["peer"].lower())) & 1 else "no") if rec.model else "-"] for s in rec.submissions]))
     click.echo("")
     click.echo(table(["voter", "voted for", "included", "weight"], [[v["peer"], v["model"], v["included"], v["weight"]] for v in rec.votes]))
 

@@ -22,6 +22,7 @@ from ..ledger.updates import collect_updates
 from ..peer.pipeline import ABSTAIN, Plugin
 from ..protocol.artifact import decode, encode
 from ..protocol.cid import cid_to_digest, digest_to_cid
+from ..ledger.updates import public_updates
 from ..protocol.fixedpoint import dequantize, quantize
 
 __all__ = [
@@ -103,17 +104,18 @@ class Backdoor(Plugin):
 
 class FreeRider(Plugin):
     """Contributes nothing: resubmits the global model (a zero update), or a slightly perturbed
-    copy of another peer's update of this round when one is already recorded."""
+    copy of another peer's update of this round when one is already public (never, when updates
+    are sealed: they are revealed only after the submission window)."""
 
     name = "freeride"
 
     def transform(self, delta, ctx):
         peer = ctx.peer
-        for ev in peer.chain.events("UpdateSubmitted", from_block=peer.round_start_block(ctx.round), round=ctx.round):
-            if ev.args.peer.lower() == peer.address.lower():
+        for u in public_updates(peer.chain, ctx.round, from_block=peer.round_start_block(ctx.round), sealed=peer.sealed):
+            if u.peer.lower() == peer.address.lower():
                 continue
             try:
-                other = decode(peer.store.get(digest_to_cid(bytes(ev.args.update))), max_bytes=peer.task.max_update_bytes)
+                other = decode(peer.store.get(u.cid), max_bytes=peer.task.max_update_bytes)
                 return {k: v + 1e-6 * torch.randn_like(v) for k, v in other.tensors.items()}
             except Exception:
                 continue
@@ -238,6 +240,9 @@ class _BombRoot:
             return self.root
         return self.inner.add(data, pin=pin)
 
+    def cid_of(self, data) -> str:
+        return self.root if data == self.placeholder else self.inner.cid_of(data)
+
     def __getattr__(self, name):
         return getattr(self.inner, name)
 
@@ -349,8 +354,8 @@ def colluder_perturbation(x: np.ndarray, key: str, round_: int, *, relative: flo
 def visible_updates(peer, round_: int):
     """The updates of ``round_`` that are public right now (validated, as every peer reads them).
 
-    Today updates are readable from the store as soon as their digest is on chain. With sealed
-    (commit, then reveal) submissions this must ask the ledger which updates are revealed."""
+    ``collect_updates`` reads them through ``public_updates``: in a plain task, every update whose
+    digest is on chain; in a sealed task, only revealed ones, so none while submissions are open."""
     return collect_updates(peer.chain, peer.store, peer.task, peer.task_cid, round_, peer.base_of(round_),
                            schema=peer.schema, from_block=peer.round_start_block(round_), members=peer.members)
 
@@ -595,8 +600,8 @@ class FrontRunner(Plugin):
 
     @staticmethod
     def _recorded_digests(peer, round_: int) -> list[bytes]:
-        evs = peer.chain.events("UpdateSubmitted", from_block=peer.round_start_block(round_), round=round_)
-        return [bytes(ev.args.update) for ev in evs if ev.args.peer.lower() != peer.address.lower()]
+        ups = public_updates(peer.chain, round_, from_block=peer.round_start_block(round_), sealed=peer.sealed)
+        return [cid_to_digest(u.cid) for u in ups if u.peer.lower() != peer.address.lower()]
 
 
 class Absent(Plugin):

@@ -119,6 +119,7 @@ class DeployOptions:
     vote_blocks: int = 60
     quorum: float = 2 / 3
     reveal_blocks: int = 0
+    update_reveal_blocks: int = 20  # sealed updates by default; 0: plain submissions
     seed: int = 0
     output: str = "deployment.json"
     store: str = ".fedchain/store"
@@ -216,7 +217,7 @@ def build_task(opts: DeployOptions) -> tuple[Task, list[str]]:
         train=TrainConfig(epochs=opts.epochs, lr=opts.lr, optimizer=opts.optimizer, kind=opts.task_kind), rule=opts.rule,
         rule_params=opts.rule_params, sample_cap=opts.sample_cap, rounds=opts.rounds, submit_blocks=opts.submit_blocks,
         vote_blocks=opts.vote_blocks, quorum_bps=math.ceil(opts.quorum * 10_000 - 1e-9), reveal_blocks=opts.reveal_blocks,
-        data=schema,
+        update_reveal_blocks=opts.update_reveal_blocks, data=schema,
     )
     task = pin_rule(task)
     check_model_size(task.model, task.max_update_bytes)
@@ -274,6 +275,7 @@ class NodeOptions:
     wait_deployment: float = 0.0
     health_port: int | None = None
     health_host: str = "127.0.0.1"
+    state_dir: str | None = "~/.fedchain/state"  # where a sealed update waits for its reveal
 
 
 def run_node(opts: NodeOptions, account, *, echo=print) -> None:
@@ -306,7 +308,8 @@ def run_node(opts: NodeOptions, account, *, echo=print) -> None:
     task = Task.from_bytes(store.get(dep.task_cid, max_bytes=TASK_MAX_BYTES))
     shard = check_data_against_task(shard, task, opts.data)
     log = EventLog(account.address, json_lines=opts.json_log)
-    peer = Peer(chain, store, task, dep.task_cid, shard, seed=opts.seed, poll=opts.poll, log=log, plugins=plugins)
+    peer = Peer(chain, store, task, dep.task_cid, shard, seed=opts.seed, poll=opts.poll, log=log, plugins=plugins,
+                state_dir=opts.state_dir)
     if opts.attack:
         log("adversarial", None, attack=opts.attack)
     server = None

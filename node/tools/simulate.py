@@ -56,6 +56,7 @@ class SimulationConfig:
     vote_blocks: int = 60
     quorum_bps: int = 6_667
     commit_reveal: bool = False
+    update_reveal_blocks: int = 20  # sealed updates by default; 0: plain submissions
     resume: bool = False
     workdir: str | None = None
     timeout: float = 900.0
@@ -110,7 +111,7 @@ def _spawn_peer(cfg: SimulationConfig, i: int, key: str, deployment: Path, shard
     env = {**os.environ, "FEDCHAIN_KEY": key, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
     cmd = [sys.executable, "-m", "fedchain.cli.main", "node", "run", "--deployment", str(deployment),
            "--data", str(shard), "--key-env", "FEDCHAIN_KEY", "--json-log", "--seed", str(cfg.seed * 1000 + i),
-           "--wait-deployment", "300", "--health-port", str(cfg.health_ports[i]) if cfg.health_ports else "0",
+           "--wait-deployment", "300", "--state-dir", str(logdir.parent / "state"), "--health-port", str(cfg.health_ports[i]) if cfg.health_ports else "0",
            *(["--attack", cfg.attack, "--colluders", ",".join(colluders)] if i in cfg.malicious_peers() else []),
            *cfg.extra_node_args.get(i, [])]
     log = open(logdir / f"peer-{i}.log", mode)
@@ -141,7 +142,7 @@ def gas_report(chain: ChainClient, from_block: int, members: list[str]) -> dict:
             sender = tx["from"].lower()
             # Per round: what a peer's submit and vote cost. The once-per-task final settle and
             # the occasional advance are reported by kind only.
-            if sender in member_set and "round" in args and kind in ("submit", "vote", "commitVote", "revealVote"):
+            if sender in member_set and "round" in args and kind in ("submit", "revealUpdate", "vote", "commitVote", "revealVote"):
                 per_peer_round[(sender, int(args["round"]))] += receipt["gasUsed"]
     values = list(per_peer_round.values())
     return {
@@ -236,7 +237,8 @@ def _task(cfg: SimulationConfig, ds, train, parts=None) -> Task:
         train=TrainConfig(epochs=cfg.epochs, lr=cfg.lr, optimizer=cfg.optimizer, kind=kind), rule=cfg.rule,
         sample_cap=math.ceil(1.5 * len(train.y) / cfg.peers), rounds=cfg.rounds,
         submit_blocks=cfg.submit_blocks, vote_blocks=cfg.vote_blocks, quorum_bps=cfg.quorum_bps,
-        reveal_blocks=cfg.vote_blocks if cfg.commit_reveal else 0, data=schema,
+        reveal_blocks=cfg.vote_blocks if cfg.commit_reveal else 0, update_reveal_blocks=cfg.update_reveal_blocks,
+        data=schema,
     ))
 
 
@@ -365,7 +367,8 @@ def _observe(cfg, progress, work, store, task, test, dep, dep_path, chain, procs
         "federated_metric": "mse" if task.train.kind == "regression" else "accuracy", "holdout": cfg.holdout,
         "initial_federated_metric": federated[0].to_dict() if 0 in federated else None,
         "alpha": cfg.alpha if cfg.partition != "iid" else None, "seed": cfg.seed, "rule": cfg.rule,
-        "attack": cfg.attack, "malicious_fraction": cfg.malicious, "commit_reveal": cfg.commit_reveal, "malicious_peers": sorted(cfg.malicious_peers()),
+        "attack": cfg.attack, "malicious_fraction": cfg.malicious, "commit_reveal": cfg.commit_reveal,
+        "update_reveal_blocks": task.update_reveal_blocks, "malicious_peers": sorted(cfg.malicious_peers()),
         "backdoor_success_rate": backdoor_asr,
         "rounds_finalized": sum(1 for r in history if r.status == "finalized"),
         "rounds_failed": sum(1 for r in history if r.status == "failed"),
