@@ -309,10 +309,10 @@ contract FedChainMembershipFuzz {
         for (uint256 i = 0; i < n; ++i) {
             members[i] = address(uint160(0x3000 + i));
         }
-        FedChain chain = new FedChain(FedChain.Config(members, keccak256("model"), keccak256("task"), 4, 4, 2, 3, 10, 0, 0));
+        FedChain chain = new FedChain(FedChain.Config(members, keccak256("model"), keccak256("task"), 4, 4, 2, 3, 10, 0, 0, 0));
         uint256 per = chain.MEMBERS_PER_TRANSACTION();
         for (uint256 start = per; start < n; start += per) {
-            (uint256 round,,,,,,) = chain.roundState();
+            (uint256 round,,,,,,,) = chain.roundState();
             require(round == 0, "a round opened before every member was registered");
             address[] memory rest = new address[](n - start);
             for (uint256 i = start; i < n; ++i) {
@@ -329,7 +329,7 @@ contract FedChainMembershipFuzz {
             }
             chain.admitMembers(rest);
         }
-        (uint256 opened,,,,,, uint256 total) = chain.roundState();
+        (uint256 opened,,,,,, uint256 total,) = chain.roundState();
         require(opened == 1 && total == n * 1_000, "round 1 did not open over every member");
         address[] memory registered = chain.members();
         require(registered.length == n, "a member is missing");
