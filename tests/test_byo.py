@@ -76,9 +76,13 @@ def my_module(tmp_path, monkeypatch):
 
 # ---------------------------------------------------------------------------- tasks
 def test_built_in_task_json_is_byte_identical():
-    # epochs=2: the pinned JSON predates DeployOptions taking the CLI's default (5)
-    task, _ = build_task(DeployOptions(rpc="http://127.0.0.1:8545", members=MEMBER, hidden="32,16", epochs=2))
+    # epochs=2 and plain submissions: the pinned JSON predates DeployOptions taking the CLI's
+    # default epochs (5) and sealing updates by default (a 20-block reveal window, then recorded).
+    task, _ = build_task(DeployOptions(rpc="http://127.0.0.1:8545", members=MEMBER, hidden="32,16", epochs=2,
+                                       update_reveal_blocks=0))
     assert task.to_bytes().decode() == DIGITS_TASK
+    sealed, _ = build_task(DeployOptions(rpc="http://127.0.0.1:8545", members=MEMBER, hidden="32,16", epochs=2))
+    assert sealed.to_bytes().decode() == DIGITS_TASK.replace('"vote_blocks"', '"update_reveal_blocks":20,"vote_blocks"')
     assert Task.from_bytes(task.to_bytes()).to_bytes() == task.to_bytes()
 
 

@@ -126,16 +126,28 @@ def _columns(rows):
     return [sorted(col) for col in zip(*rows)]
 
 
-def ref_fedavg(rows, weights):
-    norms = [_sq(r) for r in rows]
-    bound = sorted(norms)[(len(rows) - 1) // 2]
+def _ref_clipped_mean(rows, weights, idx):
+    norms = [_sq(rows[i]) for i in idx]
+    bound = sorted(norms)[(len(idx) - 1) // 2]
     clipped = []
-    for r, q in zip(rows, norms):
+    for i, q in zip(idx, norms):
+        r = rows[i]
         if q > bound:
             factor = math.isqrt((bound << 40) // q)
             r = [(x * factor) >> 20 for x in r]
         clipped.append(r)
-    return _wmean(clipped, weights), list(range(len(rows)))
+    return _wmean(clipped, [weights[i] for i in idx])
+
+
+def ref_fedavg(rows, weights):
+    # The default: clipped FedAvg without the rows whose inner product with the clipped mean of
+    # every row is not positive (FLTrust's sign test); no row agreeing means no evidence.
+    every = list(range(len(rows)))
+    mean = _ref_clipped_mean(rows, weights, every)
+    keep = [i for i in every if _dot(rows[i], mean) > 0] if len(rows) > 2 and any(mean) else every
+    if not keep or keep == every:
+        return mean, every
+    return _ref_clipped_mean(rows, weights, keep), keep
 
 
 def ref_median(rows, weights):

@@ -73,7 +73,7 @@ def fetch_with_retry(store: ArtifactStore, cid: str, retry_until: float, *, max_
 def collect_updates(
     chain: ChainClient, store: ArtifactStore, task: Task, task_cid: str, round_: int, base_cid: str,
     *, schema: Schema, from_block: int, members: list[str], fetch_retry_until: float = 0.0,
-    expected: int | None = None, sealed: bool = False, expected_commitments: int | None = None,
+    expected: int | None = None, sealed: bool | None = None, expected_commitments: int | None = None,
 ) -> RoundInputs:
     """Fetch and validate every update recorded for ``round_``; invalid ones are excluded.
 
@@ -92,6 +92,8 @@ def collect_updates(
     """
     index = {m.lower(): i for i, m in enumerate(members)}
     inputs = RoundInputs(round_, base_cid)
+    if sealed is None:  # ask the chain: a caller that forgets must not read a sealed task as empty
+        sealed = is_sealed(chain)
     updates = public_updates(chain, round_, from_block=from_block, sealed=sealed)
     if expected is not None and len(updates) < expected:
         raise E.NotVisibleYet(f"{len(updates)} of {expected} {'reveals' if sealed else 'submissions'} of round {round_} in view")
