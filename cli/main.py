@@ -91,6 +91,18 @@ def _rule_params(pairs: tuple[str, ...]) -> tuple[tuple[str, object], ...]:
     return tuple(sorted(out.items()))
 
 
+def _dp_options(f):
+    """Sample-level differential privacy (DP-SGD at every peer), pinned with the task."""
+    for opt in reversed([
+        click.option("--dp-epsilon", type=float, default=None, help="DP-SGD at every peer with this privacy budget over the whole task (each peer derives its noise from its shard size)."),
+        click.option("--dp-delta", type=float, default=None, help="DP delta (default 1e-5 when DP is on)."),
+        click.option("--dp-clip", type=float, default=None, help="DP-SGD per-example gradient clipping norm (default 1.0 when DP is on)."),
+        click.option("--dp-noise", type=float, default=None, help="DP-SGD noise multiplier, fixed (with --dp-epsilon: a peer stops contributing once its budget is spent)."),
+    ]):
+        f = opt(f)
+    return f
+
+
 def _import_options(f):
     """How `data import`, `data split` and `simulate --data` read an organization's own files."""
     f = click.option("--grayscale/--rgb", default=False, help="Image folders: one gray channel or three RGB channels (default RGB).")(f)
@@ -159,17 +171,19 @@ def devnet(port, host, accounts, block_time, state_file, engine):
 @click.option("--reveal-blocks", type=click.IntRange(0), default=0, show_default=True, help="Commit-reveal voting with a reveal window this long (0: plain votes).")
 @click.option("--seed", type=click.IntRange(0, 2**32 - 1), default=0, show_default=True, help="Seed of the initial model.")
 @click.option("--output", "-o", default="deployment.json", show_default=True, help="Where to write the deployment file.")
+@_dp_options
 def deploy(rpc, key_env, keystore, password_env, password_file, store_spec, members, dataset, hidden, model, schema_shard, inputs, image,
            classes, task_kind, optimizer, standardize_file, standardize_from, rule, rule_param, rounds, epochs, lr, sample_cap,
-           submit_blocks, vote_blocks, quorum, reveal_blocks, seed, output):
+           submit_blocks, vote_blocks, quorum, reveal_blocks, seed, output, dp_epsilon, dp_delta, dp_clip, dp_noise):
     """Deploy a task: pin its description and initial model, deploy the contract."""
-    from fedchain.node.tools.operations import DeployOptions, build_task, deploy as deploy_
+    from fedchain.node.tools.operations import DeployOptions, build_task, deploy as deploy_, privacy_config
 
     opts = DeployOptions(rpc=rpc, members=members, dataset=dataset, hidden=hidden, rule=rule, rule_params=_rule_params(rule_param),
                          rounds=rounds, epochs=epochs, lr=lr, sample_cap=sample_cap, submit_blocks=submit_blocks,
                          vote_blocks=vote_blocks, quorum=quorum, reveal_blocks=reveal_blocks, seed=seed, output=output,
                          store=store_spec, model=model, schema=schema_shard, inputs=inputs, image=image, classes=classes,
-                         task_kind=task_kind, optimizer=optimizer, standardize=standardize_file, standardize_from=standardize_from)
+                         task_kind=task_kind, optimizer=optimizer, standardize=standardize_file, standardize_from=standardize_from,
+                         dp=privacy_config(dp_epsilon, dp_delta, dp_clip, dp_noise))
     build_task(opts)  # bad options fail before a key is even asked for
     dep = deploy_(opts, _account(key_env, keystore, password_env, password_file))
     click.echo(f"deployed FedChain at {dep.contract} on chain {dep.chain_id} (block {dep.deploy_block})")
@@ -198,13 +212,14 @@ def node():
 @click.option("--wait-deployment", type=float, default=0, show_default=True, help="Seconds to wait for the deployment file to appear.")
 @click.option("--health-port", type=click.IntRange(0, 65535), default=None, envvar="FEDCHAIN_HEALTH_PORT", help="Serve /livez, /readyz, /healthz and /metrics on this port (0: any free port).")
 @click.option("--health-host", default="127.0.0.1", envvar="FEDCHAIN_HEALTH_HOST", show_default=True, help="Interface for /healthz and /metrics.")
-def node_run(deployment, key_env, keystore, password_env, password_file, rpc, store_spec, data_path, seed, poll, json_log, confirmations, gas_cap, attack, wait_deployment, health_port, health_host):
+@click.option("--state-dir", type=click.Path(file_okay=False), default=None, envvar="FEDCHAIN_STATE_DIR", help="Keep what must survive a restart here (a DP task's privacy account); without it the account lives in memory only.")
+def node_run(deployment, key_env, keystore, password_env, password_file, rpc, store_spec, data_path, seed, poll, json_log, confirmations, gas_cap, attack, wait_deployment, health_port, health_host, state_dir):
     """Run one peer until the task's last round (or until stopped)."""
     from fedchain.node.tools.operations import NodeOptions, run_node
 
     opts = NodeOptions(deployment=deployment, data=data_path, rpc=rpc, store=store_spec, seed=seed, poll=poll,
                        json_log=json_log, confirmations=confirmations, gas_cap=gas_cap, attack=attack,
-                       wait_deployment=wait_deployment, health_port=health_port, health_host=health_host)
+                       wait_deployment=wait_deployment, health_port=health_port, health_host=health_host, state_dir=state_dir)
     run_node(opts, _account(key_env, keystore, password_env, password_file))
 
 
@@ -230,19 +245,22 @@ def node_run(deployment, key_env, keystore, password_env, password_file, rpc, st
 @click.option("--malicious", type=click.FloatRange(0, 1), default=0.0, show_default=True, help="Fraction of peers that attack.")
 @click.option("--commit-reveal", is_flag=True, help="Votes are committed as salted hashes, then revealed.")
 @click.option("--resume", is_flag=True, help="Continue the interrupted simulation in --workdir (chain state, store, shards).")
+@_dp_options
 @_json_option
 def simulate(peers, rounds, dataset, data_source, label, task_kind, missing, categorical, image_size, grayscale, model, optimizer, lr,
-             partition, alpha, holdout, seed, rule, epochs, block_time, workdir, attack, malicious, commit_reveal, resume, as_json):
+             partition, alpha, holdout, seed, rule, epochs, block_time, workdir, attack, malicious, commit_reveal, resume,
+             dp_epsilon, dp_delta, dp_clip, dp_noise, as_json):
     """Devnet, deployment, N peer processes and R rounds in one command."""
     from fedchain.node.tools.attacks import make_attack
-    from fedchain.node.tools.operations import import_options
+    from fedchain.node.tools.operations import import_options, privacy_config
     from fedchain.node.tools.simulate import SimulationConfig, run_simulation
 
     make_attack(attack)  # reject an unknown attack before starting anything
     cfg = SimulationConfig(peers=peers, rounds=rounds, dataset=dataset, partition=partition, alpha=alpha, seed=seed,
                            rule=rule, epochs=epochs, lr=lr, block_time=block_time, workdir=workdir, attack=attack, malicious=malicious,
                            commit_reveal=commit_reveal, resume=resume, data=data_source, model=model, optimizer=optimizer, holdout=holdout,
-                           import_options=import_options(label, task_kind, missing, categorical, image_size, grayscale))
+                           import_options=import_options(label, task_kind, missing, categorical, image_size, grayscale),
+                           dp=privacy_config(dp_epsilon, dp_delta, dp_clip, dp_noise))
     progress = (lambda msg: click.echo(msg, err=True)) if as_json else click.echo
     summary = run_simulation(cfg, progress=progress)
     if as_json:
@@ -260,6 +278,10 @@ def simulate(peers, rounds, dataset, data_source, label, task_kind, missing, cat
     click.echo(f"final {'test MSE' if summary.get('task_kind') == 'regression' else 'test accuracy'}: {summary['final_test_accuracy']:.4f} "
                f"({summary['rounds_finalized']}/{summary['rounds_requested']} rounds finalized, {summary['wall_seconds']}s)")
     click.echo(f"gas per peer per round: mean {gas['mean']}, max {gas['max']}")
+    if summary.get("privacy"):
+        dp = summary["privacy"]
+        spent = ", ".join(f"{i}={e:.3f}" if e is not None else f"{i}=-" for i, e in enumerate(dp["final_epsilon"]))
+        click.echo(f"differential privacy: epsilon spent per peer (delta {dp['delta']:g}, budget {dp['epsilon_budget'] or '-'}): {spent}")
     if summary["backdoor_success_rate"] is not None:
         click.echo(f"backdoor attack success rate: {summary['backdoor_success_rate']:.4f}")
     if summary["malicious_peers"]:
@@ -307,22 +329,26 @@ def rounds_list(deployment, rpc, store_spec, logs, as_json):
 @click.argument("number", type=click.IntRange(1))
 @_deployment_option
 @click.option("--rpc", default=None, envvar="FEDCHAIN_RPC", help="Override the deployment's RPC URL.")
+@_store_read_option
 @_json_option
-def rounds_show(number, deployment, rpc, as_json):
-    """One round in detail: every update and every vote."""
+def rounds_show(number, deployment, rpc, store_spec, as_json):
+    """One round in detail: every update and every vote (and, in a DP task, the epsilon each
+    update's author reports having spent)."""
     from fedchain.node.tools.operations import round_detail
 
-    rec, members = round_detail(deployment, number, rpc)
+    rec, members, privacy = round_detail(deployment, number, rpc, store_spec)
     if as_json:
-        emit_json(rec.to_dict())
+        emit_json(rec.to_dict() | ({"privacy": privacy} if privacy else {}))
         return
     click.echo(f"round {rec.round}: {rec.status} (blocks {rec.start_block}..{rec.end_block or ''})")
     click.echo(f"base model: {rec.base_model}")
     if rec.model:
         click.echo(f"model:      {rec.model}  ({rec.included_count} updates, weight {rec.weight}/{rec.total_reputation})")
     click.echo("")
-    click.echo(table(["peer", "update CID", "reputation", "included"],
-                     [[s["peer"], s["cid"], s["reputation"], ("yes" if (rec.included >> members.index(s["peer"].lower())) & 1 else "no") if rec.model else "-"] for s in rec.submissions]))
+    dp = {m: f"{p['epsilon']:.4f}" for m, p in privacy.items()}
+    click.echo(table(["peer", "update CID", "reputation", "included"] + (["epsilon spent"] if privacy else []),
+                     [[s["peer"], s["cid"], s["reputation"], ("yes" if (rec.included >> members.index(s["peer"].lower())) & 1 else "no") if rec.model else "-"]
+                      + ([dp.get(s["peer"].lower(), "-")] if privacy else []) for s in rec.submissions]))
     click.echo("")
     click.echo(table(["voter", "voted for", "included", "weight"], [[v["peer"], v["model"], v["included"], v["weight"]] for v in rec.votes]))
 

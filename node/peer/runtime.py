@@ -32,6 +32,7 @@ from ..protocol.task import Task
 from ..store import ArtifactStore
 from .evaluation import HoldoutEvaluation
 from .observability import Metrics, describe_peer_metrics, exclusion_reason
+from .privacy import SampleDP
 from .pipeline import ABSTAIN, Ballot, Pipeline, Plugin, UpdateContext, VoteContext
 
 __all__ = ["Peer", "EventLog", "Action", "Facts", "next_action"]
@@ -126,6 +127,7 @@ class Peer:
         fetch_timeout: float = 10.0,
         metrics: Metrics | None = None,
         plugins: list[Plugin] | tuple[Plugin, ...] = (),
+        state_dir: str | None = None,
     ):
         self.chain = chain
         self.store = store
@@ -165,6 +167,8 @@ class Peer:
         self.commit_reveal = cfg["reveal_blocks"] > 0
         self.last_step: tuple[Action | None, int, str] = (None, 0, "idle")
         self.evaluation = HoldoutEvaluation(self)  # federated evaluation on this peer's holdout
+        # Sample-level DP-SGD and its privacy account when the task asks for it (peer/privacy.py).
+        self.privacy = SampleDP(task, task_cid, len(self.data.y), self.log, state_dir=state_dir) if task.train.dp else None
 
     # ---------------------------------------------------------------- the loop
     def run(self, stop=None) -> None:
@@ -239,7 +243,7 @@ class Peer:
                 self.chain.advance()
                 self.log("advanced", r, reason="windows ran out without quorum")
             elif action is Action.SUBMIT:
-                self.submit(r, me)
+                sent = self.submit(r, me)
             elif action is Action.VOTE:
                 sent = self.vote(r, me, expected=state.submissions)
             elif action is Action.LATE_VOTE:
@@ -366,15 +370,22 @@ class Peer:
             raise E.NotVisibleYet(f"the outcome of round {last} is not visible yet")
         return found or Outcome.none()
 
-    def submit(self, r: int, me: MemberInfo) -> None:
+    def submit(self, r: int, me: MemberInfo) -> bool:
+        """Train, publish and submit this member's update of round ``r``; False if its privacy
+        budget does not admit another round (it stops contributing and keeps voting)."""
+        if self.privacy is not None and not self.privacy.admits(r):
+            return False
         t0 = time.perf_counter()
         previous = self._previous(me, r)  # before training: it may say to wait
         base_cid, base = self.global_model(r)
         t1 = time.perf_counter()
-        delta, loss = train_local(self.task.model, base, self.data, self.task.train, seed=self.seed * 100_003 + r)
+        if self.privacy is not None:
+            delta, loss = self.privacy.train(r, base_cid, base, self.data, seed=self.seed * 100_003 + r)
+        else:
+            delta, loss = train_local(self.task.model, base, self.data, self.task.train, seed=self.seed * 100_003 + r)
         t2 = time.perf_counter()
         meta = update_metadata(self.task_cid, r, base_cid, len(self.data.y), self.address,
-                               self.evaluation.of_base(r, base_cid, base))
+                               self.evaluation.of_base(r, base_cid, base), self.privacy.spent if self.privacy else None)
         ctx = UpdateContext(r, base_cid, base, meta, self)
         delta = self.pipeline.transform(delta, ctx)
         artifact = self.pipeline.publish(delta, ctx) or encode(delta, meta)
@@ -389,6 +400,7 @@ class Peer:
         self.metrics.set("training_loss", loss)
         self.metrics.inc("gas_used_total", receipt["gasUsed"])
         self.log("submitted", r, cid=cid, loss=round(loss, 4), samples=len(self.data.y), gas=receipt["gasUsed"])
+        return True
 
     def _ballot(self, r: int, expected: int | None) -> tuple[Ballot | None, RoundInputs, str]:
         """Compute and pin the honest aggregate of round ``r``; the plugins' ballot, or None to abstain."""
