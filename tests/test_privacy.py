@@ -25,7 +25,7 @@ from fedchain.node.protocol.privacy import PrivacySpent, budget_micro, epsilon_t
 from fedchain.node.protocol.round import update_metadata, validate_update
 from fedchain.node.protocol.task import ModelSpec, PrivacyConfig, Task, TrainConfig
 from fedchain.node.tools.operations import privacy_config
-from fedchain.node.tools.privacy import (attack_metrics, lira_offline_scores, membership_advantage, parse_epsilons,
+from fedchain.node.tools.privacy import (attack_metrics, chance_levels, lira_offline_scores, membership_advantage, parse_epsilons,
                                          roc_auc)
 
 DP = PrivacyConfig(delta=1e-5, max_grad_norm=1.0, epsilon=8.0)
@@ -218,6 +218,14 @@ def test_auc_and_advantage_match_their_definitions():
     assert abs(same["auc"] - 0.5) < 0.02 and same["advantage"] < 0.05
     with pytest.raises(ValueError):
         roc_auc([], [1.0])
+
+
+def test_chance_levels_bound_what_guessing_reaches():
+    rng = np.random.default_rng(2)
+    chance = chance_levels(300, 200)
+    trials = [attack_metrics(rng.normal(size=300), rng.normal(size=200)) for _ in range(200)]
+    assert np.mean([t["advantage"] <= chance["advantage"] for t in trials]) >= 0.9
+    assert np.mean([abs(t["auc"] - 0.5) <= chance["auc"] - 0.5 for t in trials]) >= 0.9
 
 
 def test_offline_lira_finds_planted_members():

@@ -141,18 +141,13 @@ def train_private(
     from opacus import PrivacyEngine
     from torch.utils.data import DataLoader, TensorDataset
 
-    from .training import _loss
+    from .training import _loss, model_and_optimizer
 
     dp = cfg.dp
     if dp is None:
         raise ConfigError("train_private needs a task with differential privacy")
     torch.manual_seed(seed)
-    model = build_model(spec)
-    model.load_state_dict(base)
-    if cfg.optimizer == "adam":
-        opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
-    else:
-        opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum)
+    model, opt = model_and_optimizer(spec, base, cfg)
     loader = DataLoader(TensorDataset(torch.from_numpy(data.x), torch.from_numpy(data.y)), batch_size=cfg.batch_size)
     q, per_epoch = poisson_sampling(len(data.y), cfg.batch_size)
     engine = PrivacyEngine(accountant=ACCOUNTANT)

@@ -24,10 +24,10 @@ a promise each organization makes to its own data subjects, enforced by its own 
 from __future__ import annotations
 
 import math
-import re
 from dataclasses import dataclass
 
 from ..errors import ArtifactInvalid
+from .evaluation import _int  # the same canonical, bounded decimal fields as the eval_* ones
 from .task import PrivacyConfig
 
 __all__ = ["SCALE", "MAX_EPSILON_MICRO", "MAX_NOISE_MICRO", "DP_KEYS", "PrivacySpent", "privacy_metadata",
@@ -37,7 +37,6 @@ SCALE = 10**6
 MAX_EPSILON_MICRO = 10**12
 MAX_NOISE_MICRO = 10**9
 DP_KEYS = frozenset({"dp_epsilon_micro", "dp_noise_micro"})
-_INT = re.compile(r"(0|[1-9][0-9]{0,18})")
 
 
 @dataclass(frozen=True)
@@ -76,16 +75,6 @@ def budget_micro(dp: PrivacyConfig) -> int:
 
 def privacy_metadata(spent: PrivacySpent) -> dict[str, str]:
     return {"dp_epsilon_micro": str(int(spent.epsilon_micro)), "dp_noise_micro": str(int(spent.noise_micro))}
-
-
-def _int(meta: dict, key: str, low: int, high: int) -> int:
-    value = meta[key]
-    if not isinstance(value, str) or not _INT.fullmatch(value):
-        raise ArtifactInvalid(f"metadata {key} is not a canonical decimal integer")
-    n = int(value)
-    if not low <= n <= high:
-        raise ArtifactInvalid(f"metadata {key}={n} is out of range [{low}, {high}]")
-    return n
 
 
 def parse_privacy(meta: dict, dp: PrivacyConfig | None) -> PrivacySpent | None:

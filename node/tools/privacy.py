@@ -37,7 +37,7 @@ import numpy as np
 from ..errors import ConfigError
 
 __all__ = ["roc_auc", "membership_advantage", "attack_metrics", "loss_threshold_scores", "lira_offline_scores",
-           "per_example_losses", "true_label_logits", "shadow_logits", "parse_epsilons", "privacy_experiment",
+           "per_example_losses", "true_label_logits", "chance_levels", "shadow_logits", "parse_epsilons", "privacy_experiment",
            "plot_privacy", "PRIVACY_HEADERS", "privacy_rows"]
 
 
@@ -75,6 +75,16 @@ def membership_advantage(members: np.ndarray, nonmembers: np.ndarray) -> float:
 
 def attack_metrics(members: np.ndarray, nonmembers: np.ndarray) -> dict[str, float]:
     return {"auc": roc_auc(members, nonmembers), "advantage": membership_advantage(members, nonmembers)}
+
+
+def chance_levels(members: int, nonmembers: int) -> dict[str, float]:
+    """What an attacker with no information reaches by luck on sets of these sizes, 95% of the
+    time (two-sided for the AUC): the AUC's normal approximation under the null, 0.5 + 1.96 x
+    sqrt((m + n + 1) / (12 m n)) (Mann-Whitney), and the advantage's, which is the two-sample
+    Kolmogorov-Smirnov statistic: 1.358 x sqrt((m + n) / (m n)). Measured values below these are
+    indistinguishable from guessing."""
+    m, n = members, nonmembers
+    return {"auc": 0.5 + 1.96 * math.sqrt((m + n + 1) / (12 * m * n)), "advantage": 1.358 * math.sqrt((m + n) / (m * n))}
 
 
 def loss_threshold_scores(member_losses: np.ndarray, nonmember_losses: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -199,7 +209,9 @@ def _attack(work: Path, summary: dict, *, shadows: int, seed: int) -> dict:
     shadow = shadow_logits(task.model, task.train, aux, tx, ty, shadows=shadows, epochs=task.rounds * task.train.epochs, seed=seed)
     lira = lira_offline_scores(true_label_logits(task.model, state, tx, ty), shadow)
     loss, lr = attack_metrics(loss_m, loss_n), attack_metrics(lira[: len(my)], lira[len(my):])
+    chance = chance_levels(len(my), len(test.y))
     return {"members": int(len(my)), "nonmembers": int(len(test.y)), "shadow_samples": int(len(aux.y)),
+            "chance_auc95": chance["auc"], "chance_advantage95": chance["advantage"],
             "loss_auc": loss["auc"], "loss_advantage": loss["advantage"], "lira_auc": lr["auc"], "lira_advantage": lr["advantage"]}
 
 
@@ -241,7 +253,8 @@ def privacy_experiment(*, epsilons: list[float], dataset: str = "digits", peers:
     return results, plot_privacy(results, out)
 
 
-PRIVACY_HEADERS = ["epsilon", "spent (max)", "accuracy", "vs no DP", "loss AUC", "loss adv", "LiRA AUC", "LiRA adv"]
+PRIVACY_HEADERS = ["epsilon", "spent (max)", "accuracy", "vs no DP", "loss AUC", "loss adv", "LiRA AUC", "LiRA adv",
+                   "chance AUC/adv (95%)"]
 
 
 def privacy_rows(results: list[dict]) -> list[list[str]]:
@@ -251,12 +264,13 @@ def privacy_rows(results: list[dict]) -> list[list[str]]:
         rows.append(["inf (no DP)" if r["epsilon"] == math.inf else f"{r['epsilon']:g}",
                      "-" if r["epsilon_spent_max"] is None else f"{r['epsilon_spent_max']:.3f}", f"{r['accuracy']:.4f}",
                      "-" if base is None or r["epsilon"] == math.inf else f"{100 * (r['accuracy'] - base):+.1f} pp",
-                     f"{r['loss_auc']:.3f}", f"{r['loss_advantage']:.3f}", f"{r['lira_auc']:.3f}", f"{r['lira_advantage']:.3f}"])
+                     f"{r['loss_auc']:.3f}", f"{r['loss_advantage']:.3f}", f"{r['lira_auc']:.3f}", f"{r['lira_advantage']:.3f}",
+                     f"{r['chance_auc95']:.3f}/{r['chance_advantage95']:.3f}"])
     return rows
 
 
 _CSV = ["epsilon", "epsilon_spent_max", "delta", "accuracy", "loss_auc", "loss_advantage", "lira_auc", "lira_advantage",
-        "members", "nonmembers", "shadow_samples", "rounds_finalized", "seconds"]
+        "chance_auc95", "chance_advantage95", "members", "nonmembers", "shadow_samples", "rounds_finalized", "seconds"]
 
 
 def _write(results: list[dict], out: Path) -> None:
@@ -299,6 +313,8 @@ def plot_privacy(results: list[dict], out: Path) -> list[Path]:
         a1.plot(xs, [r[f"{key}_auc"] for r in ordered], marker="o", label=label)
         a2.plot(xs, [r[f"{key}_advantage"] for r in ordered], marker="o", label=label)
     a1.axhline(0.5, color="grey", ls=":", lw=1)
+    a1.axhline(max(r["chance_auc95"] for r in results), color="grey", ls="--", lw=1, label="chance (95%)")
+    a2.axhline(max(r["chance_advantage95"] for r in results), color="grey", ls="--", lw=1, label="chance (95%)")
     for ax, what in ((a1, "membership inference AUC"), (a2, "membership advantage (max TPR - FPR)")):
         ax.set_xticks(range(len(labels)), labels)
         ax.set_xlabel("privacy budget epsilon")
