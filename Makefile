@@ -4,14 +4,15 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup demo test contracts bench clean
+.PHONY: setup demo demo-domains test contracts bench clean
 
 setup: $(STAMP) node_modules/.installed
 
-$(STAMP): pyproject.toml requirements.lock
+$(STAMP): pyproject.toml requirements.lock requirements-domains.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -r requirements.lock
+	$(BIN)/pip install --quiet --no-deps -r requirements-domains.txt
 	$(BIN)/pip install --quiet --no-deps --no-build-isolation -e .
 	touch $@
 
@@ -21,6 +22,12 @@ node_modules/.installed: package.json package-lock.json
 
 demo: setup
 	$(BIN)/fedchain simulate --peers 4 --rounds 5 --dataset digits
+
+# Healthcare, finance, IoT and image data through the network, next to centralized and
+# local-only training (README: "Four domains"); installs the domains extra if it is missing.
+demo-domains: setup
+	$(BIN)/python -c "import ISLP, river" 2>/dev/null || $(BIN)/python -m pip install --quiet --no-deps -r requirements-domains.txt
+	$(BIN)/python -m fedchain.cli.main experiment domains --out runs/domains
 
 test: setup
 	$(BIN)/python -m pytest -q -n 2 --dist loadfile

@@ -5,6 +5,7 @@ else is reported as an internal error (exit 2). ``--debug`` shows tracebacks.
 """
 from __future__ import annotations
 
+import math
 import os
 import sys
 from pathlib import Path
@@ -169,18 +170,20 @@ def devnet(port, host, accounts, block_time, state_file, engine):
 @click.option("--vote-blocks", type=int, default=60, show_default=True, help="Length of each round's voting window, in blocks.")
 @click.option("--quorum", type=float, default=2 / 3, show_default=True, help="Fraction of total reputation needed to finalize (at least this much).")
 @click.option("--reveal-blocks", type=click.IntRange(0), default=0, show_default=True, help="Commit-reveal voting with a reveal window this long (0: plain votes).")
+@click.option("--update-reveal-blocks", type=click.IntRange(0), default=20, show_default=True, help="Sealed updates: members commit to their update, and reveal it in a window this long after submissions close (0: plain, visible submissions).")
 @click.option("--seed", type=click.IntRange(0, 2**32 - 1), default=0, show_default=True, help="Seed of the initial model.")
 @click.option("--output", "-o", default="deployment.json", show_default=True, help="Where to write the deployment file.")
 @_dp_options
 def deploy(rpc, key_env, keystore, password_env, password_file, store_spec, members, dataset, hidden, model, schema_shard, inputs, image,
            classes, task_kind, optimizer, standardize_file, standardize_from, rule, rule_param, rounds, epochs, lr, sample_cap,
-           submit_blocks, vote_blocks, quorum, reveal_blocks, seed, output, dp_epsilon, dp_delta, dp_clip, dp_noise):
+           submit_blocks, vote_blocks, quorum, reveal_blocks, update_reveal_blocks, seed, output, dp_epsilon, dp_delta, dp_clip, dp_noise):
     """Deploy a task: pin its description and initial model, deploy the contract."""
     from fedchain.node.tools.operations import DeployOptions, build_task, deploy as deploy_, privacy_config
 
     opts = DeployOptions(rpc=rpc, members=members, dataset=dataset, hidden=hidden, rule=rule, rule_params=_rule_params(rule_param),
                          rounds=rounds, epochs=epochs, lr=lr, sample_cap=sample_cap, submit_blocks=submit_blocks,
-                         vote_blocks=vote_blocks, quorum=quorum, reveal_blocks=reveal_blocks, seed=seed, output=output,
+                         vote_blocks=vote_blocks, quorum=quorum, reveal_blocks=reveal_blocks, update_reveal_blocks=update_reveal_blocks,
+                         seed=seed, output=output,
                          store=store_spec, model=model, schema=schema_shard, inputs=inputs, image=image, classes=classes,
                          task_kind=task_kind, optimizer=optimizer, standardize=standardize_file, standardize_from=standardize_from,
                          dp=privacy_config(dp_epsilon, dp_delta, dp_clip, dp_noise))
@@ -208,18 +211,21 @@ def node():
 @click.option("--json-log", is_flag=True, envvar="FEDCHAIN_JSON_LOG", help="Log one JSON object per line.")
 @click.option("--confirmations", type=click.IntRange(0), default=0, envvar="FEDCHAIN_CONFIRMATIONS", show_default=True, help="Blocks to wait after a transaction and to stay behind the head when reading events.")
 @click.option("--gas-cap", type=click.IntRange(21_000), default=2_000_000, show_default=True, help="Refuse any transaction estimated above this much gas.")
-@click.option("--attack", default=None, envvar="FEDCHAIN_ATTACK", help="Behave adversarially (for robustness tests): signflip, scaling, noise, labelflip, backdoor, freeride, malformed, lazyvote, collude, dagbomb.")
+@click.option("--attack", default=None, envvar="FEDCHAIN_ATTACK", help="Behave adversarially (for robustness tests): signflip, scaling, noise, labelflip, backdoor, freeride, malformed, lazyvote, collude, dagbomb, alie, ipm, minmax.")
+@click.option("--colluders", default="", envvar="FEDCHAIN_COLLUDERS", help="With an adaptive --attack: comma-separated addresses of the members attacking together.")
 @click.option("--wait-deployment", type=float, default=0, show_default=True, help="Seconds to wait for the deployment file to appear.")
 @click.option("--health-port", type=click.IntRange(0, 65535), default=None, envvar="FEDCHAIN_HEALTH_PORT", help="Serve /livez, /readyz, /healthz and /metrics on this port (0: any free port).")
 @click.option("--health-host", default="127.0.0.1", envvar="FEDCHAIN_HEALTH_HOST", show_default=True, help="Interface for /healthz and /metrics.")
-@click.option("--state-dir", type=click.Path(file_okay=False), default=None, envvar="FEDCHAIN_STATE_DIR", help="Keep what must survive a restart here (a DP task's privacy account); without it the account lives in memory only.")
-def node_run(deployment, key_env, keystore, password_env, password_file, rpc, store_spec, data_path, seed, poll, json_log, confirmations, gas_cap, attack, wait_deployment, health_port, health_host, state_dir):
+@click.option("--state-dir", default="~/.fedchain/state", envvar="FEDCHAIN_STATE_DIR", show_default=True, help="Private folder where a sealed update waits for its reveal, so a restarted peer can still reveal it, and where a DP task's privacy account is kept, so a restarted peer continues it.")
+def node_run(deployment, key_env, keystore, password_env, password_file, rpc, store_spec, data_path, seed, poll, json_log, confirmations, gas_cap, attack, colluders, wait_deployment, health_port, health_host,
+             state_dir):
     """Run one peer until the task's last round (or until stopped)."""
     from fedchain.node.tools.operations import NodeOptions, run_node
 
     opts = NodeOptions(deployment=deployment, data=data_path, rpc=rpc, store=store_spec, seed=seed, poll=poll,
                        json_log=json_log, confirmations=confirmations, gas_cap=gas_cap, attack=attack,
-                       wait_deployment=wait_deployment, health_port=health_port, health_host=health_host, state_dir=state_dir)
+                       colluders=tuple(a.strip() for a in colluders.split(",") if a.strip()), wait_deployment=wait_deployment, health_port=health_port, health_host=health_host,
+                       state_dir=state_dir)
     run_node(opts, _account(key_env, keystore, password_env, password_file))
 
 
@@ -233,6 +239,7 @@ def node_run(deployment, key_env, keystore, password_env, password_file, rpc, st
 @click.option("--model", default="mlp", show_default=True, help="Built-in model (mlp, logreg, cnn) or package.module:factory.")
 @click.option("--optimizer", default="sgd", show_default=True, type=click.Choice(["sgd", "adam"]), help="Local optimizer.")
 @click.option("--lr", type=float, default=0.05, show_default=True, help="Local learning rate (same default as deploy).")
+@click.option("--standardize-from-peer", "standardize_peer", default="auto", show_default=True, metavar="INDEX|largest|auto|none", help="Tabular --data: the task declares the per-feature mean and std of this peer's shard (it chooses to publish them); auto: the largest shard for your own tabular data, nothing otherwise.")
 @click.option("--partition", default="iid", show_default=True, type=click.Choice(["iid", "dirichlet"]), help="How the training data is split among the peers: IID, or Dirichlet label skew.")
 @click.option("--alpha", type=float, default=0.5, show_default=True, help="Dirichlet concentration (with --partition dirichlet).")
 @click.option("--holdout", type=click.FloatRange(0, 1, max_open=True), default=0.2, show_default=True, help="Fraction of each peer's shard kept as its local holdout, on which it evaluates every global model (federated evaluation; 0: none).")
@@ -244,11 +251,12 @@ def node_run(deployment, key_env, keystore, password_env, password_file, rpc, st
 @click.option("--attack", default=None, help="Attack run by the malicious peers (see `node run --help`).")
 @click.option("--malicious", type=click.FloatRange(0, 1), default=0.0, show_default=True, help="Fraction of peers that attack.")
 @click.option("--commit-reveal", is_flag=True, help="Votes are committed as salted hashes, then revealed.")
+@click.option("--update-reveal-blocks", type=click.IntRange(0), default=20, show_default=True, help="Sealed updates revealed in a window this long after submissions close (0: plain, visible submissions).")
 @click.option("--resume", is_flag=True, help="Continue the interrupted simulation in --workdir (chain state, store, shards).")
 @_dp_options
 @_json_option
 def simulate(peers, rounds, dataset, data_source, label, task_kind, missing, categorical, image_size, grayscale, model, optimizer, lr,
-             partition, alpha, holdout, seed, rule, epochs, block_time, workdir, attack, malicious, commit_reveal, resume,
+             standardize_peer, partition, alpha, holdout, seed, rule, epochs, block_time, workdir, attack, malicious, commit_reveal, update_reveal_blocks, resume,
              dp_epsilon, dp_delta, dp_clip, dp_noise, as_json):
     """Devnet, deployment, N peer processes and R rounds in one command."""
     from fedchain.node.tools.attacks import make_attack
@@ -258,7 +266,8 @@ def simulate(peers, rounds, dataset, data_source, label, task_kind, missing, cat
     make_attack(attack)  # reject an unknown attack before starting anything
     cfg = SimulationConfig(peers=peers, rounds=rounds, dataset=dataset, partition=partition, alpha=alpha, seed=seed,
                            rule=rule, epochs=epochs, lr=lr, block_time=block_time, workdir=workdir, attack=attack, malicious=malicious,
-                           commit_reveal=commit_reveal, resume=resume, data=data_source, model=model, optimizer=optimizer, holdout=holdout,
+                           commit_reveal=commit_reveal, update_reveal_blocks=update_reveal_blocks, resume=resume, data=data_source, model=model, optimizer=optimizer, holdout=holdout,
+                           standardize_peer=int(standardize_peer) if str(standardize_peer).isdigit() else standardize_peer,
                            import_options=import_options(label, task_kind, missing, categorical, image_size, grayscale),
                            dp=privacy_config(dp_epsilon, dp_delta, dp_clip, dp_noise))
     progress = (lambda msg: click.echo(msg, err=True)) if as_json else click.echo
@@ -345,9 +354,10 @@ def rounds_show(number, deployment, rpc, store_spec, as_json):
     if rec.model:
         click.echo(f"model:      {rec.model}  ({rec.included_count} updates, weight {rec.weight}/{rec.total_reputation})")
     click.echo("")
+    unrevealed = "(never revealed)" if rec.status != "open" else "(sealed)"
     dp = {m: f"{p['epsilon']:.4f}" for m, p in privacy.items()}
     click.echo(table(["peer", "update CID", "reputation", "included"] + (["epsilon spent"] if privacy else []),
-                     [[s["peer"], s["cid"], s["reputation"], ("yes" if (rec.included >> members.index(s["peer"].lower())) & 1 else "no") if rec.model else "-"]
+                     [[s["peer"], s["cid"] or unrevealed, "-" if s["reputation"] is None else s["reputation"], ("yes" if (rec.included >> members.index(s["peer"].lower())) & 1 else "no") if rec.model else "-"]
                       + ([dp.get(s["peer"].lower(), "-")] if privacy else []) for s in rec.submissions]))
     click.echo("")
     click.echo(table(["voter", "voted for", "included", "weight"], [[v["peer"], v["model"], v["included"], v["weight"]] for v in rec.votes]))
@@ -455,17 +465,22 @@ def experiment():
 @experiment.command("robustness")
 @click.option("--datasets", default="digits,mnist", show_default=True, help="Comma-separated datasets.")
 @click.option("--rules", default=None, help="Comma-separated aggregation rules (default: all).")
-@click.option("--attacks", default="signflip,scaling,noise,labelflip,backdoor,freeride,malformed,lazyvote,collude", show_default=True, help="Comma-separated attacks (each run also gets an attack-free baseline).")
+@click.option("--attacks", default="signflip,scaling,noise,labelflip,backdoor,freeride,malformed,lazyvote,collude", show_default=True,
+              help="Comma-separated attacks (each run also gets an attack-free baseline); also alie, ipm, minmax (adaptive: omniscient, colluding, tailored to the rule).")
 @click.option("--fractions", default="0,0.1,0.3,0.45", show_default=True, help="Malicious fractions.")
 @click.option("--peers", type=click.IntRange(2, 64), default=10, show_default=True, help="Peers per run.")
 @click.option("--rounds", type=click.IntRange(1), default=8, show_default=True, help="Rounds per run.")
 @click.option("--seed", type=click.IntRange(0, 2**32 - 1), default=0, show_default=True, help="Seed of every run.")
+@click.option("--seeds", default=None, help="Comma-separated seeds, one run of every cell per seed (overrides --seed); the summary shows mean +- std.")
+@click.option("--partition", type=click.Choice(["iid", "dirichlet"]), default="iid", show_default=True, help="How the training data is split among peers.")
+@click.option("--alpha", type=float, default=0.5, show_default=True, help="Dirichlet concentration for --partition dirichlet (smaller: more label skew).")
 @click.option("--out", "out_dir", default="runs/robustness", show_default=True, type=click.Path(file_okay=False), help="Folder for results.csv, results.json and the plots.")
-def experiment_robustness(datasets, rules, attacks, fractions, peers, rounds, seed, out_dir):
+def experiment_robustness(datasets, rules, attacks, fractions, peers, rounds, seed, seeds, partition, alpha, out_dir):
     """Attacks x malicious fraction x rules on real data; writes CSV, JSON and PNG plots."""
     from fedchain.node.aggregation import RULES as RULE_IDS
     from fedchain.node.tools.attacks import make_attack
-    from fedchain.node.tools.experiment import SUMMARY_HEADERS, plot_results, robustness_summary, run_grid
+    from fedchain.node.tools.experiment import (
+        REPUTATION_HEADERS, SUMMARY_HEADERS, plot_results, reputation_summary, robustness_summary, run_grid)
 
     attack_list = [a.strip() for a in attacks.split(",") if a.strip()]
     for a in attack_list:
@@ -478,12 +493,21 @@ def experiment_robustness(datasets, rules, attacks, fractions, peers, rounds, se
         fraction_list = [float(f) for f in fractions.split(",")]
     except ValueError:
         raise E.ConfigError(f"--fractions must be numbers, got {fractions!r}") from None
+    try:
+        seed_list = [int(x) for x in seeds.split(",") if x.strip()] if seeds else [seed]
+    except ValueError:
+        raise E.ConfigError(f"--seeds must be integers, got {seeds!r}") from None
+    if partition == "dirichlet" and not (math.isfinite(alpha) and alpha > 0):
+        raise E.ConfigError(f"--alpha must be a positive finite number, got {alpha}")
     out = Path(out_dir)
     results = run_grid(datasets=[d.strip() for d in datasets.split(",")], rules=rule_list, attacks=["none", *attack_list],
-                       fractions=fraction_list, peers=peers, rounds=rounds, seed=seed, out=out, progress=click.echo)
+                       fractions=fraction_list, peers=peers, rounds=rounds, seeds=seed_list, partition=partition, alpha=alpha,
+                       out=out, progress=click.echo)
     plots = plot_results(results, out)
     click.echo("")
     click.echo(table(SUMMARY_HEADERS, robustness_summary(results)))
+    click.echo("")
+    click.echo(table(REPUTATION_HEADERS, reputation_summary(results)))
     click.echo(f"\nwrote {out / 'results.csv'}, {out / 'results.json'} and {', '.join(str(p) for p in plots)}")
 
 
@@ -508,6 +532,23 @@ def experiment_privacy(epsilons, dataset, peers, rounds, epochs, lr, dp_delta, d
     click.echo("")
     click.echo(table(PRIVACY_HEADERS, privacy_rows(results)))
     click.echo(f"\nwrote {Path(out_dir) / 'results.csv'}, {Path(out_dir) / 'results.json'} and {', '.join(str(p) for p in plots)}")
+
+
+@experiment.command("domains")
+@click.option("--domains", "names", default="healthcare,finance,iot,images", show_default=True, help="Comma-separated domains (finance needs ISLP, iot needs river: the domains extra).")
+@click.option("--peers", type=click.IntRange(2, 64), default=5, show_default=True, help="Peer processes per domain.")
+@click.option("--alpha", type=click.FloatRange(0, min_open=True), default=0.5, show_default=True, help="Dirichlet label-skew concentration.")
+@click.option("--seed", type=click.IntRange(0, 2**32 - 1), default=0, show_default=True, help="Seed of the split, the initial model and local training.")
+@click.option("--out", "out_dir", default="runs/domains", show_default=True, type=click.Path(file_okay=False), help="Folder for the data, the simulations' work folders and results.{csv,json,md}.")
+def experiment_domains(names, peers, alpha, seed, out_dir):
+    """Healthcare, finance, IoT and image data through the network, next to centralized and local-only training."""
+    from fedchain.node.tools.domains import TABLE_HEADERS, run_domains, table_rows
+
+    results, files = run_domains([n.strip() for n in names.split(",") if n.strip()], Path(out_dir), peers=peers,
+                                 alpha=alpha, seed=seed, progress=click.echo)
+    click.echo("")
+    click.echo(table(TABLE_HEADERS, table_rows(results)))
+    click.echo(f"\nwrote {files['csv']}, {files['json']} and {files['md']}")
 
 
 # ---------------------------------------------------------------------------- keys

@@ -26,6 +26,18 @@ pragma solidity >=0.8.24 <0.9.0;
 /// DORMANCY_ROUNDS + 1, the summed reputation of the members last active in it; a member moves its
 /// reputation to the current round's lane when it takes part, and a round's start drops the lane
 /// that has just expired and snapshots the sum of the others.
+///
+/// Sealed updates (`updateRevealBlocks` > 0). During the submission window a member records only a
+/// commitment keccak256(abi.encode(round, update, salt, submitter)) to its update digest, so no
+/// update can be seen, fetched or copied before the window closes: an adaptive attacker cannot
+/// craft its update from the honest ones. Once the window closes (its deadline passed, or every
+/// member committed) an update-reveal window of `updateRevealBlocks` blocks opens, in which each
+/// committer reveals (update, salt) with `revealUpdate`; the contract checks it against the
+/// leading 19 bytes of the commitment, kept in the member's spare storage. Voting opens when that
+/// window ends, or as soon as the submission window is closed and every committer has revealed.
+/// A commitment never revealed leaves its member out of every honest aggregate, so it settles like
+/// any excluded update (halved). The submitter is inside the hash, so a copied commitment cannot be
+/// revealed by its copier, and revealing someone else's (update, salt) matches no commitment.
 contract FedChain {
     // ------------------------------------------------------------------ reputation rule
     /// @notice Reputation every member starts with.
@@ -66,6 +78,7 @@ contract FedChain {
         uint32 maxRounds;
         uint8 rule;
         uint32 revealBlocks; // 0: plain votes; otherwise commit-reveal with a reveal window this long
+        uint32 updateRevealBlocks; // 0: plain submissions; otherwise sealed updates, revealed in a window this long
     }
 
     /// @notice The winner of a round, as given back by `settle` callers.
@@ -75,7 +88,8 @@ contract FedChain {
     }
 
     /// @dev Two storage slots. The second holds the round-start checkpoint of the member's vote
-    /// weight and its last activity; it keeps spare room for a per-member update commitment.
+    /// weight, its last activity and, in sealed-update tasks, the leading bytes of its update
+    /// commitment of `submittedRound` until it is revealed (13 + 19 bytes: the slot is full).
     struct Member {
         uint32 reputation;
         uint32 submittedRound;
@@ -87,6 +101,7 @@ contract FedChain {
         uint32 weightRound; // the round whose start `weight` records
         uint32 weight; // vote weight in `weightRound`: reputation at its start, 0 if dormant then
         bool lateVote; // the vote of `votedRound` arrived after that round finalized
+        bytes19 seal; // leading bytes of the unrevealed update commitment of `submittedRound`; zero once revealed
     }
 
     struct Clock {
@@ -96,6 +111,7 @@ contract FedChain {
         uint64 totalReputation; // the quorum's denominator, snapshotted at the round's start
         uint32 modelRound;
         uint16 commits;
+        uint16 reveals; // sealed updates revealed in `round`
     }
 
     /// @dev The first candidate voted for in the latest round with votes, and its tally. Most
@@ -130,6 +146,7 @@ contract FedChain {
         Expired,
         Complete,
         Reveal,
+        UpdateReveal,
         Setup // members are still being registered (`admitMembers`); no round is open
     }
 
@@ -148,7 +165,8 @@ contract FedChain {
     error FedChainAlreadySubmitted(uint256 round, address peer);
     /// @notice A zero digest names no artifact.
     error FedChainZeroDigest();
-    /// @notice Voting for `round` opens at block `opensAt` or once every member has submitted.
+    /// @notice Voting for `round` opens at block `opensAt`, or once every member has submitted (in
+    /// sealed tasks: once the submission window is closed and every committed update revealed).
     error FedChainVotingNotOpen(uint256 round, uint256 opensAt);
     /// @notice The voting window of `round` closed at block `deadline`.
     error FedChainVotingClosed(uint256 round, uint256 deadline);
@@ -170,7 +188,7 @@ contract FedChain {
     error FedChainRevealNotOpen(uint256 round, uint256 opensAt);
     /// @notice The peer has no unrevealed commitment for `round`.
     error FedChainNothingToReveal(uint256 round, address peer);
-    /// @notice The revealed vote does not match the peer's commitment for `round`.
+    /// @notice The revealed vote or update does not match the peer's commitment for `round`.
     error FedChainCommitmentMismatch(uint256 round, address peer);
     /// @notice Only `registered` of the task's `total` members are registered: no round is open yet.
     error FedChainMembershipIncomplete(uint256 registered, uint256 total);
@@ -178,6 +196,14 @@ contract FedChain {
     error FedChainMembershipComplete();
     /// @notice The list given is not the one the deployment committed to for the members left.
     error FedChainNotPendingMembers();
+    /// @notice This task takes plain submissions: there is no update to reveal.
+    error FedChainSealedUpdatesDisabled();
+    /// @notice Updates of `round` are revealed from block `opensAt` on, or once every member has committed.
+    error FedChainUpdateRevealNotOpen(uint256 round, uint256 opensAt);
+    /// @notice The update-reveal window of `round` closed at block `deadline` (or voting opened early).
+    error FedChainUpdateRevealClosed(uint256 round, uint256 deadline);
+    /// @notice The peer has no sealed update of `round` left to reveal (it committed none, or revealed it).
+    error FedChainNoSealedUpdate(uint256 round, address peer);
 
     // ------------------------------------------------------------------ events
     /// @notice A member was admitted at deployment.
@@ -189,6 +215,13 @@ contract FedChain {
     /// the weight honest aggregators give the update. The record binds the digest to its sender:
     /// the same digest sent by another member is that member's claim, not the author's.
     event UpdateSubmitted(uint256 indexed round, address indexed peer, bytes32 update, uint256 reputation);
+    /// @notice A member committed to an update it will reveal after the submission window (sealed
+    /// tasks): `commitment` is keccak256(abi.encode(round, update, salt, peer)).
+    event UpdateCommitted(uint256 indexed round, address indexed peer, bytes32 commitment);
+    /// @notice A member revealed the update it committed to (sealed tasks); `reputation` is its
+    /// settled reputation, the weight honest aggregators give the update. Only revealed updates
+    /// count in the round's aggregate.
+    event UpdateRevealed(uint256 indexed round, address indexed peer, bytes32 update, uint256 reputation);
     /// @notice A member committed to a vote it will reveal later (commit-reveal tasks).
     event VoteCommitted(uint256 indexed round, address indexed peer, bytes32 commitment);
     /// @notice A member voted for aggregate `model` built from the members in bitmap `included`;
@@ -211,6 +244,7 @@ contract FedChain {
     uint256 private immutable _submitBlocks;
     uint256 private immutable _voteBlocks;
     uint256 private immutable _revealBlocks;
+    uint256 private immutable _updateRevealBlocks;
     uint256 private immutable _quorumNumerator;
     uint256 private immutable _quorumDenominator;
     uint256 private immutable _maxRounds;
@@ -234,8 +268,9 @@ contract FedChain {
     mapping(uint256 round => mapping(bytes32 key => uint256 weight)) private _candidates;
 
     /// @param cfg Members, initial model digest, task digest, window lengths in blocks, the
-    /// quorum as a fraction of the snapshotted total (at least 1/2, at most 1), number of rounds
-    /// and aggregation rule id.
+    /// quorum as a fraction of the snapshotted total (at least 1/2, at most 1), number of rounds,
+    /// aggregation rule id, the vote-reveal window (0: plain votes) and the update-reveal window
+    /// (0: plain submissions).
     constructor(Config memory cfg) {
         uint256 n = cfg.members.length;
         if (n == 0 || n > MAX_MEMBERS) revert FedChainInvalidConfig("members");
@@ -252,6 +287,7 @@ contract FedChain {
         _submitBlocks = cfg.submitBlocks;
         _voteBlocks = cfg.voteBlocks;
         _revealBlocks = cfg.revealBlocks;
+        _updateRevealBlocks = cfg.updateRevealBlocks;
         _quorumNumerator = num;
         _quorumDenominator = den;
         _maxRounds = cfg.maxRounds;
@@ -300,16 +336,21 @@ contract FedChain {
     }
 
     // ------------------------------------------------------------------ transactions
-    /// @notice Record the digest of this member's update for `round`, settling its previous round.
+    /// @notice Record the digest of this member's update for `round` (or, in sealed tasks, a
+    /// commitment to it), settling its previous round.
     /// @dev No uniqueness is enforced on digests: an update is bound to its sender by this record
     /// and by the `peer` its artifact names, so a copy sent by someone else earns its sender an
-    /// exclusion and cannot block the author.
+    /// exclusion and cannot block the author. In sealed tasks the leading 19 bytes of the
+    /// commitment are kept for `revealUpdate` in the member's second storage slot, which this
+    /// transaction writes anyway.
     /// @param round The round the update was trained for; must be the open round.
-    /// @param update sha256 digest of the update artifact's root block (the CIDv0 multihash digest).
+    /// @param update sha256 digest of the update artifact's root block (the CIDv0 multihash
+    /// digest); in sealed tasks keccak256(abi.encode(round, digest, salt, msg.sender)) instead.
     /// @param previous The finalized outcome of the member's last unsettled round (zeros if none).
     function submit(uint256 round, bytes32 update, Outcome calldata previous) external {
         Member memory m = _loadMember(msg.sender);
-        if (update == bytes32(0)) revert FedChainZeroDigest();
+        bool sealed_ = _updateRevealBlocks != 0;
+        if (sealed_ ? bytes19(update) == bytes19(0) : update == bytes32(0)) revert FedChainZeroDigest();
         Clock memory clock = _openRound(_clock, round);
         if (block.number >= clock.startBlock + _submitBlocks) {
             revert FedChainSubmissionClosed(round, clock.startBlock + _submitBlocks);
@@ -318,10 +359,40 @@ contract FedChain {
 
         _participate(m, msg.sender, round, round, previous);
         m.submittedRound = uint32(round);
+        if (sealed_) m.seal = bytes19(update); // plain tasks never set it: it stays zero
         _members[msg.sender] = m;
         clock.submissions += 1;
         _clock = clock;
-        emit UpdateSubmitted(round, msg.sender, update, m.reputation);
+        if (sealed_) emit UpdateCommitted(round, msg.sender, update);
+        else emit UpdateSubmitted(round, msg.sender, update, m.reputation);
+    }
+
+    /// @notice Reveal the update this member committed to in `round` (sealed tasks). Allowed once
+    /// the submission window is closed (its deadline passed, or every member committed) and until
+    /// voting opens; only revealed updates count in the round's aggregate.
+    /// @dev Needs no settlement and no activity bookkeeping: the commitment of the same round did
+    /// both, so the reveal counts as taking part through it. Writes the member's second slot and
+    /// the clock, both already non-zero.
+    /// @param round The open round, in which the member committed.
+    /// @param update sha256 digest of the update artifact's root block (the CIDv0 multihash digest).
+    /// @param salt The salt inside the commitment.
+    function revealUpdate(uint256 round, bytes32 update, bytes32 salt) external {
+        Member memory m = _loadMember(msg.sender);
+        if (_updateRevealBlocks == 0) revert FedChainSealedUpdatesDisabled();
+        if (update == bytes32(0)) revert FedChainZeroDigest();
+        Clock memory clock = _openRound(_clock, round);
+        uint256 closes = clock.startBlock + _submitBlocks;
+        if (block.number < closes && clock.submissions < _memberCount) revert FedChainUpdateRevealNotOpen(round, closes);
+        if (_votingOpen(clock)) revert FedChainUpdateRevealClosed(round, closes + _updateRevealBlocks);
+        if (m.submittedRound != round || m.seal == bytes19(0)) revert FedChainNoSealedUpdate(round, msg.sender);
+        if (bytes19(keccak256(abi.encode(round, update, salt, msg.sender))) != m.seal) {
+            revert FedChainCommitmentMismatch(round, msg.sender);
+        }
+        m.seal = bytes19(0);
+        _members[msg.sender] = m;
+        clock.reveals += 1;
+        _clock = clock;
+        emit UpdateRevealed(round, msg.sender, update, m.reputation);
     }
 
     /// @notice Vote for the aggregate this member computed; finalizes the round on quorum.
@@ -370,7 +441,7 @@ contract FedChain {
         if (commitment == bytes32(0)) revert FedChainZeroDigest();
         Clock memory clock = _openRound(_clock, round);
         _checkVotingOpen(clock);
-        uint256 commitDeadline = clock.startBlock + _submitBlocks + _voteBlocks;
+        uint256 commitDeadline = _voteEnd(clock);
         if (block.number >= commitDeadline || clock.commits == _memberCount) {
             revert FedChainVotingClosed(round, commitDeadline);
         }
@@ -402,7 +473,7 @@ contract FedChain {
         bool late = _isLate(clock, round);
         if (!late) {
             clock = _openRound(clock, round);
-            uint256 opensAt = clock.startBlock + _submitBlocks + _voteBlocks;
+            uint256 opensAt = _voteEnd(clock);
             if (block.number < opensAt && clock.commits < _memberCount) revert FedChainRevealNotOpen(round, opensAt);
         }
         if (m.votedRound != round || m.voteKey != bytes12(0)) revert FedChainNothingToReveal(round, msg.sender);
@@ -482,6 +553,7 @@ contract FedChain {
     /// @return rule Aggregation rule id.
     /// @return deployBlock Block of deployment.
     /// @return revealBlocks Length of the reveal window (0: plain votes).
+    /// @return updateRevealBlocks Length of the update-reveal window (0: plain submissions).
     function config()
         external
         view
@@ -495,7 +567,8 @@ contract FedChain {
             uint256 memberCount,
             uint256 rule,
             uint256 deployBlock,
-            uint256 revealBlocks
+            uint256 revealBlocks,
+            uint256 updateRevealBlocks
         )
     {
         return (
@@ -508,12 +581,14 @@ contract FedChain {
             _memberCount,
             _rule,
             _deployBlock,
-            _revealBlocks
+            _revealBlocks,
+            _updateRevealBlocks
         );
     }
 
     /// @notice The open round, its phase and windows, as of the current block. `voteDeadline` is
-    /// the block at which the round expires (after the reveal window in commit-reveal tasks);
+    /// the block at which the round expires (after the reveal window in commit-reveal tasks). In
+    /// sealed tasks phase `UpdateReveal` lies between `Submission` and `Voting`;
     /// `totalReputation` is the quorum's denominator, snapshotted at the round's start.
     /// @dev An expired round shows phase `Expired` until someone advances it.
     /// @return round The open round (maxRounds + 1 once the task is complete).
@@ -521,8 +596,9 @@ contract FedChain {
     /// @return startBlock The block it started in.
     /// @return submitDeadline The block at which submissions close.
     /// @return voteDeadline The block at which it expires.
-    /// @return submissions How many members submitted in it.
+    /// @return submissions How many members submitted (in sealed tasks: committed) in it.
     /// @return totalReputation The quorum's denominator, snapshotted at its start.
+    /// @return reveals How many sealed updates were revealed in it (0 in plain tasks).
     function roundState()
         external
         view
@@ -533,7 +609,8 @@ contract FedChain {
             uint256 submitDeadline,
             uint256 voteDeadline,
             uint256 submissions,
-            uint256 totalReputation
+            uint256 totalReputation,
+            uint256 reveals
         )
     {
         Clock memory c = _clock;
@@ -543,12 +620,13 @@ contract FedChain {
         voteDeadline = _expiry(c);
         submissions = c.submissions;
         totalReputation = c.totalReputation;
-        uint256 revealOpens = submitDeadline + _voteBlocks;
+        reveals = c.reveals;
         if (c.round == 0) phase = Phase.Setup;
         else if (c.round > _maxRounds) phase = Phase.Complete;
         else if (block.number >= voteDeadline) phase = Phase.Expired;
-        else if (_revealBlocks != 0 && (block.number >= revealOpens || c.commits == _memberCount)) phase = Phase.Reveal;
-        else if (block.number >= submitDeadline || c.submissions == _memberCount) phase = Phase.Voting;
+        else if (_revealBlocks != 0 && (block.number >= _voteEnd(c) || c.commits == _memberCount)) phase = Phase.Reveal;
+        else if (_votingOpen(c)) phase = Phase.Voting;
+        else if (block.number >= submitDeadline || c.submissions == _memberCount) phase = Phase.UpdateReveal;
         else phase = Phase.Submission;
     }
 
@@ -607,6 +685,14 @@ contract FedChain {
         Member memory m = _loadMember(peer);
         _checkpoint(m, _clock.round);
         return (m.weight, m.activeRound);
+    }
+
+    /// @notice The leading 19 bytes of `peer`'s update commitment of its last submitted round,
+    /// while it is unrevealed (sealed tasks); zero once revealed, or if it never committed.
+    /// @param peer The member.
+    /// @return The unrevealed commitment's leading bytes, or zero.
+    function updateSeal(address peer) external view returns (bytes19) {
+        return _loadMember(peer).seal;
     }
 
     /// @notice The summed settled reputation of the members that are not dormant: what the next
@@ -866,7 +952,7 @@ contract FedChain {
     function _register(address peer, uint256 index, bool commitReveal) internal {
         if (peer == address(0) || _members[peer].slot != 0) revert FedChainInvalidConfig("member");
         // weight non-zero now, so that the member's second slot is never written from zero.
-        _members[peer] = Member(INITIAL_REPUTATION, 0, 0, 0, uint16(index + 1), bytes12(0), 0, 0, INITIAL_REPUTATION, false);
+        _members[peer] = Member(INITIAL_REPUTATION, 0, 0, 0, uint16(index + 1), bytes12(0), 0, 0, INITIAL_REPUTATION, false, bytes19(0));
         // Non-zero now, so that a member's first commitment costs a reused slot's price.
         if (commitReveal) _commitments[peer] = bytes32(uint256(1));
         _memberList.push(peer);
@@ -875,19 +961,33 @@ contract FedChain {
 
     /// @dev Opens round 1 once all `n` members are registered; everyone counts as active in round 0.
     function _openFirstRound(uint256 n, bytes32 base) internal {
-        _clock = Clock(1, uint64(block.number), 0, uint64(n) * INITIAL_REPUTATION, 0, 0);
+        _clock = Clock(1, uint64(block.number), 0, uint64(n) * INITIAL_REPUTATION, 0, 0, 0);
         _activity = n * INITIAL_REPUTATION; // lane 0
         emit RoundStarted(1, base);
     }
 
     function _expiry(Clock memory clock) internal view returns (uint256) {
-        return clock.startBlock + _submitBlocks + _voteBlocks + _revealBlocks;
+        return _voteEnd(clock) + _revealBlocks;
+    }
+
+    /// @dev The block at which votes (or vote commitments) stop being taken.
+    function _voteEnd(Clock memory clock) internal view returns (uint256) {
+        return clock.startBlock + _submitBlocks + _updateRevealBlocks + _voteBlocks;
+    }
+
+    /// @dev Whether voting is open (or was: this does not look at its end). Plain submissions: once
+    /// the submission window is closed. Sealed: once the update-reveal window is over, or earlier
+    /// when the submission window is closed and every committed update has been revealed.
+    function _votingOpen(Clock memory clock) internal view returns (bool) {
+        uint256 closes = clock.startBlock + _submitBlocks;
+        bool submissionClosed = block.number >= closes || clock.submissions == _memberCount;
+        if (_updateRevealBlocks == 0) return submissionClosed;
+        return block.number >= closes + _updateRevealBlocks || (submissionClosed && clock.reveals == clock.submissions);
     }
 
     function _checkVotingOpen(Clock memory clock) internal view {
-        uint256 opensAt = clock.startBlock + _submitBlocks;
-        if (block.number < opensAt && clock.submissions < _memberCount) {
-            revert FedChainVotingNotOpen(clock.round, opensAt);
+        if (!_votingOpen(clock)) {
+            revert FedChainVotingNotOpen(clock.round, clock.startBlock + _submitBlocks + _updateRevealBlocks);
         }
     }
 
@@ -961,6 +1061,7 @@ contract FedChain {
         clock.startBlock = uint64(block.number);
         clock.submissions = 0;
         clock.commits = 0;
+        clock.reveals = 0;
         // The lane of round - DORMANCY_ROUNDS - 1 expires: its members are dormant from now on.
         uint256 act = _withLane(_activity, clock.round, 0);
         _activity = act;

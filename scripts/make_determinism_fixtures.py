@@ -32,7 +32,8 @@ CASES = {"direct": -13, "one-sided": -7, "two-sided": 11}  # power-of-two scale 
 SAMPLE_CAP = 50
 # Rules beyond their defaults: (key suffix, rule, params).
 VARIANTS = [("clip_norm=0.05", "fedavg", {"clip_norm": 0.05}), ("beta=0.4", "trimmed-mean", {"beta": 0.4}),
-            ("f=1,m=4", "multi-krum", {"num_malicious_clients": 1, "num_clients_to_keep": 4})]
+            ("f=1,m=4", "multi-krum", {"num_malicious_clients": 1, "num_clients_to_keep": 4}),
+            ("exclude_opposed=false", "fedavg", {"exclude_opposed": False}), ("outlier_ratio=1.5", "multi-krum", {"outlier_ratio": 1.5})]
 
 
 def _generate() -> tuple[dict[str, np.ndarray], list[tuple[dict[str, np.ndarray], int, int]]]:

@@ -1,6 +1,7 @@
 """Summarize one or more `fedchain experiment robustness` results.json files as Markdown.
 
     python scripts/robustness_report.py runs/robustness/results.json [more.json ...]
+    python scripts/robustness_report.py --reputation runs/robustness/results.json   # per rule: accuracy and reputation
 
 For each dataset and attack at each malicious fraction: the best rule and its final accuracy
 against the best attack-free run, plain FedAvg's accuracy, the backdoor success rate, and the
@@ -12,15 +13,23 @@ import json
 import sys
 from pathlib import Path
 
-from fedchain.node.tools.experiment import SUMMARY_HEADERS, robustness_summary
+from fedchain.node.tools.experiment import REPUTATION_HEADERS, SUMMARY_HEADERS, reputation_summary, robustness_summary
 
 
-def main(paths: list[str]) -> int:
-    results = [r for p in paths for r in json.loads(Path(p).read_text())]
-    print("| " + " | ".join(SUMMARY_HEADERS) + " |")
-    print("|" + " --- |" * len(SUMMARY_HEADERS))
-    for row in robustness_summary(results):
+def _markdown(headers: list[str], rows: list[list[str]]) -> None:
+    print("| " + " | ".join(headers) + " |")
+    print("|" + " --- |" * len(headers))
+    for row in rows:
         print("| " + " | ".join(row) + " |")
+
+
+def main(args: list[str]) -> int:
+    reputation = "--reputation" in args
+    results = [r for p in args if p != "--reputation" for r in json.loads(Path(p).read_text())]
+    if reputation:
+        _markdown(REPUTATION_HEADERS, reputation_summary(results))
+    else:
+        _markdown(SUMMARY_HEADERS, robustness_summary(results))
     return 0
 
 

@@ -49,7 +49,7 @@ class Network:
 
 
 def build(devnet, tmp: Path, attacks: dict[int, str], *, peers: int, rounds: int, quorum_bps: int = 6667,
-          submit_blocks: int = 300, vote_blocks: int = 300) -> Network:
+          submit_blocks: int = 300, vote_blocks: int = 300, update_reveal_blocks: int = 0) -> Network:
     if "digits" not in _DATA:
         ds = load_dataset("digits")
         _DATA["digits"] = (ds, *train_test_split(ds, seed=0))
@@ -58,14 +58,16 @@ def build(devnet, tmp: Path, attacks: dict[int, str], *, peers: int, rounds: int
     store = EmbeddedStore(tmp / "store")
     task = Task(name="attack-test", dataset="digits", model=ModelSpec(ds.features, ds.classes, (32,)),
                 train=TrainConfig(epochs=1, lr=0.05), rule="fedavg", sample_cap=math.ceil(1.5 * len(train.y) / peers),
-                rounds=rounds, submit_blocks=submit_blocks, vote_blocks=vote_blocks, reveal_blocks=0, quorum_bps=quorum_bps)
+                rounds=rounds, submit_blocks=submit_blocks, vote_blocks=vote_blocks, reveal_blocks=0, quorum_bps=quorum_bps,
+                update_reveal_blocks=update_reveal_blocks)
     deployer = ChainClient(devnet.rpc_url, account=Account.from_key(devnet.keys[0]))
     dep = deploy_task(deployer, store, task, devnet.addresses[1 : peers + 1], seed=0)
     out = []
     for i in range(peers):
         chain = ChainClient(devnet.rpc_url, dep.contract, Account.from_key(devnet.keys[i + 1]))
         shard = train.__class__(train.name, train.x[parts[i]], train.y[parts[i]], train.classes)
-        out.append(Peer(chain, store, task, dep.task_cid, shard, seed=i, log=_Quiet(), plugins=make_attack(attacks.get(i))))
+        out.append(Peer(chain, store, task, dep.task_cid, shard, seed=i, log=_Quiet(), plugins=make_attack(attacks.get(i)),
+                        state_dir=tmp / "state"))
     return Network(out, ChainClient(devnet.rpc_url, dep.contract), deployer, task, dep.deploy_block)
 
 
@@ -81,12 +83,21 @@ def play_round(net: Network, r: int) -> bool:
             pass
     state = net.observer.round_state()
     net.mine(max(state.submit_deadline - net.observer.block_number(), 0))  # absent members never submit
+    if net.task.update_reveal_blocks:
+        for p in net.peers:
+            try:
+                p.reveal_update(r)
+            except FedChainError:
+                pass
+        state = net.observer.round_state()
+        net.mine(max(state.submit_deadline + net.task.update_reveal_blocks - net.observer.block_number(), 0))
     for p in net.peers:
         try:
-            p.vote(r, p.chain.member_info(p.address), expected=state.submissions if state.round == r else None)
+            p.vote(r, p.chain.member_info(p.address), expected=p._expected(state) if state.round == r else None,
+                   commitments=state.submissions if state.round == r else None)
         except FedChainError:
             pass
     if net.observer.round_state().round == r:
-        net.mine(net.task.submit_blocks + net.task.vote_blocks)
+        net.mine(net.task.submit_blocks + net.task.update_reveal_blocks + net.task.vote_blocks)
         net.deployer.advance()
     return net.observer.is_finalized(r)

@@ -68,7 +68,7 @@ def test_lazy_voter_finds_nothing_to_copy_under_commit_reveal_and_falls_behind(n
         return choice
 
     monkeypatch.setattr(attacks.LazyVoter, "vote", spy)
-    # fedavg: a lazy voter's own updates are honest, and Multi-Krum would drop some honest ones too
+    # fedavg: a lazy voter's own updates are honest; only its votes can tell it apart
     res = _run(net, cache, tmp_path, "lazyvote", rule="fedavg", commit_reveal=True)
     assert res["rounds_finalized"] == ROUNDS
     # While votes can be cast (committed) there is never one to copy. (Peer.reveal consults the

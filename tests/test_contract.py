@@ -215,7 +215,8 @@ def test_deployment_registers_members_and_starts_round_one(deploy):
     d = deploy(3, initial_model=model, task=task, submit_blocks=7, vote_blocks=9, quorum_bps=5000, max_rounds=4, rule=2)
     v = view(d)
     assert v.config() == {"task": task, "submit_blocks": 7, "vote_blocks": 9, "quorum_bps": 5000, "quorum": (1, 2), "max_rounds": 4,
-                          "member_count": 3, "rule": 2, "deploy_block": d.block, "reveal_blocks": 0}
+                          "member_count": 3, "rule": 2, "deploy_block": d.block, "reveal_blocks": 0,
+                          "update_reveal_blocks": 0}
     assert [cs(m) for m in v.members()] == [cs(m) for m in d.members]
     for i, m in enumerate(d.members):
         info = v.member_info(m)

@@ -186,7 +186,7 @@ class _Events:
 
         from fedchain.node.protocol.cid import cid_to_digest
 
-        self.evs = [SimpleNamespace(args=SimpleNamespace(peer=m, update=cid_to_digest(c), reputation=1000))
+        self.evs = [SimpleNamespace(args=SimpleNamespace(peer=m, update=cid_to_digest(c), reputation=1000), blockNumber=1)
                     for m, c in zip(members, cids)]
 
     def events(self, name, **kwargs):

@@ -46,7 +46,10 @@ def test_every_rule_builds_with_defaults_and_its_params_rebuild_it(name):
     ("trimmed-mean", {"beta": 0.1}, {"beta": 0.1}),
     ("trimmed-mean", {"beta": 0}, {"beta": 0.0}),
     ("multi-krum", {"num_malicious_clients": 1, "num_clients_to_keep": 3}, {"num_malicious_clients": 1, "num_clients_to_keep": 3}),
-    ("multi-krum", {"num_malicious_clients": 0}, {"num_malicious_clients": 0}),
+    ("multi-krum", {"num_malicious_clients": 0}, {"num_malicious_clients": 0, "outlier_ratio": 8.0}),
+    ("multi-krum", {}, {"outlier_ratio": 8.0}),
+    ("multi-krum", {"outlier_ratio": 3}, {"outlier_ratio": 3.0}),
+    ("fedavg", {"exclude_opposed": False}, {"exclude_opposed": False}),
 ])
 def test_make_rule_passes_named_params(name, params, expected):
     rule = make_rule(name, params)

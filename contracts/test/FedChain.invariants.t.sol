@@ -62,7 +62,7 @@ contract Handler {
     function submit(uint256 who, bytes32 update) external {
         calls++;
         address peer = _member(who);
-        (uint256 round,,,,,,) = chain.roundState();
+        (uint256 round,,,,,,,) = chain.roundState();
         FedChain.Outcome memory prev = _previous(peer);
         VM.prank(peer);
         try chain.submit(round, update, prev) {} catch {}
@@ -71,7 +71,7 @@ contract Handler {
     function vote(uint256 who, uint256 choice, bool late) external {
         calls++;
         address peer = _member(who);
-        (uint256 round,,,,,, uint256 total) = chain.roundState();
+        (uint256 round,,,,,, uint256 total,) = chain.roundState();
         if (late && round > 1) round -= 1;
         FedChain.Outcome memory c = _candidate(round, choice);
         FedChain.Outcome memory prev = _previous(peer);
@@ -86,7 +86,7 @@ contract Handler {
 
     function finalize(uint256 choice) external {
         calls++;
-        (uint256 round,,,,,,) = chain.roundState();
+        (uint256 round,,,,,,,) = chain.roundState();
         FedChain.Outcome memory c = _candidate(round, choice);
         try chain.finalize(round, c.model, c.included) {
             _record(round, c, false);
@@ -118,7 +118,7 @@ contract Handler {
 
     function outsider(bytes32 update, uint256 choice) external {
         calls++;
-        (uint256 round,,,,,,) = chain.roundState();
+        (uint256 round,,,,,,,) = chain.roundState();
         FedChain.Outcome memory c = _candidate(round, choice);
         VM.prank(OUTSIDER);
         try chain.submit(round, update, FedChain.Outcome(bytes32(0), 0)) {
@@ -160,7 +160,8 @@ contract FedChainInvariants {
                 quorumDenominator: 3,
                 maxRounds: 1_000,
                 rule: 0,
-                revealBlocks: 0
+                revealBlocks: 0,
+                updateRevealBlocks: 0
             })
         );
         handler = new Handler(chain, members);
@@ -194,14 +195,14 @@ contract FedChainInvariants {
             sum += rep;
         }
         require(chain.countedReputation() <= sum, "counted reputation above the members' sum");
-        (,,,,,, uint256 total) = chain.roundState();
+        (,,,,,, uint256 total,) = chain.roundState();
         require(total <= members.length * chain.MAX_REPUTATION(), "total out of bounds");
     }
 
     /// @dev The activity lanes hold exactly the non-dormant members' reputations, and the open
     /// round's snapshotted total is exactly the sum of its members' vote weights.
     function invariant_countedReputationAndSnapshotAreExact() public view {
-        (uint256 round,,,,,, uint256 total) = chain.roundState();
+        (uint256 round,,,,,, uint256 total,) = chain.roundState();
         if (round > 1_000) return; // task complete
         uint256 counted;
         uint256 weights;
@@ -218,7 +219,7 @@ contract FedChainInvariants {
     function invariant_noMemberVotesTwiceInARound() public view {
         require(!handler.doubleVote(), "a member voted twice in one round");
         for (uint256 i = 0; i < members.length; ++i) {
-            (uint256 round,,,,,,) = chain.roundState();
+            (uint256 round,,,,,,,) = chain.roundState();
             (,,, uint256 voted,) = chain.memberInfo(members[i]);
             require(voted <= round, "vote recorded for a future round");
         }
@@ -226,7 +227,7 @@ contract FedChainInvariants {
 
     function invariant_finalizedOutcomeNeverChanges() public view {
         uint256 n = handler.finalizedCount();
-        (uint256 current,,,,,,) = chain.roundState();
+        (uint256 current,,,,,,,) = chain.roundState();
         for (uint256 i = 0; i < n; ++i) {
             uint256 r = handler.finalizedRounds(i);
             if (r + chain.OUTCOME_HISTORY() <= current) continue; // left the on-chain ring
@@ -256,7 +257,7 @@ contract FedChainQuorumFuzz {
             members[i] = address(uint160(0x2000 + i));
         }
         chain = new FedChain(
-            FedChain.Config(members, keccak256("model"), keccak256("task"), 4, 4, num, den, 10, 0, 0)
+            FedChain.Config(members, keccak256("model"), keccak256("task"), 4, 4, num, den, 10, 0, 0, 0)
         );
     }
 

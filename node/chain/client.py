@@ -32,8 +32,9 @@ class Phase(IntEnum):
     VOTING = 1
     EXPIRED = 2
     COMPLETE = 3
-    REVEAL = 4
-    SETUP = 5  # members still being registered: no round is open yet
+    REVEAL = 4  # commit-reveal votes: committed votes are revealed
+    UPDATE_REVEAL = 5  # sealed updates: the submission window closed, committed updates are revealed
+    SETUP = 6  # members still being registered: no round is open yet
 
 
 @dataclass(frozen=True)
@@ -43,8 +44,9 @@ class RoundState:
     start_block: int
     submit_deadline: int
     vote_deadline: int
-    submissions: int
+    submissions: int  # in sealed tasks: update commitments
     total_reputation: int
+    reveals: int = 0  # sealed updates revealed so far (0 in plain tasks)
 
 
 @dataclass(frozen=True)
@@ -82,6 +84,9 @@ _ERRORS = {
     "FedChainInvalidOutcome": E.InvalidOutcome,
     "FedChainRevealNotOpen": E.VotingNotOpen,
     "FedChainNothingToReveal": E.AlreadyVoted,
+    "FedChainUpdateRevealNotOpen": E.VotingNotOpen,
+    "FedChainUpdateRevealClosed": E.WindowClosed,
+    "FedChainNoSealedUpdate": E.AlreadySubmitted,
 }
 
 
@@ -249,17 +254,17 @@ class ChainClient:
 
     # ------------------------------------------------------------ views
     def config(self) -> dict:
-        task, submit, vote, num, den, rounds, members, rule, deploy_block, reveal = self._call("config")
+        task, submit, vote, num, den, rounds, members, rule, deploy_block, reveal, update_reveal = self._call("config")
         return {
             "task": bytes(task), "submit_blocks": submit, "vote_blocks": vote, "quorum": (num, den),
             "quorum_bps": -(-num * 10_000 // den),
             "max_rounds": rounds, "member_count": members, "rule": rule, "deploy_block": deploy_block,
-            "reveal_blocks": reveal,
+            "reveal_blocks": reveal, "update_reveal_blocks": update_reveal,
         }
 
     def round_state(self) -> RoundState:
-        r, phase, start, sd, vd, subs, total = self._call("roundState")
-        return RoundState(r, Phase(phase), start, sd, vd, subs, total)
+        r, phase, start, sd, vd, subs, total, reveals = self._call("roundState")
+        return RoundState(r, Phase(phase), start, sd, vd, subs, total, reveals)
 
     def global_model(self) -> tuple[int, bytes]:
         """(round that produced it, 20-byte outcome key) of the current global model."""
@@ -283,6 +288,11 @@ class ChainClient:
     def member_info(self, peer: str) -> MemberInfo:
         index, rep, sub, voted, settled = self._call("memberInfo", Web3.to_checksum_address(peer))
         return MemberInfo(Web3.to_checksum_address(peer), index, rep, sub, voted, settled)
+
+    def update_seal(self, peer: str) -> bytes:
+        """Leading 19 bytes of ``peer``'s unrevealed update commitment (sealed tasks); zeros once
+        revealed or when it committed none."""
+        return bytes(self._call("updateSeal", Web3.to_checksum_address(peer)))
 
     def vote_weight(self, peer: str) -> tuple[int, int]:
         """(weight of ``peer``'s vote in the open round, the last round it took part in)."""
@@ -412,6 +422,15 @@ class ChainClient:
     def submit(self, round_: int, digest: bytes, previous: Outcome) -> dict:
         return self.transact("submit", round_, digest, (previous.model, previous.included))
 
+    def reveal_update(self, round_: int, digest: bytes, salt: bytes) -> dict:
+        return self.transact("revealUpdate", round_, digest, salt)
+
+    @staticmethod
+    def update_commitment(round_: int, digest: bytes, salt: bytes, submitter: str) -> bytes:
+        """What a sealed ``submit`` records: keccak256(abi.encode(round, digest, salt, submitter))."""
+        return bytes(Web3.keccak(encode(["uint256", "bytes32", "bytes32", "address"],
+                                        [round_, digest, salt, Web3.to_checksum_address(submitter)])))
+
     def vote(self, round_: int, model: bytes, included: int, previous: Outcome) -> dict:
         return self.transact("vote", round_, model, included, (previous.model, previous.included))
 
@@ -468,11 +487,13 @@ def deploy_contract(
     max_rounds: int,
     rule: int,
     reveal_blocks: int = 0,
+    update_reveal_blocks: int = 0,
     admit_all: bool = True,
 ) -> tuple[str, int]:
     """Deploy FedChain from ``client``'s account; returns (address, block). The quorum is the
     simplest fraction that ``quorum_bps`` rounds (see ``quorum_fraction``); the contract refuses
-    one below 1/2.
+    one below 1/2. ``update_reveal_blocks`` > 0 seals updates (commit, then reveal in a window
+    this long).
 
     The contract registers MEMBERS_PER_TRANSACTION members in its constructor; a larger member
     list is registered by ``admitMembers`` transactions, sent here one after another, so that no
@@ -487,7 +508,8 @@ def deploy_contract(
         # The constructor sees only the first batch: refuse a bad list before anything is sent,
         # so that no contract is left waiting for members it can never register.
         raise E.ConfigError("member list has a duplicate or the zero address")
-    config = (checksummed, initial_model, task, submit_blocks, vote_blocks, num, den, max_rounds, rule, reveal_blocks)
+    config = (checksummed, initial_model, task, submit_blocks, vote_blocks, num, den, max_rounds, rule, reveal_blocks,
+              update_reveal_blocks)
     receipt = _send_setup(client, "deploy", factory.constructor(config))
     address = receipt["contractAddress"]
     client.contract = client.w3.eth.contract(address=address, abi=art["abi"])
@@ -496,8 +518,6 @@ def deploy_contract(
         for start in range(per_tx, len(checksummed), per_tx):
             _send_setup(client, "admitMembers", client.contract.functions.admitMembers(checksummed[start:]))
     return address, receipt["blockNumber"]
-
-
 
 
 def _send_setup(client: ChainClient, name: str, call) -> dict:

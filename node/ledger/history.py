@@ -23,6 +23,7 @@ class RoundRecord:
     weight: int = 0
     total_reputation: int = 0
     end_block: int | None = None
+    sealed: bool = False  # updates were committed, then revealed (cid None: not revealed)
 
     @property
     def included_count(self) -> int:
@@ -33,18 +34,34 @@ class RoundRecord:
             "round": self.round, "status": self.status, "start_block": self.start_block, "end_block": self.end_block,
             "base_model": self.base_model, "model": self.model, "included": hex(self.included),
             "included_count": self.included_count, "vote_weight": self.weight, "total_reputation": self.total_reputation,
-            "submissions": self.submissions, "votes": self.votes,
+            "submissions": self.submissions, "votes": self.votes, "sealed": self.sealed,
         }
 
 
 def round_history(chain: ChainClient, *, from_block: int | None = None) -> list[RoundRecord]:
-    start = chain.config()["deploy_block"] if from_block is None else from_block
+    """Every round from the events. In a sealed task a round's submissions are its commitments,
+    each with the CID and reputation of its reveal, or ``cid`` None while (or if never) revealed."""
+    cfg = chain.config()
+    start = cfg["deploy_block"] if from_block is None else from_block
+    sealed = cfg.get("update_reveal_blocks", 0) > 0
     records: dict[int, RoundRecord] = {}
     started = chain.events("RoundStarted", from_block=start)
     bases = chain.round_bases(from_block=start)  # read second: it covers every round in `started`
     for ev in started:
         r = int(ev.args.round)
-        records[r] = RoundRecord(r, "open", ev.blockNumber, digest_to_cid(bases[r]))
+        records[r] = RoundRecord(r, "open", ev.blockNumber, digest_to_cid(bases[r]), sealed=sealed)
+    if sealed:
+        for ev in chain.events("UpdateCommitted", from_block=start):
+            rec = records.get(int(ev.args.round))
+            if rec:
+                rec.submissions.append({"peer": ev.args.peer, "cid": None, "reputation": None, "block": ev.blockNumber,
+                                        "revealed": False})
+        for ev in chain.events("UpdateRevealed", from_block=start):
+            rec = records.get(int(ev.args.round))
+            sub = next((s for s in rec.submissions if s["peer"].lower() == ev.args.peer.lower()), None) if rec else None
+            if sub:
+                sub.update(cid=digest_to_cid(bytes(ev.args.update)), reputation=int(ev.args.reputation), revealed=True,
+                           reveal_block=ev.blockNumber)
     for ev in chain.events("UpdateSubmitted", from_block=start):
         rec = records.get(int(ev.args.round))
         if rec:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 
 import torch
 
@@ -15,7 +16,40 @@ from ..protocol.round import Contribution, Exclusion, RoundInputs, Schema, valid
 from ..protocol.task import Task
 from ..store import ArtifactStore
 
-__all__ = ["collect_updates", "load_model", "fetch_with_retry"]
+__all__ = ["collect_updates", "load_model", "fetch_with_retry", "public_updates", "PublicUpdate", "is_sealed",
+           "NEVER_REVEALED"]
+
+NEVER_REVEALED = "committed but never revealed its update"
+
+
+@dataclass(frozen=True)
+class PublicUpdate:
+    """An update of a round that anyone can see: its sender, CID, the sender's reputation as the
+    chain recorded it with the update, and the block that made it public."""
+
+    peer: str
+    cid: str
+    reputation: int
+    block: int
+
+
+def is_sealed(chain: ChainClient) -> bool:
+    """Whether the task seals updates (commit during submissions, reveal after)."""
+    return chain.config().get("update_reveal_blocks", 0) > 0
+
+
+def public_updates(chain: ChainClient, round_: int, *, from_block: int, sealed: bool | None = None) -> list[PublicUpdate]:
+    """The updates of ``round_`` that are public right now, in chain order.
+
+    Sealed tasks: the revealed ones (``UpdateRevealed``), so none before the submission window
+    closes; plain tasks: the submitted ones (``UpdateSubmitted``). ``sealed=None`` asks the chain.
+    This is all an observer, honest or adaptive, can know of a round's updates at this moment.
+    """
+    if sealed is None:
+        sealed = is_sealed(chain)
+    name = "UpdateRevealed" if sealed else "UpdateSubmitted"
+    return [PublicUpdate(ev.args.peer, digest_to_cid(bytes(ev.args.update)), int(ev.args.reputation), ev.blockNumber)
+            for ev in chain.events(name, from_block=from_block, round=round_)]
 
 
 def load_model(store: ArtifactStore, cid: str, task: Task, schema: Schema | None = None) -> dict[str, torch.Tensor]:
@@ -40,7 +74,7 @@ def fetch_with_retry(store: ArtifactStore, cid: str, retry_until: float, *, max_
 def collect_updates(
     chain: ChainClient, store: ArtifactStore, task: Task, task_cid: str, round_: int, base_cid: str,
     *, schema: Schema, from_block: int, members: list[str], fetch_retry_until: float = 0.0,
-    expected: int | None = None,
+    expected: int | None = None, sealed: bool = False, expected_commitments: int | None = None,
 ) -> RoundInputs:
     """Fetch and validate every update recorded for ``round_``; invalid ones are excluded.
 
@@ -49,22 +83,36 @@ def collect_updates(
     budget, malformed, missing, or an error nobody foresaw) excludes that update, with the
     reason, and never ends the caller.
 
-    ``expected``: the number of submissions the chain counts for the round. Fewer in view (the
-    events lag behind the head by the confirmation depth) raises ``NotVisibleYet``.
+    ``expected``: the number of updates the chain counts for the round (submissions; in a
+    ``sealed`` task, reveals). Fewer in view (the events lag behind the head by the confirmation
+    depth) raises ``NotVisibleYet``; so do fewer than ``expected_commitments`` commitments.
+
+    Sealed tasks: only revealed updates count, and a member that committed but never revealed is
+    an exclusion (``NEVER_REVEALED``), so it settles like any excluded update. Call this for a
+    sealed round only once its voting is open: before that, reveals may still come.
     """
     index = {m.lower(): i for i, m in enumerate(members)}
     inputs = RoundInputs(round_, base_cid)
-    events = chain.events("UpdateSubmitted", from_block=from_block, round=round_)
-    if expected is not None and len(events) < expected:
-        raise E.NotVisibleYet(f"{len(events)} of {expected} submissions of round {round_} in view")
-    for position, ev in enumerate(events):
-        member = index[ev.args.peer.lower()]
-        cid = digest_to_cid(bytes(ev.args.update))
+    updates = public_updates(chain, round_, from_block=from_block, sealed=sealed)
+    if expected is not None and len(updates) < expected:
+        raise E.NotVisibleYet(f"{len(updates)} of {expected} {'reveals' if sealed else 'submissions'} of round {round_} in view")
+    order = {u.peer.lower(): i for i, u in enumerate(updates)}
+    if sealed:
+        commits = [ev.args.peer for ev in chain.events("UpdateCommitted", from_block=from_block, round=round_)]
+        if expected_commitments is not None and len(commits) < expected_commitments:
+            raise E.NotVisibleYet(f"{len(commits)} of {expected_commitments} update commitments of round {round_} in view")
+        order = {peer.lower(): i for i, peer in enumerate(commits)}  # the earlier commitment is the original
+        revealed = {u.peer.lower() for u in updates}
+        inputs.excluded += [Exclusion(index[p.lower()], "", NEVER_REVEALED) for p in commits if p.lower() not in revealed]
+    for u in updates:
+        member = index[u.peer.lower()]
+        position = order.get(u.peer.lower(), len(order))
+        cid = u.cid
         try:
             data = fetch_with_retry(store, cid, fetch_retry_until, max_bytes=task.max_update_bytes)
             art, samples = validate_update(
                 data, schema, max_bytes=task.max_update_bytes, task_cid=task_cid, round_=round_, base_cid=base_cid,
-                submitter=ev.args.peer, kind=task.train.kind, classes=task.model.classes, dp=task.train.dp)
+                submitter=u.peer, kind=task.train.kind, classes=task.model.classes, dp=task.train.dp)
             evaluation = parse_evaluation(art.metadata, round_=round_, kind=task.train.kind, classes=task.model.classes)
             privacy = parse_privacy(art.metadata, task.train.dp)
         except (E.ArtifactInvalid, E.StoreError) as exc:
@@ -75,6 +123,6 @@ def collect_updates(
             continue
         finally:
             data = None  # a rejected update's bytes are not kept alive while the next is fetched
-        inputs.contributions.append(Contribution(member, cid, art.tensors, samples, int(ev.args.reputation), position,
+        inputs.contributions.append(Contribution(member, cid, art.tensors, samples, u.reputation, position,
                                                  evaluation, privacy))
     return inputs.sort()

@@ -26,8 +26,9 @@ __all__ = ["Metrics", "HealthServer", "EXCLUSION_REASONS", "exclusion_reason", "
 
 # Every label value an exclusion can carry; anything else is "other" (the detail is logged).
 EXCLUSION_REASONS = ("too_large", "not_found", "unavailable", "cid_mismatch", "not_safetensors", "format",
-                     "schema", "non_finite", "metadata", "samples", "malformed_graph", "other")
+                     "schema", "non_finite", "metadata", "samples", "malformed_graph", "not_revealed", "other")
 _REASON_MARKERS = (
+    ("never revealed", "not_revealed"),  # a sealed update committed but not revealed (ledger.updates.NEVER_REVEALED)
     ("DAG too large", "too_large"), ("DAG too", "malformed_graph"), ("DAG malformed", "malformed_graph"),
     ("over the", "too_large"), ("budget", "too_large"), ("does not match its CID", "cid_mismatch"),
     ("not safetensors", "not_safetensors"), ("unknown artifact format", "format"),
@@ -101,6 +102,7 @@ def describe_peer_metrics(m: Metrics, *, version: str = "") -> None:
     m.describe("round_duration_seconds", "histogram", "Wall time from a round's start to its finalization, as this peer saw it.",
                buckets=(1, 2, 5, 10, 20, 30, 60, 120, 300, 600, 1800, 3600))
     m.describe("submissions_total", "counter", "Updates this peer submitted.")
+    m.describe("missed_reveals_total", "counter", "Sealed updates this peer committed but could not reveal in time.")
     m.describe("votes_total", "counter", "Votes this peer cast.")
     m.describe("exclusions_total", "counter", "Updates this peer excluded from its aggregate, by reason.", ("reason",))
     for reason in EXCLUSION_REASONS:

@@ -2,7 +2,10 @@
 
 A peer keeps no state that matters: every decision is re-derived from the chain (what round is
 open, whether this peer already submitted or voted) and the store (the artifacts themselves).
-Killed and restarted, it carries on where the chain says it is.
+Killed and restarted, it carries on where the chain says it is. The one exception is a sealed
+update (tasks with an update-reveal window): between its commitment and its reveal it exists
+only at this peer, so it is also written to the peer's private ``state_dir`` and a restarted
+peer reveals it from there.
 
 The loop is an explicit state machine: ``next_action`` is a pure function from what the chain
 says (``Facts``) to what the peer owes it next (``Action``), and ``Peer.step`` carries it out.
@@ -10,10 +13,12 @@ says (``Facts``) to what the peer owes it next (``Action``), and ``Peer.step`` c
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 from dataclasses import dataclass
 from enum import Enum
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -36,6 +41,8 @@ from .privacy import SampleDP
 from .pipeline import ABSTAIN, Ballot, Pipeline, Plugin, UpdateContext, VoteContext
 
 __all__ = ["Peer", "EventLog", "Action", "Facts", "next_action"]
+
+_NO_SEAL = b"\0" * 19  # ChainClient.update_seal of a member with nothing left to reveal
 
 
 class EventLog:
@@ -63,7 +70,8 @@ class Action(Enum):
     ADVANCE = "advance"  # close an expired round
     LATE_VOTE = "late_vote"  # plain votes: vote for the round finalized before our vote got in
     REVEAL = "reveal"  # commit-reveal: reveal a committed vote (in its window, or late)
-    SUBMIT = "submit"
+    SUBMIT = "submit"  # the update's digest, or (sealed updates) a commitment to it
+    REVEAL_UPDATE = "reveal_update"  # sealed updates: pin the update and reveal it
     VOTE = "vote"  # plain vote, or the commitment under commit-reveal
 
 
@@ -79,6 +87,8 @@ class Facts:
     abstained: frozenset[int] = frozenset()
     revealed: frozenset[int] = frozenset()  # rounds whose committed vote is revealed on chain
     previous_finalized: bool = False  # round - 1 finalized: a late vote or reveal still counts
+    sealed: bool = False  # updates are committed first and revealed after the submission window
+    update_revealed: bool = False  # sealed: nothing of this round's update is left to reveal
 
 
 def next_action(f: Facts) -> tuple[Action, int]:
@@ -102,6 +112,8 @@ def next_action(f: Facts) -> tuple[Action, int]:
         return Action.ADVANCE, r
     if f.phase is Phase.SUBMISSION and f.submitted_round != r:
         return Action.SUBMIT, r
+    if f.sealed and f.phase is Phase.UPDATE_REVEAL and f.submitted_round == r and not f.update_revealed:
+        return Action.REVEAL_UPDATE, r
     if f.phase is Phase.VOTING and f.voted_round != r and r not in f.abstained:
         return Action.VOTE, r
     if f.commit_reveal and f.phase is Phase.REVEAL and f.voted_round == r and r not in f.revealed \
@@ -127,7 +139,7 @@ class Peer:
         fetch_timeout: float = 10.0,
         metrics: Metrics | None = None,
         plugins: list[Plugin] | tuple[Plugin, ...] = (),
-        state_dir: str | None = None,
+        state_dir: str | Path | None = None,
     ):
         self.chain = chain
         self.store = store
@@ -165,10 +177,15 @@ class Peer:
         self._last_wait: tuple | None = None
         self._missed: set[int] = set()
         self.commit_reveal = cfg["reveal_blocks"] > 0
+        self.update_reveal_blocks = cfg.get("update_reveal_blocks", 0)
+        self.sealed = self.update_reveal_blocks > 0
+        self._sealed: dict[int, bytes] = {}  # sealed updates committed and not yet revealed
+        self._updates_revealed: set[int] = set()  # rounds with nothing of our update left to reveal
+        self.state_dir = Path(state_dir).expanduser() / self.address.lower() if state_dir else None
         self.last_step: tuple[Action | None, int, str] = (None, 0, "idle")
         self.evaluation = HoldoutEvaluation(self)  # federated evaluation on this peer's holdout
         # Sample-level DP-SGD and its privacy account when the task asks for it (peer/privacy.py).
-        self.privacy = SampleDP(task, task_cid, len(self.data.y), self.log, state_dir=state_dir) if task.train.dp else None
+        self.privacy = SampleDP(task, task_cid, len(self.data.y), self.log, state_dir=self.state_dir) if task.train.dp else None
 
     # ---------------------------------------------------------------- the loop
     def run(self, stop=None) -> None:
@@ -216,9 +233,14 @@ class Peer:
             for r in (prev, state.round):
                 if r >= 1 and me.voted_round == r and r not in self._revealed and self._revealed_on_chain(r):
                     self._revealed.add(r)
+        r = state.round
+        if self.sealed and state.phase is Phase.UPDATE_REVEAL and me.submitted_round == r \
+                and r not in self._updates_revealed and self.chain.update_seal(self.address) == _NO_SEAL:
+            self._updates_revealed.add(r)  # a previous life of this peer revealed it
         return Facts(
             state.round, state.phase, me.submitted_round, me.voted_round, self.commit_reveal,
             frozenset(self._abstained), frozenset(self._revealed), prev_finalized,
+            self.sealed, r in self._updates_revealed,
         )
 
     def step(self, state: RoundState) -> bool:
@@ -244,12 +266,15 @@ class Peer:
                 self.log("advanced", r, reason="windows ran out without quorum")
             elif action is Action.SUBMIT:
                 sent = self.submit(r, me)
+            elif action is Action.REVEAL_UPDATE:
+                sent = self.reveal_update(r)
             elif action is Action.VOTE:
-                sent = self.vote(r, me, expected=state.submissions)
+                sent = self.vote(r, me, expected=self._expected(state), commitments=state.submissions)
             elif action is Action.LATE_VOTE:
                 sent = self.vote(r, me)
             elif action is Action.REVEAL:
-                sent = self.reveal(r, expected=state.submissions if r == state.round else None)
+                sent = self.reveal(r, expected=self._expected(state) if r == state.round else None,
+                                   commitments=state.submissions if r == state.round else None)
             self.last_step = (action, r, "sent" if sent else "idle")
             return sent
         except E.NotVisibleYet as exc:
@@ -263,6 +288,8 @@ class Peer:
             self.last_step = (action, r, "already")  # a previous life of this peer got there first
             if action is Action.REVEAL:
                 self._revealed.add(r)  # ours is on chain, only not in view yet
+            if action is Action.REVEAL_UPDATE:
+                self._updates_revealed.add(r)
         except E.ArtifactInvalid as exc:
             # Only a base model can get here (updates that fail validation are excluded): a
             # finalized model that is not one. Nothing to build on this round; keep following.
@@ -285,19 +312,32 @@ class Peer:
             self._missed.add(state.round)
             self.log("missed_window", state.round, reason=f"the submission window closed at block {state.submit_deadline} "
                      "before this peer submitted; it can still vote, and takes part again from the next round")
+        r = state.round
+        if self.sealed and state.phase in (Phase.VOTING, Phase.REVEAL, Phase.EXPIRED) and me.submitted_round == r \
+                and r not in self._updates_revealed:
+            self._updates_revealed.add(r)  # too late now either way: log it at most once
+            if self.chain.update_seal(self.address) != _NO_SEAL:
+                self.metrics.inc("missed_reveals_total")
+                self.log("missed_reveal", r, reason="the update-reveal window closed before this peer revealed its "
+                         "committed update: it is excluded from this round's aggregate (and halved at settlement)")
+            self._forget_sealed(r)
 
     def _say_what_we_wait_for(self, state: RoundState, me: MemberInfo) -> None:
         """Log, once per change, what this idle peer waits for."""
         if state.phase is Phase.COMPLETE:
             return
-        key = (state.round, state.phase, state.submissions)
+        key = (state.round, state.phase, state.submissions, state.reveals)
         if key == self._last_wait:
             return
         self._last_wait = key
         head = self.chain.block_number()
         n = len(self.members)
         if state.phase is Phase.SUBMISSION:
-            what = f"{state.submissions} of {n} updates; submission window closes in {max(state.submit_deadline - head, 0)} blocks"
+            what = f"{state.submissions} of {n} {'sealed ' if self.sealed else ''}updates; submission window closes in " \
+                   f"{max(state.submit_deadline - head, 0)} blocks"
+        elif state.phase is Phase.UPDATE_REVEAL:
+            what = f"{state.reveals} of {state.submissions} sealed updates revealed; voting opens once all are, or at block " \
+                   f"{state.submit_deadline + self.update_reveal_blocks}"
         else:
             what = f"votes of the other members ({state.submissions} of {n} updates submitted); " \
                    f"voting window closes in {max(state.vote_deadline - head, 0)} blocks"
@@ -338,17 +378,22 @@ class Peer:
         cid = self.base_of(round_)
         return cid, load_model(self.store, cid, self.task, self.schema)
 
-    def round_inputs(self, round_: int, *, expected: int | None = None) -> RoundInputs:
+    def _expected(self, state: RoundState) -> int:
+        """How many updates of the open round the chain counts: submissions, or (sealed) reveals."""
+        return state.reveals if self.sealed else state.submissions
+
+    def round_inputs(self, round_: int, *, expected: int | None = None, commitments: int | None = None) -> RoundInputs:
         """Every update of ``round_``, validated. Waits (``E.NotVisibleYet``) until the peer sees
-        all of them: ``expected`` submissions for the open round, or the round's end for a past
-        one, so that peers at different heads never aggregate different sets."""
+        all of them: ``expected`` updates (and, sealed, ``commitments`` commitments) for the open
+        round, or the round's end for a past one, so that peers at different heads never
+        aggregate different sets. In a sealed task only revealed updates count."""
         start = self.round_start_block(round_)
         if expected is None:
             self.round_end_block(round_)  # the round ended in view: so did every submission to it
         inputs = collect_updates(
             self.chain, self.store, self.task, self.task_cid, round_, self.base_of(round_), schema=self.schema,
             from_block=start, members=self.members, fetch_retry_until=time.monotonic() + self.fetch_timeout,
-            expected=expected,
+            expected=expected, sealed=self.sealed, expected_commitments=commitments if self.sealed else None,
         )
         return inputs
 
@@ -389,9 +434,17 @@ class Peer:
         ctx = UpdateContext(r, base_cid, base, meta, self)
         delta = self.pipeline.transform(delta, ctx)
         artifact = self.pipeline.publish(delta, ctx) or encode(delta, meta)
-        cid = self.store.add(artifact, pin=True)
+        if self.sealed:
+            # Sealed: nothing leaves this peer but a commitment; the artifact reaches the store
+            # only when it is revealed, after the submission window.
+            cid = self.store.cid_of(artifact)
+            self._keep_sealed(r, artifact)
+            recorded = self.chain.update_commitment(r, cid_to_digest(cid), self._update_salt(r), self.address)
+        else:
+            cid = self.store.add(artifact, pin=True)
+            recorded = cid_to_digest(cid)
         t3 = time.perf_counter()
-        receipt = self.chain.submit(r, cid_to_digest(cid), previous)
+        receipt = self.chain.submit(r, recorded, previous)
         t4 = time.perf_counter()
         self._timing(r, "store", (t1 - t0) + (t3 - t2))
         self._timing(r, "train", t2 - t1)
@@ -399,13 +452,91 @@ class Peer:
         self.metrics.inc("submissions_total")
         self.metrics.set("training_loss", loss)
         self.metrics.inc("gas_used_total", receipt["gasUsed"])
-        self.log("submitted", r, cid=cid, loss=round(loss, 4), samples=len(self.data.y), gas=receipt["gasUsed"])
+        if self.sealed:
+            self.log("submitted", r, sealed=True, loss=round(loss, 4), samples=len(self.data.y), gas=receipt["gasUsed"])
+        else:
+            self.log("submitted", r, cid=cid, loss=round(loss, 4), samples=len(self.data.y), gas=receipt["gasUsed"])
         return True
 
-    def _ballot(self, r: int, expected: int | None) -> tuple[Ballot | None, RoundInputs, str]:
+    # ---------------------------------------------------------------- sealed updates
+    def _update_salt(self, round_: int) -> bytes:
+        """The salt of this peer's sealed update of ``round_`` in this deployment: derivable again
+        after a restart, unknowable to anyone without the key until it is revealed."""
+        from web3 import Web3
+
+        return bytes(Web3.keccak(self.chain.account.key + b"fedchain/update-salt" + bytes.fromhex(
+            self.chain.contract.address[2:]) + round_.to_bytes(32, "big")))
+
+    def _sealed_path(self, round_: int) -> Path | None:
+        if self.state_dir is None:
+            return None
+        return self.state_dir / f"sealed-{self.chain.contract.address.lower()}-{round_}.safetensors"
+
+    def _keep_sealed(self, round_: int, artifact: bytes) -> None:
+        """Keep the sealed update until it is revealed: in memory, and in ``state_dir`` (private to
+        this peer, mode 0600) so that a restart between commitment and reveal loses nothing."""
+        self._sealed[round_] = artifact
+        path = self._sealed_path(round_)
+        if path is None:
+            return
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            tmp = path.with_name(path.name + ".tmp")
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(artifact)
+            tmp.replace(path)
+        except OSError as exc:  # the reveal still works unless this process dies first
+            self.log("sealed_not_saved", round_, reason=f"cannot write {path}: {exc.strerror or exc}; "
+                     "a restart before the reveal would lose this round's update")
+
+    def _sealed_update(self, round_: int) -> bytes | None:
+        if round_ not in self._sealed:
+            path = self._sealed_path(round_)
+            try:
+                if path is not None:
+                    self._sealed[round_] = path.read_bytes()
+            except OSError:
+                pass
+        return self._sealed.get(round_)
+
+    def _forget_sealed(self, round_: int) -> None:
+        self._sealed.pop(round_, None)
+        path = self._sealed_path(round_)
+        if path is not None:
+            path.unlink(missing_ok=True)
+
+    def reveal_update(self, r: int) -> bool:
+        """Pin this peer's sealed update of round ``r`` and reveal it; False when it cannot be
+        revealed (lost, or not the one committed to), which is logged once."""
+        artifact = self._sealed_update(r)
+        salt = self._update_salt(r)
+        digest = cid_to_digest(self.store.cid_of(artifact)) if artifact is not None else None
+        seal = self.chain.update_seal(self.address)
+        if digest is None or self.chain.update_commitment(r, digest, salt, self.address)[:19] != seal:
+            self._updates_revealed.add(r)
+            self.metrics.inc("missed_reveals_total")
+            self.log("missed_reveal", r, reason="the committed update is lost (restarted without its state_dir copy)"
+                     if digest is None else "the kept update does not match the commitment on chain")
+            return False
+        t0 = time.perf_counter()
+        cid = self.store.add(artifact, pin=True)
+        t1 = time.perf_counter()
+        if cid_to_digest(cid) != digest:
+            raise E.StoreError(f"the store named the sealed update {cid}, not the CID committed to")
+        receipt = self.chain.reveal_update(r, digest, salt)
+        self._updates_revealed.add(r)
+        self._forget_sealed(r)
+        self._timing(r, "store", t1 - t0)
+        self._timing(r, "chain", time.perf_counter() - t1)
+        self.metrics.inc("gas_used_total", receipt["gasUsed"])
+        self.log("revealed_update", r, cid=cid, gas=receipt["gasUsed"])
+        return True
+
+    def _ballot(self, r: int, expected: int | None, commitments: int | None = None) -> tuple[Ballot | None, RoundInputs, str]:
         """Compute and pin the honest aggregate of round ``r``; the plugins' ballot, or None to abstain."""
         t0 = time.perf_counter()
-        inputs = self.round_inputs(r, expected=expected)
+        inputs = self.round_inputs(r, expected=expected, commitments=commitments)
         self.evaluation.observe(inputs)
         for ex in inputs.excluded:
             self.metrics.inc("exclusions_total", reason=exclusion_reason(ex.reason))
@@ -425,11 +556,12 @@ class Peer:
             return None, inputs, cid
         return chosen or honest, inputs, cid
 
-    def vote(self, r: int, me: MemberInfo, *, expected: int | None = None) -> bool:
-        """Vote (or commit) for round ``r``; ``expected`` is the open round's on-chain submission
-        count (None for a round that has ended). False if the plugins abstained."""
+    def vote(self, r: int, me: MemberInfo, *, expected: int | None = None, commitments: int | None = None) -> bool:
+        """Vote (or commit) for round ``r``; ``expected`` is the open round's on-chain update count
+        (submissions, or reveals when sealed; None for a round that has ended) and ``commitments``
+        its sealed-update commitments. False if the plugins abstained."""
         previous = self._previous(me, r)
-        ballot, inputs, _ = self._ballot(r, expected)
+        ballot, inputs, _ = self._ballot(r, expected, commitments)
         if ballot is None:
             return False
         digest, bitmap = ballot
@@ -459,13 +591,13 @@ class Peer:
         evs = self.chain.events("VoteCast", from_block=self.round_start_block(round_), round=round_, peer=self.address)
         return bool(evs)
 
-    def reveal(self, round_: int, *, expected: int | None = None) -> bool:
+    def reveal(self, round_: int, *, expected: int | None = None, commitments: int | None = None) -> bool:
         """Reveal this peer's committed vote, recomputing it if a restart lost it; False if the
         plugins abstained on recomputing."""
         if round_ in self._abstained:
             return False  # nothing committed to reveal (and a recomputed ballot could copy revealed votes)
         if round_ not in self._choices:
-            ballot, _, _ = self._ballot(round_, expected)
+            ballot, _, _ = self._ballot(round_, expected, commitments)
             if ballot is None:
                 return False
             self._choices[round_] = ballot

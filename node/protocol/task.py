@@ -276,6 +276,7 @@ class Task:
     vote_blocks: int = 60
     quorum_bps: int = 6_667
     reveal_blocks: int = 0  # > 0: commit-reveal voting with a reveal window this long
+    update_reveal_blocks: int = 0  # > 0: sealed updates (commit, then reveal in a window this long)
     data: DataSchema | None = None  # what shards must look like; None: the built-in dataset's
 
     def __post_init__(self):
@@ -287,6 +288,8 @@ class Task:
                 raise ConfigError(f"{what} must be between 1 and {UINT32_MAX}, got {value}")
         if not 0 <= self.reveal_blocks <= UINT32_MAX:
             raise ConfigError(f"reveal window must be between 0 and {UINT32_MAX}, got {self.reveal_blocks}")
+        if not 0 <= self.update_reveal_blocks <= UINT32_MAX:
+            raise ConfigError(f"update-reveal window must be between 0 and {UINT32_MAX}, got {self.update_reveal_blocks}")
         if self.sample_cap < 1:
             raise ConfigError("sample cap must be at least 1")
         if self.max_update_bytes < 1:
@@ -319,6 +322,8 @@ class Task:
             "quorum_bps": self.quorum_bps,
             "reveal_blocks": self.reveal_blocks,
         }
+        if self.update_reveal_blocks:  # absent when 0: plain tasks keep their JSON and CIDs
+            out["update_reveal_blocks"] = self.update_reveal_blocks
         if self.rule_params:
             out["rule_params"] = dict(self.rule_params)
         if self.data is not None:
@@ -348,6 +353,7 @@ class Task:
                 vote_blocks=_strict_int(d.get("vote_blocks", 60), "vote_blocks"),
                 quorum_bps=_strict_int(d.get("quorum_bps", 6_667), "quorum_bps"),
                 reveal_blocks=_strict_int(d.get("reveal_blocks", 0), "reveal_blocks"),
+                update_reveal_blocks=_strict_int(d.get("update_reveal_blocks", 0), "update_reveal_blocks"),
                 data=DataSchema.from_dict(d["data"]) if d.get("data") is not None else None,
             )
         except (KeyError, TypeError, ValueError, AttributeError) as exc:

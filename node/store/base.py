@@ -29,6 +29,11 @@ class ArtifactStore(ABC):
     def add(self, data: bytes, *, pin: bool = True) -> str:
         """Store ``data`` and return its CID (as ``ipfs add -Q`` prints it)."""
 
+    def cid_of(self, data: bytes) -> str:
+        """The CID ``add`` would return for ``data``, without storing anything (a sealed update
+        is committed to before it may be in the store)."""
+        return cid_of_bytes(data)
+
     @abstractmethod
     def _fetch(self, cid: str, *, max_bytes: int) -> bytes:
         """Return the file's bytes, unverified as a whole, never holding more than ``max_bytes``

@@ -6,19 +6,30 @@ NAME`` makes a real adversarial process that joins a network like any other peer
 """
 from __future__ import annotations
 
+import hashlib
 import os
+import statistics
+import time
 from dataclasses import replace
+from typing import Callable
 
 import numpy as np
 import torch
 
 from ..aggregation import Aggregate, AggregationRule, aggregate_round
 from ..errors import ConfigError
+from ..ledger.updates import collect_updates
 from ..peer.pipeline import ABSTAIN, Plugin
 from ..protocol.artifact import decode, encode
 from ..protocol.cid import cid_to_digest, digest_to_cid
+from ..ledger.updates import public_updates
+from ..protocol.fixedpoint import dequantize, quantize
 
-__all__ = ["ATTACKS", "make_attack", "malicious_indices", "add_trigger", "BACKDOOR_TARGET"]
+__all__ = [
+    "ATTACKS", "ADAPTIVE", "make_attack", "malicious_indices", "add_trigger", "BACKDOOR_TARGET",
+    "alie_z", "alie_update", "ipm_update", "deviation", "search_gamma", "minmax_agnostic", "minmax_tailored",
+    "colluder_perturbation", "visible_updates",
+]
 
 BACKDOOR_TARGET = 0
 
@@ -93,17 +104,18 @@ class Backdoor(Plugin):
 
 class FreeRider(Plugin):
     """Contributes nothing: resubmits the global model (a zero update), or a slightly perturbed
-    copy of another peer's update of this round when one is already recorded."""
+    copy of another peer's update of this round when one is already public (never, when updates
+    are sealed: they are revealed only after the submission window)."""
 
     name = "freeride"
 
     def transform(self, delta, ctx):
         peer = ctx.peer
-        for ev in peer.chain.events("UpdateSubmitted", from_block=peer.round_start_block(ctx.round), round=ctx.round):
-            if ev.args.peer.lower() == peer.address.lower():
+        for u in public_updates(peer.chain, ctx.round, from_block=peer.round_start_block(ctx.round), sealed=peer.sealed):
+            if u.peer.lower() == peer.address.lower():
                 continue
             try:
-                other = decode(peer.store.get(digest_to_cid(bytes(ev.args.update))), max_bytes=peer.task.max_update_bytes)
+                other = decode(peer.store.get(u.cid), max_bytes=peer.task.max_update_bytes)
                 return {k: v + 1e-6 * torch.randn_like(v) for k, v in other.tensors.items()}
             except Exception:
                 continue
@@ -228,24 +240,310 @@ class _BombRoot:
             return self.root
         return self.inner.add(data, pin=pin)
 
+    def cid_of(self, data) -> str:
+        return self.root if data == self.placeholder else self.inner.cid_of(data)
+
     def __getattr__(self, name):
         return getattr(self.inner, name)
 
 
+# ---------------------------------------------------------------------------- adaptive attacks
+#
+# The math of each attack is a pure function over NumPy arrays: ``benign`` holds one flattened
+# benign update per row (float64). The plugins below gather those rows from what the protocol
+# makes public and turn the crafted vector back into an update.
+
+
+def alie_z(n: int, m: int) -> float:
+    """The z of "A Little Is Enough" (Baruch et al., NeurIPS 2019) for ``n`` workers, ``m`` malicious.
+
+    ``s = floor(n / 2 + 1) - m`` is the number of benign workers the attackers need on their side
+    for a majority; ``z = Phi^-1((n - s) / n)``, so that about ``s`` benign values per coordinate
+    lie farther from the mean than the crafted one. Clamped to [0, Phi^-1(1 - 1e-6)].
+    """
+    if n < 1 or not 0 <= m <= n:
+        raise ValueError(f"ALIE needs 0 <= m <= n and n >= 1 (n={n}, m={m})")
+    s = n // 2 + 1 - m
+    p = min(max((n - s) / n, 0.5), 1 - 1e-6)
+    return statistics.NormalDist().inv_cdf(p)
+
+
+def alie_update(benign: np.ndarray, z: float) -> np.ndarray:
+    """ALIE (Baruch et al., NeurIPS 2019): the coordinate-wise benign mean minus ``z`` standard deviations."""
+    return benign.mean(axis=0) - z * benign.std(axis=0)
+
+
+def ipm_update(benign: np.ndarray, epsilon: float = 0.5) -> np.ndarray:
+    """Inner-product manipulation (Xie et al., "Fall of Empires", UAI 2020): ``-epsilon`` times the
+    benign mean, so that the aggregate's inner product with the true gradient turns negative."""
+    return -epsilon * benign.mean(axis=0)
+
+
+def deviation(benign: np.ndarray, kind: str = "std") -> np.ndarray:
+    """A perturbation direction of Shejwalkar and Houmansadr (NDSS 2021): ``std`` (the
+    coordinate-wise standard deviation), ``unit`` (the benign mean's unit vector) or ``sign`` (its
+    sign); the crafted update is ``mean - gamma * direction``."""
+    mean = benign.mean(axis=0)
+    if kind == "std":
+        return benign.std(axis=0)
+    if kind == "unit":
+        norm = float(np.linalg.norm(mean))
+        return mean / norm if norm > 0 else mean
+    if kind == "sign":
+        return np.sign(mean)
+    raise ValueError(f"unknown perturbation {kind!r} (std, unit, sign)")
+
+
+def search_gamma(feasible: Callable[[float], bool], *, gamma_init: float = 10.0, tol: float = 1e-5, max_steps: int = 64) -> float:
+    """The largest scaling ``gamma`` found feasible by the halving search of Shejwalkar and
+    Houmansadr, "Manipulating the Byzantine" (NDSS 2021), Algorithm 1: step up by half the last
+    step while feasible, down while not; 0 when no tried value is feasible. Searches (0, 2 gamma_init)."""
+    gamma, step, best = gamma_init, gamma_init / 2, 0.0
+    for _ in range(max_steps):
+        if abs(best - gamma) <= tol:
+            break
+        if feasible(gamma):
+            best = gamma
+            gamma += step
+        else:
+            gamma -= step
+        step /= 2
+    return best
+
+
+def _max_distance_to(rows: np.ndarray, x: np.ndarray) -> float:
+    return float(np.sqrt(((rows - x) ** 2).sum(axis=1)).max())
+
+
+def _max_pairwise(rows: np.ndarray) -> float:
+    sq = (rows * rows).sum(axis=1)
+    d2 = sq[:, None] + sq[None, :] - 2 * rows @ rows.T
+    return float(np.sqrt(max(float(d2.max()), 0.0)))
+
+
+def minmax_agnostic(benign: np.ndarray, kind: str = "std", **search) -> np.ndarray:
+    """AGR-agnostic Min-Max (Shejwalkar and Houmansadr, NDSS 2021): ``mean - gamma * p`` with the
+    largest gamma whose distance to every benign update is at most the largest distance between
+    two benign updates, so it hides inside the benign cloud while pulling as far as it can."""
+    mean, p = benign.mean(axis=0), deviation(benign, kind)
+    bound = _max_pairwise(benign)
+    gamma = search_gamma(lambda g: _max_distance_to(benign, mean - g * p) <= bound, **search)
+    return mean - gamma * p
+
+
+def minmax_tailored(benign: np.ndarray, accepts: Callable[[np.ndarray], bool], kind: str = "std", **search) -> np.ndarray:
+    """AGR-tailored Min-Max (Shejwalkar and Houmansadr, NDSS 2021): ``mean - gamma * p`` with the
+    largest gamma the aggregation rule in use still ``accepts`` (for Krum: still selects; for
+    median and trimmed mean: still moves the aggregate farther from the benign mean)."""
+    mean, p = benign.mean(axis=0), deviation(benign, kind)
+    gamma = search_gamma(lambda g: accepts(mean - g * p), **search)
+    return mean - gamma * p
+
+
+def colluder_perturbation(x: np.ndarray, key: str, round_: int, *, relative: float = 2.0**-8) -> np.ndarray:
+    """A tiny, deterministic perturbation of ``x`` for colluder ``key`` in round ``round_``: a random
+    direction of norm ``relative * |x|``. The free-rider test (``drop_copies``) drops an update
+    within relative distance 2**-10 of an earlier one, so colluders sending exact copies would
+    lose all but one; 2**-8 apart they all count, while still pulling the same way. Each
+    colluder can compute every other colluder's perturbation (the key is its address)."""
+    seed = int.from_bytes(hashlib.sha256(f"{key.lower()}:{round_}".encode()).digest()[:8], "big")
+    g = np.random.default_rng(seed).standard_normal(x.shape)
+    return x + g * (relative * float(np.linalg.norm(x)) / max(float(np.linalg.norm(g)), 1e-300))
+
+
+def visible_updates(peer, round_: int):
+    """The updates of ``round_`` that are public right now (validated, as every peer reads them).
+
+    ``collect_updates`` reads them through ``public_updates``: in a plain task, every update whose
+    digest is on chain; in a sealed task, only revealed ones, so none while submissions are open."""
+    return collect_updates(peer.chain, peer.store, peer.task, peer.task_cid, round_, peer.base_of(round_),
+                           schema=peer.schema, from_block=peer.round_start_block(round_), members=peer.members)
+
+
+# The colluders' private channel: the benign update each colluder computed, per (task, round).
+# It only joins colluders in one process (the experiment engine); across processes each colluder
+# knows its own benign update only.
+_BOARD: dict[tuple[str, int], dict[str, np.ndarray]] = {}
+_CRAFTED: dict[tuple, np.ndarray] = {}
+
+
+def _floats(delta: dict[str, torch.Tensor]) -> list[str]:
+    return sorted(k for k, v in delta.items() if v.is_floating_point())
+
+
+def _flatten(delta: dict[str, torch.Tensor], keys: list[str]) -> np.ndarray:
+    return torch.cat([delta[k].detach().reshape(-1).to(torch.float64) for k in keys]).numpy()
+
+
+class _Adaptive(Plugin):
+    """An omniscient, colluding attacker: crafts its update from every benign update it can see.
+
+    It waits (until every non-colluding member's update of the round is public, the submission
+    window is ``margin`` of its length from closing, or ``max_wait`` seconds pass) and crafts from
+    the public honest updates. If fewer than two are visible (a sealed protocol), it falls back to
+    the colluders' own benign updates plus the previous round's public ones. Every colluder sends
+    the same crafted vector, with its own tiny perturbation (``colluder_perturbation``).
+    """
+
+    takes_colluders = True
+
+    def __init__(self, colluders=(), *, max_wait: float = 120.0, margin: float = 0.2):
+        self.colluders = {c.lower() for c in colluders}
+        self.max_wait, self.margin = max_wait, margin
+
+    def craft(self, benign: np.ndarray, ctx, m: int) -> np.ndarray:
+        raise NotImplementedError
+
+    def _team(self, peer) -> list[str]:
+        """The colluders' addresses that are members, in member order (this peer included)."""
+        team = self.colluders | {peer.address.lower()}
+        return [a.lower() for a in peer.members if a.lower() in team]
+
+    def _benign_rows(self, ctx, keys: list[str], own: np.ndarray) -> np.ndarray:
+        peer, r = ctx.peer, ctx.round
+        team = set(self._team(peer))
+        wanted = sum(1 for a in peer.members if a.lower() not in team)
+        closes = peer.round_start_block(r) + peer.task.submit_blocks
+        stop_block = closes - max(1, int(self.margin * peer.task.submit_blocks))
+        give_up = time.monotonic() + self.max_wait
+        while True:
+            try:
+                inputs = visible_updates(peer, r)
+                honest = [c for c in inputs.contributions if peer.members[c.member].lower() not in team]
+            except Exception:  # noqa: BLE001 - nothing visible yet is not an error for the attacker
+                honest = []
+            if len(honest) >= wanted or peer.chain.block_number() >= stop_block or time.monotonic() >= give_up:
+                break
+            time.sleep(getattr(peer, "poll", 0.5))
+        rows = [_flatten(c.delta, keys) for c in honest]
+        if len(rows) >= 2:
+            return np.stack(rows)
+        # Sealed updates: the colluders' own benign updates, and last round's public ones.
+        board = _BOARD.get((peer.task_cid, r), {})
+        rows += [v for a, v in sorted(board.items())] or [own]
+        if r > 1:
+            try:
+                rows += [_flatten(c.delta, keys) for c in visible_updates(peer, r - 1).contributions
+                         if peer.members[c.member].lower() not in team]
+            except Exception:  # noqa: BLE001
+                pass
+        return np.stack(rows)
+
+    def transform(self, delta, ctx):
+        peer = ctx.peer
+        keys = _floats(delta)
+        own = _flatten(delta, keys)
+        for key in [k for k in _BOARD if k[0] == peer.task_cid and k[1] < ctx.round - 1]:
+            del _BOARD[key]
+        _BOARD.setdefault((peer.task_cid, ctx.round), {})[peer.address.lower()] = own
+        benign = self._benign_rows(ctx, keys, own)
+        # Colluders in one process craft once per round from the same rows and share the result.
+        key = (peer.task_cid, ctx.round, self.name, hashlib.sha256(benign.tobytes()).hexdigest())
+        if key not in _CRAFTED:
+            _CRAFTED.clear()
+            _CRAFTED[key] = self.craft(benign, ctx, len(self._team(peer)))
+        crafted = colluder_perturbation(_CRAFTED[key], peer.address, ctx.round)
+        out, pos = dict(delta), 0
+        for k in keys:
+            size = delta[k].numel()
+            out[k] = torch.from_numpy(crafted[pos : pos + size].copy()).reshape(delta[k].shape).to(delta[k].dtype)
+            pos += size
+        return out
+
+
+class ALittleIsEnough(_Adaptive):
+    """ALIE (Baruch et al., NeurIPS 2019): every colluder sends mean - z * std of the benign
+    updates, with z from the paper's formula for n members and m colluders."""
+
+    name = "alie"
+
+    def craft(self, benign, ctx, m):
+        return alie_update(benign, alie_z(len(ctx.peer.members), m))
+
+
+class InnerProductManipulation(_Adaptive):
+    """IPM (Xie et al., UAI 2020): every colluder sends -epsilon times the benign mean."""
+
+    name = "ipm"
+
+    def __init__(self, colluders=(), *, epsilon: float = 0.5, **kw):
+        super().__init__(colluders, **kw)
+        self.epsilon = epsilon
+
+    def craft(self, benign, ctx, m):
+        return ipm_update(benign, self.epsilon)
+
+
+class MinMax(_Adaptive):
+    """Min-Max (Shejwalkar and Houmansadr, NDSS 2021), tailored to the task's rule, which the
+    attacker reads from the task like everyone else.
+
+    * ``multi-krum``: the largest gamma for which the rule still keeps every crafted update
+      (the paper's Krum / Multi-Krum attack);
+    * ``median``, ``trimmed-mean``: the largest gamma while the rule's output keeps moving away
+      from the benign mean (the paper's tailored median and trimmed-mean attacks);
+    * any other rule that can exclude (``fedavg``, ``trust-cosine``): AGR-agnostic Min-Max, its
+      gamma further lowered until the rule keeps every crafted update (dodging the exclusion);
+    * ``fedavg-plain``: AGR-agnostic Min-Max.
+
+    The rule is run exactly as peers run it (``combine`` on the fixed-point rows, equal weights,
+    the crafted rows with the colluders' perturbations)."""
+
+    name = "minmax"
+
+    def __init__(self, colluders=(), *, perturbation: str = "std", **kw):
+        super().__init__(colluders, **kw)
+        self.perturbation = perturbation
+
+    def craft(self, benign, ctx, m):
+        peer = ctx.peer
+        rule = peer.rule
+        if rule.name == "fedavg-plain":
+            return minmax_agnostic(benign, self.perturbation)
+        team = self._team(peer)
+        mean = benign.mean(axis=0)
+        best = [-1.0]
+
+        def run(mal: np.ndarray) -> tuple[bool, float]:
+            crafted = [colluder_perturbation(mal, a, ctx.round) for a in team]
+            rows = quantize(torch.from_numpy(np.vstack([benign, *crafted])))
+            agg = rule.combine(rows, [1] * rows.shape[0])
+            kept = all(i in agg.included for i in range(len(benign), rows.shape[0]))
+            return kept, float(np.linalg.norm(dequantize(agg.delta).numpy().astype(np.float64) - mean))
+
+        if rule.name in ("median", "trimmed-mean"):
+            def accepts(mal):
+                _, dev = run(mal)
+                if dev >= best[0]:
+                    best[0] = dev
+                    return True
+                return False
+            return minmax_tailored(benign, accepts, self.perturbation)
+        if rule.name == "multi-krum":
+            return minmax_tailored(benign, lambda mal: run(mal)[0], self.perturbation)
+        bound = _max_pairwise(benign)
+        return minmax_tailored(
+            benign, lambda mal: _max_distance_to(benign, mal) <= bound and run(mal)[0], self.perturbation)
+
+
 ATTACKS: dict[str, type[Plugin]] = {
     cls.name: cls
-    for cls in (SignFlip, Scaling, GaussianNoise, LabelFlip, Backdoor, FreeRider, Malformed, LazyVoter, Colluder, DagBomb)
+    for cls in (SignFlip, Scaling, GaussianNoise, LabelFlip, Backdoor, FreeRider, Malformed, LazyVoter, Colluder, DagBomb,
+                ALittleIsEnough, InnerProductManipulation, MinMax)
 }
+ADAPTIVE = ("alie", "ipm", "minmax")
 
 
-def make_attack(name: str | None) -> list[Plugin]:
-    """The plugin list of attack ``name``: empty (an honest peer) for None or ""."""
+def make_attack(name: str | None, *, colluders=()) -> list[Plugin]:
+    """The plugin list of attack ``name``: empty (an honest peer) for None or "". ``colluders``:
+    the addresses of the members running the attack together (used by the adaptive attacks)."""
     if not name:
         return []
     try:
-        return [ATTACKS[name]()]
+        cls = ATTACKS[name]
     except KeyError:
         raise ConfigError(f"unknown attack {name!r} (known: {', '.join(ATTACKS)})") from None
+    return [cls(colluders) if getattr(cls, "takes_colluders", False) else cls()]
 
 
 def malicious_indices(peers: int, attack: str | None, fraction: float) -> list[int]:
@@ -302,8 +600,8 @@ class FrontRunner(Plugin):
 
     @staticmethod
     def _recorded_digests(peer, round_: int) -> list[bytes]:
-        evs = peer.chain.events("UpdateSubmitted", from_block=peer.round_start_block(round_), round=round_)
-        return [bytes(ev.args.update) for ev in evs if ev.args.peer.lower() != peer.address.lower()]
+        ups = public_updates(peer.chain, round_, from_block=peer.round_start_block(round_), sealed=peer.sealed)
+        return [cid_to_digest(u.cid) for u in ups if u.peer.lower() != peer.address.lower()]
 
 
 class Absent(Plugin):

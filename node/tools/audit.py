@@ -29,11 +29,12 @@ class RoundAudit:
 
 
 def audit_round(chain: ChainClient, store: ArtifactStore, task: Task, task_cid: str, rec: RoundRecord, members: list[str]) -> RoundAudit:
-    """Fetch the round's updates, re-aggregate with the task's rule and on-chain reputations."""
+    """Fetch the round's updates (in a sealed task: the revealed ones), re-aggregate with the
+    task's rule and on-chain reputations."""
     audit = RoundAudit(rec.round, False, rec.model or "")
     schema = schema_of(task.model)
     inputs = collect_updates(chain, store, task, task_cid, rec.round, rec.base_model, schema=schema,
-                             from_block=rec.start_block, members=members)
+                             from_block=rec.start_block, members=members, sealed=rec.sealed)
     try:
         data, bitmap, _ = aggregate_round(load_model(store, rec.base_model, task, schema), task, task_cid, inputs)
     except Exception as exc:  # the base model itself may be missing or damaged

@@ -87,6 +87,7 @@ def deploy_task(
         max_rounds=task.rounds,
         rule=rule.rule_id,
         reveal_blocks=task.reveal_blocks,
+        update_reveal_blocks=task.update_reveal_blocks,
     )
     return Deployment(
         chain_id=client.chain_id(), rpc_url=rpc_url or client.rpc_url, contract=address, deploy_block=block,

@@ -32,9 +32,9 @@ from .simulate import backdoor_success_rate
 from ..store import EmbeddedStore
 from ..protocol.task import Task
 from ..ml.training import evaluate
-from .attacks import make_attack, malicious_indices
+from .attacks import ADAPTIVE, make_attack, malicious_indices
 
-__all__ = ["robustness_summary", "separated_by", "SUMMARY_HEADERS", "TrialConfig", "run_trial", "run_grid", "plot_results"]
+__all__ = ["robustness_summary", "reputation_summary", "separated_by", "SUMMARY_HEADERS", "REPUTATION_HEADERS", "TrialConfig", "run_trial", "run_grid", "plot_results"]
 
 
 @dataclass
@@ -50,6 +50,8 @@ class TrialConfig:
     lr: float = 0.05
     hidden: tuple[int, ...] = (64,)
     commit_reveal: bool = False
+    partition: str = "iid"  # or "dirichlet": label skew with concentration ``alpha``
+    alpha: float = 0.5
 
     def malicious_peers(self) -> list[int]:
         return malicious_indices(self.peers, self.attack, self.malicious)
@@ -66,7 +68,7 @@ def run_trial(cfg: TrialConfig, devnet: Devnet, workdir: Path, *, datasets_cache
         ds = load_dataset(cfg.dataset)
         cache[cfg.dataset] = (ds, *train_test_split(ds, seed=0))
     ds, train, test = cache[cfg.dataset]
-    parts = partition(train, cfg.peers, seed=cfg.seed)
+    parts = partition(train, cfg.peers, alpha=cfg.alpha if cfg.partition == "dirichlet" else None, seed=cfg.seed)
     store = EmbeddedStore(workdir / "store")
     task = pin_rule(Task(
         name=f"{cfg.dataset}-robustness", dataset=cfg.dataset,
@@ -82,7 +84,7 @@ def run_trial(cfg: TrialConfig, devnet: Devnet, workdir: Path, *, datasets_cache
     for i in range(cfg.peers):
         chain = ChainClient(devnet.rpc_url, dep.contract, Account.from_key(devnet.keys[i + 1]))
         shard = train.__class__(train.name, train.x[parts[i]], train.y[parts[i]], train.classes)
-        plugins = make_attack(cfg.attack if i in bad else None)
+        plugins = make_attack(cfg.attack if i in bad else None, colluders=[members[j] for j in sorted(bad)])
         peers.append(Peer(chain, store, task, dep.task_cid, shard, seed=cfg.seed * 1000 + i, log=_Quiet(), plugins=plugins))
     observer = ChainClient(devnet.rpc_url, dep.contract)
     deployer.contract = observer.contract  # the deployer also settles members and closes failed rounds
@@ -124,6 +126,7 @@ def run_trial(cfg: TrialConfig, devnet: Devnet, workdir: Path, *, datasets_cache
     return {
         "dataset": cfg.dataset, "rule": cfg.rule, "attack": cfg.attack or "none", "malicious": cfg.malicious,
         "peers": cfg.peers, "rounds": cfg.rounds, "seed": cfg.seed, "malicious_peers": sorted(bad),
+        "partition": cfg.partition, "alpha": cfg.alpha if cfg.partition == "dirichlet" else None,
         "final_accuracy": accuracy[-1], "accuracy": accuracy, "reputation": reputation,
         "rounds_finalized": sum(1 for h in history if h.status == "finalized"),
         "backdoor_success_rate": backdoor_success_rate(task.model, final_state, test) if cfg.attack == "backdoor" else None,
@@ -146,10 +149,14 @@ def _settled_reputation(settler: ChainClient, address: str, deploy_block: int) -
 
 def run_grid(
     *, datasets: list[str], rules: list[str], attacks: list[str], fractions: list[float], peers: int, rounds: int,
-    seed: int, out: Path, progress=print,
+    seed: int | None = None, seeds: list[int] | None = None, partition: str = "iid", alpha: float = 0.5, out: Path,
+    progress=print,
 ) -> list[dict]:
+    """Every dataset x attack x fraction x rule x seed, one fresh contract each (``run_trial``)."""
     out.mkdir(parents=True, exist_ok=True)
-    trials = [(d, r, a, f) for d in datasets for a in attacks for f in fractions for r in rules if not (a == "none" and f > 0) and not (a != "none" and f == 0)]
+    seeds = list(seeds) if seeds else [0 if seed is None else seed]
+    trials = [(d, r, a, f, s) for s in seeds for d in datasets for a in attacks for f in fractions for r in rules
+              if not (a == "none" and f > 0) and not (a != "none" and f == 0)]
     import torch
 
     torch.set_num_threads(1)  # tiny models: threads only add overhead, and runs stay comparable
@@ -157,14 +164,16 @@ def run_grid(
     cache: dict = {}
     started = time.monotonic()
     with Devnet(accounts=peers + 1) as devnet, tempfile.TemporaryDirectory(prefix="fedchain-exp-") as tmp:
-        for n, (d, rule, attack, frac) in enumerate(trials, 1):
+        for n, (d, rule, attack, frac, s) in enumerate(trials, 1):
             t0 = time.monotonic()
             res = run_trial(TrialConfig(dataset=d, rule=rule, attack=None if attack == "none" else attack, malicious=frac,
-                                        peers=peers, rounds=rounds, seed=seed), devnet, Path(tmp) / f"t{n}", datasets_cache=cache)
+                                        peers=peers, rounds=rounds, seed=s, partition=partition, alpha=alpha),
+                            devnet, Path(tmp) / f"t{n}", datasets_cache=cache)
             res["seconds"] = round(time.monotonic() - t0, 2)
             results.append(res)
             asr = f"  backdoor {res['backdoor_success_rate']:.3f}" if res["backdoor_success_rate"] is not None else ""
-            progress(f"[{n}/{len(trials)}] {d:7} {rule:13} {attack:10} {frac:4.2f}  acc {res['final_accuracy']:.4f}{asr}  ({res['seconds']}s, {time.monotonic() - started:.0f}s total)")
+            progress(f"[{n}/{len(trials)}] {d:7} {rule:13} {attack:10} {frac:4.2f} seed {s}  acc {res['final_accuracy']:.4f}{asr}"
+                     f"  ({res['seconds']}s, {time.monotonic() - started:.0f}s total)")
             _write(results, out)
     return results
 
@@ -180,34 +189,101 @@ def separated_by(result: dict) -> int | None:
     return None
 
 
-SUMMARY_HEADERS = ["dataset", "attack", "malicious", "best rule", "best acc", "vs no attack", "fedavg-plain",
+SUMMARY_HEADERS = ["dataset", "partition", "attack", "malicious", "best rule", "best acc", "vs no attack", "fedavg-plain",
                    "multi-krum", "backdoor ASR (best rule)", "malicious below honest from round (multi-krum)"]
 
 
+def _partition_of(r: dict) -> str:
+    return "iid" if r.get("partition", "iid") == "iid" else f"dirichlet {r.get('alpha')}"
+
+
+def _mean_std(values: list[float], fmt: str = ".4f") -> str:
+    """``mean`` for one value, ``mean +- std`` (population std) for several."""
+    if not values:
+        return "-"
+    mean = sum(values) / len(values)
+    if len(values) == 1:
+        return format(mean, fmt)
+    std = math.sqrt(sum((v - mean) ** 2 for v in values) / len(values))
+    return f"{format(mean, fmt)} ± {format(std, fmt)}"
+
+
+def _pp(difference: float) -> str:
+    """An accuracy difference in percentage points, signed; never "-0.0"."""
+    return f"{round(100 * difference, 1) + 0.0:+.1f} pp"
+
+
+def _mean(values: list[float]) -> float:
+    return sum(values) / len(values) if values else float("nan")
+
+
 def robustness_summary(results: list[dict]) -> list[list[str]]:
-    """One row per dataset x attack x malicious fraction (``SUMMARY_HEADERS``): the best rule and
-    its final accuracy against the best attack-free run, the baselines, the backdoor success rate,
-    and the round from which Multi-Krum left every attacker below every honest peer."""
+    """One row per dataset x partition x attack x malicious fraction (``SUMMARY_HEADERS``): the
+    rule with the best mean final accuracy over seeds (mean +- std) against the best attack-free
+    rule's mean, the baselines, the backdoor success rate, and the round from which Multi-Krum
+    left every attacker below every honest peer (one entry per seed)."""
     rows = []
-    for d in sorted({r["dataset"] for r in results}):
-        clean = [r for r in results if r["dataset"] == d and r["attack"] == "none"]
-        base = max((r["final_accuracy"] for r in clean), default=float("nan"))
-        if clean:
-            rows.append([d, "none", "0", max(clean, key=lambda r: r["final_accuracy"])["rule"], f"{base:.4f}", "", "", "", "", ""])
-        for attack in sorted({r["attack"] for r in results if r["dataset"] == d} - {"none"}):
-            for frac in sorted({r["malicious"] for r in results if r["dataset"] == d and r["attack"] == attack}):
-                cell = [r for r in results if r["dataset"] == d and r["attack"] == attack and r["malicious"] == frac]
-                best = max(cell, key=lambda r: r["final_accuracy"])
-                by = {r["rule"]: r for r in cell}
-                plain, krum = by.get("fedavg-plain"), by.get("multi-krum")
-                asr = best["backdoor_success_rate"]
-                sep = separated_by(krum) if krum else None
-                rows.append([d, attack, f"{frac:.2f}", best["rule"], f"{best['final_accuracy']:.4f}",
-                             f"{100 * (best['final_accuracy'] - base):+.1f} pp",
-                             f"{plain['final_accuracy']:.4f}" if plain else "-",
-                             f"{krum['final_accuracy']:.4f}" if krum else "-",
-                             f"{asr:.3f}" if asr is not None else "-",
-                             (str(sep) if sep else "never") if krum else "-"])
+    for d, part in sorted({(r["dataset"], _partition_of(r)) for r in results}):
+        here = [r for r in results if r["dataset"] == d and _partition_of(r) == part]
+
+        def by_rule(cell):
+            out: dict[str, list[dict]] = {}
+            for r in cell:
+                out.setdefault(r["rule"], []).append(r)
+            return out
+
+        def acc(runs):
+            return [r["final_accuracy"] for r in runs]
+
+        clean = by_rule([r for r in here if r["attack"] == "none"])
+        base_rule = max(clean, key=lambda k: _mean(acc(clean[k])), default=None)
+        base = _mean(acc(clean[base_rule])) if base_rule else float("nan")
+        if base_rule:
+            rows.append([d, part, "none", "0", base_rule, _mean_std(acc(clean[base_rule])), "", "", "", "", ""])
+        for attack in sorted({r["attack"] for r in here} - {"none"}):
+            for frac in sorted({r["malicious"] for r in here if r["attack"] == attack}):
+                cell = by_rule([r for r in here if r["attack"] == attack and r["malicious"] == frac])
+                best = max(cell, key=lambda k: _mean(acc(cell[k])))
+                plain, krum = cell.get("fedavg-plain"), cell.get("multi-krum")
+                asr = [r["backdoor_success_rate"] for r in cell[best] if r["backdoor_success_rate"] is not None]
+                seps = [separated_by(r) for r in krum] if krum else []
+                rows.append([d, part, attack, f"{frac:.2f}", best, _mean_std(acc(cell[best])),
+                             _pp(_mean(acc(cell[best])) - base),
+                             _mean_std(acc(plain)) if plain else "-", _mean_std(acc(krum)) if krum else "-",
+                             _mean_std(asr, ".3f") if asr else "-",
+                             ",".join(str(x) if x else "never" for x in seps) if krum else "-"])
+    return rows
+
+
+REPUTATION_HEADERS = ["dataset", "partition", "rule", "attack", "malicious", "seeds", "final acc", "vs clean (same rule)",
+                      "lowest honest rep", "highest attacker rep", "attacker above an honest peer",
+                      "honest below start", "attackers below every honest from round"]
+
+
+def reputation_summary(results: list[dict], *, start: int = 1000) -> list[list[str]]:
+    """One row per dataset x partition x rule x attack x fraction (``REPUTATION_HEADERS``):
+    accuracy over seeds against the same rule's attack-free runs, the lowest final honest and
+    highest final attacker reputation over all seeds, in how many seeds some attacker ended above
+    some honest peer, in how many some honest peer ended below its starting reputation, and the
+    round from which every attacker was below every honest peer (per seed)."""
+    groups: dict[tuple, list[dict]] = {}
+    for r in results:
+        groups.setdefault((r["dataset"], _partition_of(r), r["rule"], r["attack"], r["malicious"]), []).append(r)
+    rows = []
+    for (d, part, rule, attack, frac), runs in sorted(groups.items(), key=lambda kv: (kv[0][:3], kv[0][3] != "none", kv[0][3:])):
+        clean = groups.get((d, part, rule, "none", 0.0)) or groups.get((d, part, rule, "none", 0))
+        accs = [r["final_accuracy"] for r in runs]
+        honest = [r["reputation"][-1][i] for r in runs for i in range(r["peers"]) if i not in set(r["malicious_peers"])]
+        bad = [r["reputation"][-1][i] for r in runs for i in r["malicious_peers"]]
+        above = sum(1 for r in runs if r["malicious_peers"] and max(r["reputation"][-1][i] for i in r["malicious_peers"])
+                    > min(r["reputation"][-1][i] for i in range(r["peers"]) if i not in set(r["malicious_peers"])))
+        below = sum(1 for r in runs if min(r["reputation"][-1][i] for i in range(r["peers"]) if i not in set(r["malicious_peers"])) < start)
+        seps = [separated_by(r) for r in runs] if attack != "none" else []
+        rows.append([d, part, rule, attack, f"{frac:.2f}", str(len(runs)), _mean_std(accs),
+                     _pp(_mean(accs) - _mean([c['final_accuracy'] for c in clean])) if clean and attack != "none" else "",
+                     str(min(honest)) if honest else "-", str(max(bad)) if bad else "-",
+                     f"{above}/{len(runs)}" if attack != "none" else "", f"{below}/{len(runs)}",
+                     ",".join(str(x) if x else "never" for x in seps)])
     return rows
 
 
@@ -222,44 +298,60 @@ def _write(results: list[dict], out: Path) -> None:
 
 
 def plot_results(results: list[dict], out: Path) -> list[Path]:
-    """PNG plots: accuracy per round per rule (one panel per attack), reputation per peer."""
+    """PNG plots, per dataset and partition: accuracy per round per rule (one panel per attack,
+    one figure per malicious fraction, the mean over seeds), reputation per peer in one run, and
+    reputation bands (mean and min-max over peers and seeds, honest vs malicious) per adaptive
+    attack and rule."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     from matplotlib.ticker import MaxNLocator
 
-    written = []
-    for d in sorted({r["dataset"] for r in results}):
-        rows = [r for r in results if r["dataset"] == d]
-        attacks = sorted({r["attack"] for r in rows if r["attack"] != "none"})
-        frac = max((r["malicious"] for r in rows if r["malicious"] <= 0.3), default=0.0)
-        cols = max(1, min(3, len(attacks)))
-        nrows = max(1, math.ceil(len(attacks) / cols))
-        fig, axes = plt.subplots(nrows, cols, figsize=(5 * cols, 3.4 * nrows), squeeze=False)
-        for ax, attack in zip(axes.flat, attacks):
-            for r in rows:
-                if r["attack"] == attack and r["malicious"] == frac:
-                    ax.plot(range(1, len(r["accuracy"]) + 1), r["accuracy"], marker=".", label=r["rule"])
-            base = [r for r in rows if r["attack"] == "none"]
-            if base:
-                ax.axhline(max(b["final_accuracy"] for b in base), color="grey", ls=":", lw=1, label="no attack (best)")
-            ax.set_title(f"{attack}, {frac:.0%} malicious")
-            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-            ax.set_xlabel("round")
-            ax.set_ylabel("test accuracy")
-            ax.set_ylim(0, 1)
-        for ax in list(axes.flat)[len(attacks):]:
-            ax.axis("off")
-        axes.flat[0].legend(fontsize=7)
-        fig.tight_layout()
-        path = out / f"accuracy-{d}.png"
-        fig.savefig(path, dpi=110)
-        plt.close(fig)
-        written.append(path)
+    def mean_series(runs: list[dict], key: str) -> list[float]:
+        length = min(len(r[key]) for r in runs)
+        return [sum(r[key][t] for r in runs) / len(runs) for t in range(length)]
 
+    written = []
+    for d, part in sorted({(r["dataset"], _partition_of(r)) for r in results}):
+        rows = [r for r in results if r["dataset"] == d and _partition_of(r) == part]
+        tag = d if part == "iid" else f"{d}-{part.replace(' ', '')}"
+        fracs = sorted({r["malicious"] for r in rows if r["malicious"] > 0 and r["attack"] != "none"})
+        attacks = sorted({r["attack"] for r in rows if r["attack"] != "none"})
+        clean = [r for r in rows if r["attack"] == "none"]
+        for frac in fracs:
+            shown = [a for a in attacks if any(r["attack"] == a and r["malicious"] == frac for r in rows)]
+            cols = max(1, min(3, len(shown)))
+            nrows = max(1, math.ceil(len(shown) / cols))
+            fig, axes = plt.subplots(nrows, cols, figsize=(5 * cols, 3.4 * nrows), squeeze=False)
+            for ax, attack in zip(axes.flat, shown):
+                for rule in sorted({r["rule"] for r in rows}):
+                    runs = [r for r in rows if r["attack"] == attack and r["malicious"] == frac and r["rule"] == rule]
+                    if runs:
+                        acc = mean_series(runs, "accuracy")
+                        ax.plot(range(1, len(acc) + 1), acc, marker=".", label=rule)
+                if clean:
+                    best = max({r["rule"] for r in clean}, key=lambda k: _mean([r["final_accuracy"] for r in clean if r["rule"] == k]))
+                    ax.axhline(_mean([r["final_accuracy"] for r in clean if r["rule"] == best]), color="grey", ls=":", lw=1,
+                               label="no attack (best rule)")
+                seeds = len({r["seed"] for r in rows if r["attack"] == attack and r["malicious"] == frac})
+                ax.set_title(f"{attack}, {frac:.0%} malicious, {part}" + (f", mean of {seeds} seeds" if seeds > 1 else ""), fontsize=9)
+                ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+                ax.set_xlabel("round")
+                ax.set_ylabel("test accuracy")
+                ax.set_ylim(0, 1)
+            for ax in list(axes.flat)[len(shown):]:
+                ax.axis("off")
+            axes.flat[0].legend(fontsize=7)
+            fig.tight_layout()
+            path = out / (f"accuracy-{tag}.png" if len(fracs) == 1 else f"accuracy-{tag}-{round(100 * frac)}pct.png")
+            fig.savefig(path, dpi=110)
+            plt.close(fig)
+            written.append(path)
+
+        frac = max(fracs, default=0.0)
         pick = [r for r in rows if r["malicious"] == frac and r["attack"] != "none"]
-        pick.sort(key=lambda r: (r["rule"] != "multi-krum", r["rule"], r["attack"]))
+        pick.sort(key=lambda r: (r["rule"] != "multi-krum", r["rule"], r["attack"], r["seed"]))
         if pick:
             r = pick[0]
             fig, ax = plt.subplots(figsize=(6, 3.6))
@@ -268,13 +360,41 @@ def plot_results(results: list[dict], out: Path) -> list[Path]:
                 bad = i in r["malicious_peers"]
                 ax.plot(range(1, len(series) + 1), series, color="tab:red" if bad else "tab:blue", alpha=0.8,
                         label=("malicious" if bad else "honest") if i in (0, r["peers"] - 1) else None)
-            ax.set_title(f"reputation per peer: {r['attack']}, {r['rule']}, {frac:.0%} malicious")
+            ax.set_title(f"reputation per peer: {r['attack']}, {r['rule']}, {frac:.0%} malicious, {part}, seed {r['seed']}", fontsize=9)
             ax.xaxis.set_major_locator(MaxNLocator(integer=True))
             ax.set_xlabel("round")
             ax.set_ylabel("reputation")
             ax.legend()
             fig.tight_layout()
-            path = out / f"reputation-{d}.png"
+            path = out / f"reputation-{tag}.png"
+            fig.savefig(path, dpi=110)
+            plt.close(fig)
+            written.append(path)
+
+        panels = sorted({(r["attack"], r["rule"], r["malicious"]) for r in rows if r["attack"] in ADAPTIVE and r["malicious_peers"]})
+        if panels:
+            cols = max(1, min(3, len(panels)))
+            nrows = math.ceil(len(panels) / cols)
+            fig, axes = plt.subplots(nrows, cols, figsize=(5 * cols, 3.4 * nrows), squeeze=False)
+            for ax, (attack, rule, frac) in zip(axes.flat, panels):
+                runs = [r for r in rows if (r["attack"], r["rule"], r["malicious"]) == (attack, rule, frac)]
+                length = min(len(r["reputation"]) for r in runs)
+                x = list(range(1, length + 1))
+                for bad, color, label in ((False, "tab:blue", "honest"), (True, "tab:red", "malicious")):
+                    per_round = [[r["reputation"][t][i] for r in runs for i in range(r["peers"])
+                                  if (i in r["malicious_peers"]) == bad] for t in range(length)]
+                    ax.fill_between(x, [min(v) for v in per_round], [max(v) for v in per_round], color=color, alpha=0.2)
+                    ax.plot(x, [_mean(v) for v in per_round], color=color, marker=".", label=f"{label} (mean, min-max band)")
+                ax.axhline(1000, color="grey", ls=":", lw=1)
+                ax.set_title(f"{attack}, {rule}, {frac:.0%} malicious, {part}, {len(runs)} seed(s)", fontsize=9)
+                ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+                ax.set_xlabel("round")
+                ax.set_ylabel("reputation")
+            for ax in list(axes.flat)[len(panels):]:
+                ax.axis("off")
+            axes.flat[0].legend(fontsize=7)
+            fig.tight_layout()
+            path = out / f"reputation-bands-{tag}.png"
             fig.savefig(path, dpi=110)
             plt.close(fig)
             written.append(path)

@@ -119,6 +119,7 @@ class DeployOptions:
     vote_blocks: int = 60
     quorum: float = 2 / 3
     reveal_blocks: int = 0
+    update_reveal_blocks: int = 20  # sealed updates by default; 0: plain submissions
     seed: int = 0
     output: str = "deployment.json"
     store: str = ".fedchain/store"
@@ -230,7 +231,7 @@ def build_task(opts: DeployOptions) -> tuple[Task, list[str]]:
         train=TrainConfig(epochs=opts.epochs, lr=opts.lr, optimizer=opts.optimizer, kind=opts.task_kind, dp=opts.dp),
         rule=opts.rule, rule_params=opts.rule_params, sample_cap=opts.sample_cap, rounds=opts.rounds, submit_blocks=opts.submit_blocks,
         vote_blocks=opts.vote_blocks, quorum_bps=math.ceil(opts.quorum * 10_000 - 1e-9), reveal_blocks=opts.reveal_blocks,
-        data=schema,
+        update_reveal_blocks=opts.update_reveal_blocks, data=schema,
     )
     task = pin_rule(task)
     check_model_size(task.model, task.max_update_bytes)
@@ -284,10 +285,11 @@ class NodeOptions:
     confirmations: int = 0
     gas_cap: int = 2_000_000
     attack: str | None = None
+    colluders: tuple[str, ...] = ()  # adaptive attacks: the members attacking together
     wait_deployment: float = 0.0
     health_port: int | None = None
     health_host: str = "127.0.0.1"
-    state_dir: str | None = None  # where the peer keeps what must survive a restart (its DP privacy account)
+    state_dir: str | None = "~/.fedchain/state"  # where a sealed update waits for its reveal, and a DP task's privacy account
 
 
 def run_node(opts: NodeOptions, account, *, echo=print) -> None:
@@ -303,7 +305,10 @@ def run_node(opts: NodeOptions, account, *, echo=print) -> None:
         check_bind_host(opts.health_host)
     if not (math.isfinite(opts.poll) and 0 < opts.poll <= 3600):
         raise E.ConfigError(f"--poll must be between 0 and 3600 seconds, got {opts.poll}")
-    plugins = make_attack(opts.attack)
+    bad = [a for a in opts.colluders if not (a[:2] in ("0x", "0X") and len(a) == 42 and all(c in "0123456789abcdefABCDEF" for c in a[2:]))]
+    if bad:
+        raise E.ConfigError(f"--colluders must be 0x-prefixed 20-byte addresses, got {bad[0]!r}")
+    plugins = make_attack(opts.attack, colluders=opts.colluders)
     shard = load_shard(opts.data)
     deadline = time.monotonic() + opts.wait_deployment
     while not Path(opts.deployment).exists() and time.monotonic() < deadline:

@@ -56,6 +56,7 @@ class SimulationConfig:
     vote_blocks: int = 60
     quorum_bps: int = 6_667
     commit_reveal: bool = False
+    update_reveal_blocks: int = 20  # sealed updates by default; 0: plain submissions
     resume: bool = False
     workdir: str | None = None
     timeout: float = 900.0
@@ -69,6 +70,10 @@ class SimulationConfig:
     optimizer: str = "sgd"
     holdout: float = 0.0  # fraction of each peer's shard kept as its local holdout (federated evaluation)
     dp: PrivacyConfig | None = None  # sample-level DP-SGD at every peer, pinned with the task
+    # Tabular ``data``: the task declares per-feature standardization constants published by
+    # this peer (an index, or "largest": the peer with the most samples), as `deploy
+    # --standardize-from` its shard would. None: features are used as they are.
+    standardize_peer: int | str | None = None
 
     def __post_init__(self):
         from ..aggregation import make_rule
@@ -87,20 +92,37 @@ class SimulationConfig:
         make_attack(self.attack)
         if not (math.isfinite(self.holdout) and 0 <= self.holdout < 1):
             raise ConfigError(f"holdout must be a fraction in [0, 1), got {self.holdout}")
+        if self.standardize_peer in ("none", "auto"):
+            # auto: your own tabular data is standardized with its largest shard's constants (the
+            # simulation's stand-in for a member that publishes them); built-ins and images are not.
+            self.standardize_peer = "largest" if self.standardize_peer == "auto" and self.data and not _is_image_source(self.data) else None
+        if self.standardize_peer is not None:
+            if not self.data:
+                raise ConfigError("standardizing from a peer's shard needs your own tabular data (--data)")
+            if self.standardize_peer != "largest" and not (isinstance(self.standardize_peer, int) and 0 <= self.standardize_peer < self.peers):
+                raise ConfigError(f"the peer that publishes standardization constants is an index 0..{self.peers - 1} or 'largest', "
+                                  f"got {self.standardize_peer!r}")
 
     def malicious_peers(self) -> set[int]:
         return set(malicious_indices(self.peers, self.attack, self.malicious))
 
 
-def _spawn_peer(cfg: SimulationConfig, i: int, key: str, deployment: Path, shard: Path, logdir: Path, *, mode: str = "ab") -> subprocess.Popen:
+def _spawn_peer(cfg: SimulationConfig, i: int, key: str, deployment: Path, shard: Path, logdir: Path, *, mode: str = "ab",
+                colluders: list[str] = ()) -> subprocess.Popen:
     env = {**os.environ, "FEDCHAIN_KEY": key, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
     cmd = [sys.executable, "-m", "fedchain.cli.main", "node", "run", "--deployment", str(deployment),
            "--data", str(shard), "--key-env", "FEDCHAIN_KEY", "--json-log", "--seed", str(cfg.seed * 1000 + i),
-           "--wait-deployment", "300", "--state-dir", str(logdir.parent / "state" / f"peer-{i}"), "--health-port", str(cfg.health_ports[i]) if cfg.health_ports else "0",
-           *(["--attack", cfg.attack] if i in cfg.malicious_peers() else []), *cfg.extra_node_args.get(i, [])]
+           "--wait-deployment", "300", "--state-dir", str(logdir.parent / "state"), "--health-port", str(cfg.health_ports[i]) if cfg.health_ports else "0",
+           *(["--attack", cfg.attack, "--colluders", ",".join(colluders)] if i in cfg.malicious_peers() else []),
+           *cfg.extra_node_args.get(i, [])]
     log = open(logdir / f"peer-{i}.log", mode)
     return subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                             start_new_session=True, preexec_fn=die_with_parent)
+
+
+def _colluders(cfg: SimulationConfig, devnet) -> list[str]:
+    """The addresses of the adversarial members, which attack together."""
+    return [Account.from_key(devnet.keys[j + 1]).address for j in sorted(cfg.malicious_peers())]
 
 
 def gas_report(chain: ChainClient, from_block: int, members: list[str]) -> dict:
@@ -121,7 +143,7 @@ def gas_report(chain: ChainClient, from_block: int, members: list[str]) -> dict:
             sender = tx["from"].lower()
             # Per round: what a peer's submit and vote cost. The once-per-task final settle and
             # the occasional advance are reported by kind only.
-            if sender in member_set and "round" in args and kind in ("submit", "vote", "commitVote", "revealVote"):
+            if sender in member_set and "round" in args and kind in ("submit", "revealUpdate", "vote", "commitVote", "revealVote"):
                 per_peer_round[(sender, int(args["round"]))] += receipt["gasUsed"]
     values = list(per_peer_round.values())
     return {
@@ -152,7 +174,7 @@ def run_simulation(cfg: SimulationConfig, progress=print) -> dict:
     parts = partition(train, cfg.peers, alpha=None if cfg.partition == "iid" else cfg.alpha, seed=cfg.seed)
     if min(len(p) for p in parts) == 0 or len(test.y) == 0:
         raise ConfigError(f"{len(ds.y)} samples are too few for {cfg.peers} peers and a test split")
-    task = _task(cfg, ds, train)
+    task = _task(cfg, ds, train, parts)
     shards = []
     for i, idx in enumerate(parts):
         path = work / "shards" / f"peer-{i}.safetensors"
@@ -178,7 +200,7 @@ def run_simulation(cfg: SimulationConfig, progress=print) -> dict:
         # Peers start first (loading torch takes a while) and wait for the deployment file, so
         # that round 1's submission window is not spent importing libraries.
         for i in range(cfg.peers):
-            procs.append(_spawn_peer(cfg, i, devnet.keys[i + 1], dep_path, shards[i], work / "logs"))
+            procs.append(_spawn_peer(cfg, i, devnet.keys[i + 1], dep_path, shards[i], work / "logs", colluders=_colluders(cfg, devnet)))
         if cfg.malicious_peers():
             progress(f"adversarial peers {sorted(cfg.malicious_peers())} run attack {cfg.attack!r}")
         progress(f"started {cfg.peers} peer processes (logs in {work / 'logs'}); "
@@ -194,16 +216,21 @@ def run_simulation(cfg: SimulationConfig, progress=print) -> dict:
         _shutdown(procs, devnet)
 
 
-def _task(cfg: SimulationConfig, ds, train) -> Task:
+def _task(cfg: SimulationConfig, ds, train, parts=None) -> Task:
     """The task a simulation deploys: the built-in dataset's as before (same task JSON, same
     CIDs), or one defined by the user's data schema and model."""
     from .operations import model_label, model_spec
+    from ..ml.data import Dataset, feature_stats
     from ..protocol.task import DataSchema
 
     kind = ds.kind
     schema = None
     if cfg.data:
-        schema = DataSchema(inputs=ds.inputs, classes=ds.classes, kind=kind,
+        mean = std = ()
+        if cfg.standardize_peer is not None:
+            who = max(range(len(parts)), key=lambda i: len(parts[i])) if cfg.standardize_peer == "largest" else cfg.standardize_peer
+            mean, std = feature_stats(Dataset(train.name, train.x[parts[who]], train.y[parts[who]], train.classes))
+        schema = DataSchema(inputs=ds.inputs, classes=ds.classes, kind=kind, mean=mean, std=std,
                             feature_names=tuple(ds.info.get("feature_names", ())), label_names=tuple(ds.info.get("label_names", ())))
     return pin_rule(Task(
         name=f"{cfg.dataset}-{model_label(cfg.model)}", dataset=cfg.dataset,
@@ -211,7 +238,8 @@ def _task(cfg: SimulationConfig, ds, train) -> Task:
         train=TrainConfig(epochs=cfg.epochs, lr=cfg.lr, optimizer=cfg.optimizer, kind=kind, dp=cfg.dp), rule=cfg.rule,
         sample_cap=math.ceil(1.5 * len(train.y) / cfg.peers), rounds=cfg.rounds,
         submit_blocks=cfg.submit_blocks, vote_blocks=cfg.vote_blocks, quorum_bps=cfg.quorum_bps,
-        reveal_blocks=cfg.vote_blocks if cfg.commit_reveal else 0, data=schema,
+        reveal_blocks=cfg.vote_blocks if cfg.commit_reveal else 0, update_reveal_blocks=cfg.update_reveal_blocks,
+        data=schema,
     ))
 
 
@@ -251,7 +279,7 @@ def _resume(cfg: SimulationConfig, progress) -> dict:
         cfg.health_ports = [free_port() for _ in range(cfg.peers)]
         members = devnet.addresses[1 : cfg.peers + 1]
         for i in range(cfg.peers):
-            procs.append(_spawn_peer(cfg, i, devnet.keys[i + 1], dep_path, shards[i], work / "logs"))
+            procs.append(_spawn_peer(cfg, i, devnet.keys[i + 1], dep_path, shards[i], work / "logs", colluders=_colluders(cfg, devnet)))
         progress(f"restarted {cfg.peers} peer processes")
         return _observe(cfg, progress, work, store, task, test, dep, dep_path, chain, procs, members, t_start)
     finally:
@@ -342,7 +370,8 @@ def _observe(cfg, progress, work, store, task, test, dep, dep_path, chain, procs
         "federated_metric": "mse" if task.train.kind == "regression" else "accuracy", "holdout": cfg.holdout,
         "initial_federated_metric": federated[0].to_dict() if 0 in federated else None,
         "alpha": cfg.alpha if cfg.partition != "iid" else None, "seed": cfg.seed, "rule": cfg.rule,
-        "attack": cfg.attack, "malicious_fraction": cfg.malicious, "commit_reveal": cfg.commit_reveal, "malicious_peers": sorted(cfg.malicious_peers()),
+        "attack": cfg.attack, "malicious_fraction": cfg.malicious, "commit_reveal": cfg.commit_reveal,
+        "update_reveal_blocks": task.update_reveal_blocks, "malicious_peers": sorted(cfg.malicious_peers()),
         "backdoor_success_rate": backdoor_asr, "privacy": privacy,
         "rounds_finalized": sum(1 for r in history if r.status == "finalized"),
         "rounds_failed": sum(1 for r in history if r.status == "failed"),
@@ -423,3 +452,10 @@ def _collect_timings(logdir: Path, peers: int) -> dict[int, dict[str, float]]:
                     if phase in rec:
                         sums[rec["round"]][phase].append(float(rec[phase]))
     return {r: {p: round(sum(v) / len(v), 4) for p, v in phases.items()} for r, phases in sums.items()}
+
+
+def _is_image_source(path: str) -> bool:
+    """An image folder (ImageFolder layout) rather than a tabular file."""
+    import os
+
+    return os.path.isdir(path)
