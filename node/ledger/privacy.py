@@ -23,7 +23,7 @@ def round_privacy(chain: ChainClient, store: ArtifactStore, task: Task, task_cid
     if task.train.dp is None or not rec.submissions:
         return {}
     inputs = collect_updates(chain, store, task, task_cid, rec.round, rec.base_model, schema=schema_of(task.model),
-                             from_block=rec.start_block, members=members)
+                             from_block=rec.start_block, members=members, sealed=task.update_reveal_blocks > 0)
     return {members[c.member].lower(): c.privacy for c in inputs.contributions if c.privacy is not None}
 
 
