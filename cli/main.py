@@ -92,6 +92,18 @@ def _rule_params(pairs: tuple[str, ...]) -> tuple[tuple[str, object], ...]:
     return tuple(sorted(out.items()))
 
 
+def _dp_options(f):
+    """Sample-level differential privacy (DP-SGD at every peer), pinned with the task."""
+    for opt in reversed([
+        click.option("--dp-epsilon", type=float, default=None, help="DP-SGD at every peer with this privacy budget over the whole task (each peer derives its noise from its shard size)."),
+        click.option("--dp-delta", type=float, default=None, help="DP delta (default 1e-5 when DP is on)."),
+        click.option("--dp-clip", type=float, default=None, help="DP-SGD per-example gradient clipping norm (default 1.0 when DP is on)."),
+        click.option("--dp-noise", type=float, default=None, help="DP-SGD noise multiplier, fixed (with --dp-epsilon: a peer stops contributing once its budget is spent)."),
+    ]):
+        f = opt(f)
+    return f
+
+
 def _import_options(f):
     """How `data import`, `data split` and `simulate --data` read an organization's own files."""
     f = click.option("--grayscale/--rgb", default=False, help="Image folders: one gray channel or three RGB channels (default RGB).")(f)
@@ -161,18 +173,20 @@ def devnet(port, host, accounts, block_time, state_file, engine):
 @click.option("--update-reveal-blocks", type=click.IntRange(0), default=20, show_default=True, help="Sealed updates: members commit to their update, and reveal it in a window this long after submissions close (0: plain, visible submissions).")
 @click.option("--seed", type=click.IntRange(0, 2**32 - 1), default=0, show_default=True, help="Seed of the initial model.")
 @click.option("--output", "-o", default="deployment.json", show_default=True, help="Where to write the deployment file.")
+@_dp_options
 def deploy(rpc, key_env, keystore, password_env, password_file, store_spec, members, dataset, hidden, model, schema_shard, inputs, image,
            classes, task_kind, optimizer, standardize_file, standardize_from, rule, rule_param, rounds, epochs, lr, sample_cap,
-           submit_blocks, vote_blocks, quorum, reveal_blocks, update_reveal_blocks, seed, output):
+           submit_blocks, vote_blocks, quorum, reveal_blocks, update_reveal_blocks, seed, output, dp_epsilon, dp_delta, dp_clip, dp_noise):
     """Deploy a task: pin its description and initial model, deploy the contract."""
-    from fedchain.node.tools.operations import DeployOptions, build_task, deploy as deploy_
+    from fedchain.node.tools.operations import DeployOptions, build_task, deploy as deploy_, privacy_config
 
     opts = DeployOptions(rpc=rpc, members=members, dataset=dataset, hidden=hidden, rule=rule, rule_params=_rule_params(rule_param),
                          rounds=rounds, epochs=epochs, lr=lr, sample_cap=sample_cap, submit_blocks=submit_blocks,
                          vote_blocks=vote_blocks, quorum=quorum, reveal_blocks=reveal_blocks, update_reveal_blocks=update_reveal_blocks,
                          seed=seed, output=output,
                          store=store_spec, model=model, schema=schema_shard, inputs=inputs, image=image, classes=classes,
-                         task_kind=task_kind, optimizer=optimizer, standardize=standardize_file, standardize_from=standardize_from)
+                         task_kind=task_kind, optimizer=optimizer, standardize=standardize_file, standardize_from=standardize_from,
+                         dp=privacy_config(dp_epsilon, dp_delta, dp_clip, dp_noise))
     build_task(opts)  # bad options fail before a key is even asked for
     dep = deploy_(opts, _account(key_env, keystore, password_env, password_file))
     click.echo(f"deployed FedChain at {dep.contract} on chain {dep.chain_id} (block {dep.deploy_block})")
@@ -202,7 +216,7 @@ def node():
 @click.option("--wait-deployment", type=float, default=0, show_default=True, help="Seconds to wait for the deployment file to appear.")
 @click.option("--health-port", type=click.IntRange(0, 65535), default=None, envvar="FEDCHAIN_HEALTH_PORT", help="Serve /livez, /readyz, /healthz and /metrics on this port (0: any free port).")
 @click.option("--health-host", default="127.0.0.1", envvar="FEDCHAIN_HEALTH_HOST", show_default=True, help="Interface for /healthz and /metrics.")
-@click.option("--state-dir", default="~/.fedchain/state", envvar="FEDCHAIN_STATE_DIR", show_default=True, help="Private folder where a sealed update waits for its reveal, so a restarted peer can still reveal it.")
+@click.option("--state-dir", default="~/.fedchain/state", envvar="FEDCHAIN_STATE_DIR", show_default=True, help="Private folder where a sealed update waits for its reveal, so a restarted peer can still reveal it, and where a DP task's privacy account is kept, so a restarted peer continues it.")
 def node_run(deployment, key_env, keystore, password_env, password_file, rpc, store_spec, data_path, seed, poll, json_log, confirmations, gas_cap, attack, colluders, wait_deployment, health_port, health_host,
              state_dir):
     """Run one peer until the task's last round (or until stopped)."""
@@ -239,12 +253,14 @@ def node_run(deployment, key_env, keystore, password_env, password_file, rpc, st
 @click.option("--commit-reveal", is_flag=True, help="Votes are committed as salted hashes, then revealed.")
 @click.option("--update-reveal-blocks", type=click.IntRange(0), default=20, show_default=True, help="Sealed updates revealed in a window this long after submissions close (0: plain, visible submissions).")
 @click.option("--resume", is_flag=True, help="Continue the interrupted simulation in --workdir (chain state, store, shards).")
+@_dp_options
 @_json_option
 def simulate(peers, rounds, dataset, data_source, label, task_kind, missing, categorical, image_size, grayscale, model, optimizer, lr,
-             standardize_peer, partition, alpha, holdout, seed, rule, epochs, block_time, workdir, attack, malicious, commit_reveal, update_reveal_blocks, resume, as_json):
+             standardize_peer, partition, alpha, holdout, seed, rule, epochs, block_time, workdir, attack, malicious, commit_reveal, update_reveal_blocks, resume,
+             dp_epsilon, dp_delta, dp_clip, dp_noise, as_json):
     """Devnet, deployment, N peer processes and R rounds in one command."""
     from fedchain.node.tools.attacks import make_attack
-    from fedchain.node.tools.operations import import_options
+    from fedchain.node.tools.operations import import_options, privacy_config
     from fedchain.node.tools.simulate import SimulationConfig, run_simulation
 
     make_attack(attack)  # reject an unknown attack before starting anything
@@ -252,7 +268,8 @@ def simulate(peers, rounds, dataset, data_source, label, task_kind, missing, cat
                            rule=rule, epochs=epochs, lr=lr, block_time=block_time, workdir=workdir, attack=attack, malicious=malicious,
                            commit_reveal=commit_reveal, update_reveal_blocks=update_reveal_blocks, resume=resume, data=data_source, model=model, optimizer=optimizer, holdout=holdout,
                            standardize_peer=int(standardize_peer) if str(standardize_peer).isdigit() else standardize_peer,
-                           import_options=import_options(label, task_kind, missing, categorical, image_size, grayscale))
+                           import_options=import_options(label, task_kind, missing, categorical, image_size, grayscale),
+                           dp=privacy_config(dp_epsilon, dp_delta, dp_clip, dp_noise))
     progress = (lambda msg: click.echo(msg, err=True)) if as_json else click.echo
     summary = run_simulation(cfg, progress=progress)
     if as_json:
@@ -270,6 +287,10 @@ def simulate(peers, rounds, dataset, data_source, label, task_kind, missing, cat
     click.echo(f"final {'test MSE' if summary.get('task_kind') == 'regression' else 'test accuracy'}: {summary['final_test_accuracy']:.4f} "
                f"({summary['rounds_finalized']}/{summary['rounds_requested']} rounds finalized, {summary['wall_seconds']}s)")
     click.echo(f"gas per peer per round: mean {gas['mean']}, max {gas['max']}")
+    if summary.get("privacy"):
+        dp = summary["privacy"]
+        spent = ", ".join(f"{i}={e:.3f}" if e is not None else f"{i}=-" for i, e in enumerate(dp["final_epsilon"]))
+        click.echo(f"differential privacy: epsilon spent per peer (delta {dp['delta']:g}, budget {dp['epsilon_budget'] or '-'}): {spent}")
     if summary["backdoor_success_rate"] is not None:
         click.echo(f"backdoor attack success rate: {summary['backdoor_success_rate']:.4f}")
     if summary["malicious_peers"]:
@@ -317,14 +338,16 @@ def rounds_list(deployment, rpc, store_spec, logs, as_json):
 @click.argument("number", type=click.IntRange(1))
 @_deployment_option
 @click.option("--rpc", default=None, envvar="FEDCHAIN_RPC", help="Override the deployment's RPC URL.")
+@_store_read_option
 @_json_option
-def rounds_show(number, deployment, rpc, as_json):
-    """One round in detail: every update and every vote."""
+def rounds_show(number, deployment, rpc, store_spec, as_json):
+    """One round in detail: every update and every vote (and, in a DP task, the epsilon each
+    update's author reports having spent)."""
     from fedchain.node.tools.operations import round_detail
 
-    rec, members = round_detail(deployment, number, rpc)
+    rec, members, privacy = round_detail(deployment, number, rpc, store_spec)
     if as_json:
-        emit_json(rec.to_dict())
+        emit_json(rec.to_dict() | ({"privacy": privacy} if privacy else {}))
         return
     click.echo(f"round {rec.round}: {rec.status} (blocks {rec.start_block}..{rec.end_block or ''})")
     click.echo(f"base model: {rec.base_model}")
@@ -332,8 +355,10 @@ def rounds_show(number, deployment, rpc, as_json):
         click.echo(f"model:      {rec.model}  ({rec.included_count} updates, weight {rec.weight}/{rec.total_reputation})")
     click.echo("")
     unrevealed = "(never revealed)" if rec.status != "open" else "(sealed)"
-    click.echo(table(["peer", "update CID", "reputation", "included"],
-                     [[s["peer"], s["cid"] or unrevealed, "-" if s["reputation"] is None else s["reputation"], ("yes" if (rec.included >> members.index(s["peer"].lower())) & 1 else "no") if rec.model else "-"] for s in rec.submissions]))
+    dp = {m: f"{p['epsilon']:.4f}" for m, p in privacy.items()}
+    click.echo(table(["peer", "update CID", "reputation", "included"] + (["epsilon spent"] if privacy else []),
+                     [[s["peer"], s["cid"] or unrevealed, "-" if s["reputation"] is None else s["reputation"], ("yes" if (rec.included >> members.index(s["peer"].lower())) & 1 else "no") if rec.model else "-"]
+                      + ([dp.get(s["peer"].lower(), "-")] if privacy else []) for s in rec.submissions]))
     click.echo("")
     click.echo(table(["voter", "voted for", "included", "weight"], [[v["peer"], v["model"], v["included"], v["weight"]] for v in rec.votes]))
 
@@ -484,6 +509,29 @@ def experiment_robustness(datasets, rules, attacks, fractions, peers, rounds, se
     click.echo("")
     click.echo(table(REPUTATION_HEADERS, reputation_summary(results)))
     click.echo(f"\nwrote {out / 'results.csv'}, {out / 'results.json'} and {', '.join(str(p) for p in plots)}")
+
+
+@experiment.command("privacy")
+@click.option("--epsilons", default="inf,8,4,1", show_default=True, help="Comma-separated privacy budgets; inf is the run without DP.")
+@click.option("--dataset", default="digits", show_default=True, type=click.Choice(DATASETS), help="Built-in dataset.")
+@click.option("--peers", type=click.IntRange(2, 64), default=4, show_default=True, help="Peers per run.")
+@click.option("--rounds", type=click.IntRange(1), default=5, show_default=True, help="Rounds per run.")
+@click.option("--epochs", type=click.IntRange(1), default=5, show_default=True, help="Local epochs per round.")
+@click.option("--lr", type=float, default=0.05, show_default=True, help="Local learning rate.")
+@click.option("--dp-delta", type=float, default=1e-5, show_default=True, help="DP delta of every private run.")
+@click.option("--dp-clip", type=float, default=1.0, show_default=True, help="DP-SGD per-example clipping norm.")
+@click.option("--shadows", type=click.IntRange(2, 256), default=8, show_default=True, help="Shadow models of the LiRA attack.")
+@click.option("--seed", type=click.IntRange(0, 2**32 - 1), default=0, show_default=True, help="Seed of every run and of the attack.")
+@click.option("--out", "out_dir", default="runs/privacy", show_default=True, type=click.Path(file_okay=False), help="Folder for results.csv, results.json, the plots and the runs.")
+def experiment_privacy(epsilons, dataset, peers, rounds, epochs, lr, dp_delta, dp_clip, shadows, seed, out_dir):
+    """Sample-level DP vs membership inference: accuracy and attack success per epsilon (real networks)."""
+    from fedchain.node.tools.privacy import PRIVACY_HEADERS, parse_epsilons, privacy_experiment, privacy_rows
+
+    results, plots = privacy_experiment(epsilons=parse_epsilons(epsilons), dataset=dataset, peers=peers, rounds=rounds, epochs=epochs,
+                                        lr=lr, delta=dp_delta, clip=dp_clip, shadows=shadows, seed=seed, out=Path(out_dir), progress=click.echo)
+    click.echo("")
+    click.echo(table(PRIVACY_HEADERS, privacy_rows(results)))
+    click.echo(f"\nwrote {Path(out_dir) / 'results.csv'}, {Path(out_dir) / 'results.json'} and {', '.join(str(p) for p in plots)}")
 
 
 @experiment.command("domains")

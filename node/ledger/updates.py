@@ -11,6 +11,7 @@ from ..chain import ChainClient
 from ..ml.models import schema_of
 from ..protocol.cid import digest_to_cid
 from ..protocol.evaluation import parse_evaluation
+from ..protocol.privacy import parse_privacy
 from ..protocol.round import Contribution, Exclusion, RoundInputs, Schema, validate_model, validate_update
 from ..protocol.task import Task
 from ..store import ArtifactStore
@@ -113,8 +114,9 @@ def collect_updates(
             data = fetch_with_retry(store, cid, fetch_retry_until, max_bytes=task.max_update_bytes)
             art, samples = validate_update(
                 data, schema, max_bytes=task.max_update_bytes, task_cid=task_cid, round_=round_, base_cid=base_cid,
-                submitter=u.peer, kind=task.train.kind, classes=task.model.classes)
+                submitter=u.peer, kind=task.train.kind, classes=task.model.classes, dp=task.train.dp)
             evaluation = parse_evaluation(art.metadata, round_=round_, kind=task.train.kind, classes=task.model.classes)
+            privacy = parse_privacy(art.metadata, task.train.dp)
         except (E.ArtifactInvalid, E.StoreError) as exc:
             inputs.excluded.append(Exclusion(member, cid, str(exc)))
             continue
@@ -124,5 +126,5 @@ def collect_updates(
         finally:
             data = None  # a rejected update's bytes are not kept alive while the next is fetched
         inputs.contributions.append(Contribution(member, cid, art.tensors, samples, u.reputation, position,
-                                                 evaluation))
+                                                 evaluation, privacy))
     return inputs.sort()

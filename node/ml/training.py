@@ -16,12 +16,7 @@ def train_local(
 ) -> tuple[dict[str, torch.Tensor], float]:
     """Train from ``base`` on ``data``; return (delta = trained - base, mean loss of last epoch)."""
     torch.manual_seed(seed)
-    model = build_model(spec)
-    model.load_state_dict(base)
-    if cfg.optimizer == "adam":
-        opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
-    else:
-        opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum)
+    model, opt = model_and_optimizer(spec, base, cfg)
     loss_fn = _loss(cfg.kind)
     x, y = torch.from_numpy(data.x), torch.from_numpy(data.y)
     last = 0.0
@@ -40,6 +35,15 @@ def train_local(
         last = total / max(batches, 1)
     trained = model.state_dict()
     return {k: (trained[k] - base[k]).detach() for k in base}, last
+
+
+def model_and_optimizer(spec: ModelSpec, base: dict[str, torch.Tensor], cfg: TrainConfig) -> tuple[nn.Module, torch.optim.Optimizer]:
+    """The model at ``base`` and the task's optimizer over its parameters."""
+    model = build_model(spec)
+    model.load_state_dict(base)
+    if cfg.optimizer == "adam":
+        return model, torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    return model, torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum)
 
 
 def _loss(kind: str):

@@ -37,6 +37,7 @@ from ..protocol.task import Task
 from ..store import ArtifactStore
 from .evaluation import HoldoutEvaluation
 from .observability import Metrics, describe_peer_metrics, exclusion_reason
+from .privacy import SampleDP
 from .pipeline import ABSTAIN, Ballot, Pipeline, Plugin, UpdateContext, VoteContext
 
 __all__ = ["Peer", "EventLog", "Action", "Facts", "next_action"]
@@ -183,6 +184,8 @@ class Peer:
         self.state_dir = Path(state_dir).expanduser() / self.address.lower() if state_dir else None
         self.last_step: tuple[Action | None, int, str] = (None, 0, "idle")
         self.evaluation = HoldoutEvaluation(self)  # federated evaluation on this peer's holdout
+        # Sample-level DP-SGD and its privacy account when the task asks for it (peer/privacy.py).
+        self.privacy = SampleDP(task, task_cid, len(self.data.y), self.log, state_dir=self.state_dir) if task.train.dp else None
 
     # ---------------------------------------------------------------- the loop
     def run(self, stop=None) -> None:
@@ -262,7 +265,7 @@ class Peer:
                 self.chain.advance()
                 self.log("advanced", r, reason="windows ran out without quorum")
             elif action is Action.SUBMIT:
-                self.submit(r, me)
+                sent = self.submit(r, me)
             elif action is Action.REVEAL_UPDATE:
                 sent = self.reveal_update(r)
             elif action is Action.VOTE:
@@ -412,15 +415,22 @@ class Peer:
             raise E.NotVisibleYet(f"the outcome of round {last} is not visible yet")
         return found or Outcome.none()
 
-    def submit(self, r: int, me: MemberInfo) -> None:
+    def submit(self, r: int, me: MemberInfo) -> bool:
+        """Train, publish and submit this member's update of round ``r``; False if its privacy
+        budget does not admit another round (it stops contributing and keeps voting)."""
+        if self.privacy is not None and not self.privacy.admits(r):
+            return False
         t0 = time.perf_counter()
         previous = self._previous(me, r)  # before training: it may say to wait
         base_cid, base = self.global_model(r)
         t1 = time.perf_counter()
-        delta, loss = train_local(self.task.model, base, self.data, self.task.train, seed=self.seed * 100_003 + r)
+        if self.privacy is not None:
+            delta, loss = self.privacy.train(r, base_cid, base, self.data, seed=self.seed * 100_003 + r)
+        else:
+            delta, loss = train_local(self.task.model, base, self.data, self.task.train, seed=self.seed * 100_003 + r)
         t2 = time.perf_counter()
         meta = update_metadata(self.task_cid, r, base_cid, len(self.data.y), self.address,
-                               self.evaluation.of_base(r, base_cid, base))
+                               self.evaluation.of_base(r, base_cid, base), self.privacy.spent if self.privacy else None)
         ctx = UpdateContext(r, base_cid, base, meta, self)
         delta = self.pipeline.transform(delta, ctx)
         artifact = self.pipeline.publish(delta, ctx) or encode(delta, meta)
@@ -446,6 +456,7 @@ class Peer:
             self.log("submitted", r, sealed=True, loss=round(loss, 4), samples=len(self.data.y), gas=receipt["gasUsed"])
         else:
             self.log("submitted", r, cid=cid, loss=round(loss, 4), samples=len(self.data.y), gas=receipt["gasUsed"])
+        return True
 
     # ---------------------------------------------------------------- sealed updates
     def _update_salt(self, round_: int) -> bytes:

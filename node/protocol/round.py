@@ -12,6 +12,8 @@ import torch
 from ..errors import ArtifactInvalid
 from .artifact import Artifact, decode, validate
 from .evaluation import Evaluation, evaluation_metadata, parse_evaluation
+from .privacy import PrivacySpent, parse_privacy, privacy_metadata
+from .task import PrivacyConfig
 
 __all__ = [
     "Contribution", "Exclusion", "RoundInputs", "Schema", "validate_update", "validate_model", "model_metadata",
@@ -32,6 +34,7 @@ class Contribution:
     reputation: int
     position: int = 0  # order of its submission on chain; earlier submissions win ties as originals
     evaluation: Evaluation | None = None  # the author's holdout evaluation of an earlier global model
+    privacy: PrivacySpent | None = None  # DP tasks: the author's cumulative epsilon and noise multiplier
 
 
 @dataclass(frozen=True)
@@ -59,10 +62,12 @@ class RoundInputs:
 
 
 def update_metadata(task_cid: str, round_: int, base: str, samples: int, peer: str,
-                    evaluation: Evaluation | None = None) -> dict:
-    """An update's metadata; ``evaluation`` adds the ``eval_*`` fields (``protocol/evaluation.py``)."""
+                    evaluation: Evaluation | None = None, privacy: PrivacySpent | None = None) -> dict:
+    """An update's metadata; ``evaluation`` adds the ``eval_*`` fields (``protocol/evaluation.py``),
+    ``privacy`` the ``dp_*`` fields (``protocol/privacy.py``)."""
     meta = {"kind": "update", "task": task_cid, "round": round_, "base": base, "samples": samples, "peer": peer}
-    return meta | (evaluation_metadata(evaluation) if evaluation is not None else {})
+    meta |= evaluation_metadata(evaluation) if evaluation is not None else {}
+    return meta | (privacy_metadata(privacy) if privacy is not None else {})
 
 
 def model_metadata(task_cid: str, round_: int, base: str, **extra) -> dict:
@@ -71,7 +76,7 @@ def model_metadata(task_cid: str, round_: int, base: str, **extra) -> dict:
 
 def validate_update(
     data: bytes, schema: Schema, *, max_bytes: int, task_cid: str, round_: int, base_cid: str, submitter: str,
-    kind: str = "classification", classes: int = 0,
+    kind: str = "classification", classes: int = 0, dp: PrivacyConfig | None = None,
 ) -> tuple[Artifact, int]:
     """The parsed update and its reported sample count; ``ArtifactInvalid`` if it must not count.
 
@@ -80,7 +85,8 @@ def validate_update(
     else's pending submission is excluded instead of credited: a copy earns its sender nothing.
 
     ``kind`` and ``classes`` are the task's: malformed ``eval_*`` fields (``parse_evaluation``)
-    make the artifact invalid.
+    make the artifact invalid. ``dp`` is the task's privacy configuration: ``dp_*`` fields that do
+    not fit it (``parse_privacy``) make the artifact invalid too.
     """
     art = validate(
         decode(data, max_bytes=max_bytes),
@@ -97,6 +103,7 @@ def validate_update(
     if samples < 0:
         raise ArtifactInvalid("negative sample count")
     parse_evaluation(art.metadata, round_=round_, kind=kind, classes=classes)
+    parse_privacy(art.metadata, dp)
     return art, samples
 
 

@@ -13,7 +13,7 @@ from typing import Any
 
 from ..errors import ConfigError
 
-__all__ = ["ModelSpec", "TrainConfig", "DataSchema", "Task", "UINT32_MAX", "TASK_KINDS", "OPTIMIZERS"]
+__all__ = ["ModelSpec", "PrivacyConfig", "TrainConfig", "DataSchema", "Task", "UINT32_MAX", "TASK_KINDS", "OPTIMIZERS"]
 
 UINT32_MAX = (1 << 32) - 1  # rounds and windows are uint32 in the contract
 TASK_KINDS = ("classification", "regression")
@@ -94,6 +94,64 @@ class ModelSpec:
         return out
 
 
+def _strict_float(value, name: str) -> float:
+    """A real number from a task description: an int or float, never a bool or a string."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ConfigError(f"malformed task description: {name} must be a number, got {value!r}")
+    return float(value)
+
+
+@dataclass(frozen=True)
+class PrivacyConfig:
+    """Sample-level differential privacy at every peer: DP-SGD (Abadi et al., "Deep Learning with
+    Differential Privacy", CCS 2016), each example's gradient clipped to ``max_grad_norm`` and
+    Gaussian noise of standard deviation ``noise_multiplier * max_grad_norm`` added to each batch's
+    sum, batches drawn by Poisson sampling.
+
+    The budget is (``epsilon``, ``delta``) over the whole task. Either ``epsilon`` is given alone:
+    each peer derives its noise multiplier from its own shard size so that all of the task's
+    rounds x epochs spend exactly that budget; or ``noise_multiplier`` is fixed, and ``epsilon``,
+    when given too, is the budget after which a peer stops contributing.
+    """
+
+    delta: float = 1e-5
+    max_grad_norm: float = 1.0
+    epsilon: float | None = None  # the (target) budget over the task
+    noise_multiplier: float | None = None  # fixed noise; None: derived per peer from epsilon
+
+    def __post_init__(self):
+        if self.epsilon is None and self.noise_multiplier is None:
+            raise ConfigError("differential privacy needs a budget epsilon or a noise multiplier (or both)")
+        if self.epsilon is not None and not (math.isfinite(self.epsilon) and 0 < self.epsilon <= 1_000):
+            raise ConfigError(f"DP epsilon must be in (0, 1000], got {self.epsilon}")
+        if not (math.isfinite(self.delta) and 0 < self.delta < 1):
+            raise ConfigError(f"DP delta must be in (0, 1), got {self.delta}")
+        if not (math.isfinite(self.max_grad_norm) and 0 < self.max_grad_norm <= 1e6):
+            raise ConfigError(f"DP clipping norm must be in (0, 1e6], got {self.max_grad_norm}")
+        if self.noise_multiplier is not None and not (math.isfinite(self.noise_multiplier) and 0 < self.noise_multiplier <= 1_000):
+            raise ConfigError(f"DP noise multiplier must be in (0, 1000], got {self.noise_multiplier}")
+
+    def to_dict(self) -> dict:
+        out: dict[str, float] = {"delta": self.delta, "max_grad_norm": self.max_grad_norm}
+        if self.epsilon is not None:
+            out["epsilon"] = self.epsilon
+        if self.noise_multiplier is not None:
+            out["noise_multiplier"] = self.noise_multiplier
+        return out
+
+    @classmethod
+    def from_dict(cls, d) -> "PrivacyConfig":
+        if not isinstance(d, dict):
+            raise ConfigError("malformed task description: train.dp must be an object")
+        unknown = set(d) - {"delta", "max_grad_norm", "epsilon", "noise_multiplier"}
+        if unknown:
+            raise ConfigError(f"malformed task description: unknown DP field {sorted(unknown)[0]!r}")
+        if "delta" not in d or "max_grad_norm" not in d:
+            raise ConfigError("malformed task description: train.dp needs delta and max_grad_norm")
+        opt = {k: _strict_float(d[k], f"dp.{k}") for k in ("epsilon", "noise_multiplier") if d.get(k) is not None}
+        return cls(delta=_strict_float(d["delta"], "dp.delta"), max_grad_norm=_strict_float(d["max_grad_norm"], "dp.max_grad_norm"), **opt)
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     """How each peer trains locally: SGD with momentum (or Adam), ``epochs`` passes over its shard,
@@ -105,8 +163,11 @@ class TrainConfig:
     momentum: float = 0.9
     optimizer: str = "sgd"
     kind: str = "classification"
+    dp: PrivacyConfig | None = None  # sample-level DP-SGD at every peer; None: plain training
 
     def __post_init__(self):
+        if self.dp is not None and not isinstance(self.dp, PrivacyConfig):
+            raise ConfigError("train.dp must be a PrivacyConfig")
         if not 1 <= self.epochs <= 10_000:
             raise ConfigError(f"epochs must be between 1 and 10000, got {self.epochs}")
         if not 1 <= self.batch_size <= 1 << 20:
@@ -122,7 +183,8 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> "TrainConfig":
-        return cls(**{k: type(getattr(cls, k))(v) for k, v in d.items() if k in cls.__dataclass_fields__})
+        dp = PrivacyConfig.from_dict(d["dp"]) if d.get("dp") is not None else None
+        return cls(**{k: type(getattr(cls, k))(v) for k, v in d.items() if k in cls.__dataclass_fields__ and k != "dp"}, dp=dp)
 
     def to_dict(self) -> dict:
         out = {"epochs": self.epochs, "batch_size": self.batch_size, "lr": self.lr, "momentum": self.momentum}
@@ -131,6 +193,8 @@ class TrainConfig:
             out["optimizer"] = self.optimizer
         if self.kind != "classification":
             out["kind"] = self.kind
+        if self.dp is not None:
+            out["dp"] = self.dp.to_dict()
         return out
 
 

@@ -17,7 +17,7 @@ from .._utils import check_bind_host, check_rpc_url
 from ..chain import ChainClient
 from ..chain.keys import load_account
 from ..ledger.history import RoundRecord, no_such_round, participation, round_history, round_record
-from ..protocol.task import UINT32_MAX, DataSchema, ModelSpec, Task, TrainConfig
+from ..protocol.task import UINT32_MAX, DataSchema, ModelSpec, PrivacyConfig, Task, TrainConfig
 from ..store import open_store
 from .deployment import Deployment, deploy_task
 
@@ -132,6 +132,20 @@ class DeployOptions:
     optimizer: str = "sgd"
     standardize: str | None = None  # a JSON file {"mean": [...], "std": [...]}: declared constants
     standardize_from: str | None = None  # a shard to compute them from (only when the operator chooses so)
+    dp: PrivacyConfig | None = None  # sample-level DP-SGD at every peer (``privacy_config``)
+
+
+def privacy_config(epsilon: float | None = None, delta: float | None = None, clip: float | None = None,
+                   noise: float | None = None) -> PrivacyConfig | None:
+    """The task's sample-level DP from ``--dp-epsilon``, ``--dp-delta`` (default 1e-5),
+    ``--dp-clip`` (default 1.0) and ``--dp-noise``; None when neither a budget nor a noise
+    multiplier is given (and then ``--dp-delta`` or ``--dp-clip`` alone is an error)."""
+    if epsilon is None and noise is None:
+        if delta is not None or clip is not None:
+            raise E.ConfigError("--dp-delta and --dp-clip go with --dp-epsilon or --dp-noise")
+        return None
+    return PrivacyConfig(delta=1e-5 if delta is None else delta, max_grad_norm=1.0 if clip is None else clip,
+                         epsilon=epsilon, noise_multiplier=noise)
 
 
 def task_schema(opts: DeployOptions) -> DataSchema | None:
@@ -214,8 +228,8 @@ def build_task(opts: DeployOptions) -> tuple[Task, list[str]]:
     task = Task(
         name=f"{dataset}-{model_label(opts.model)}", dataset=dataset,
         model=model_spec(opts.model, inputs, classes, widths),
-        train=TrainConfig(epochs=opts.epochs, lr=opts.lr, optimizer=opts.optimizer, kind=opts.task_kind), rule=opts.rule,
-        rule_params=opts.rule_params, sample_cap=opts.sample_cap, rounds=opts.rounds, submit_blocks=opts.submit_blocks,
+        train=TrainConfig(epochs=opts.epochs, lr=opts.lr, optimizer=opts.optimizer, kind=opts.task_kind, dp=opts.dp),
+        rule=opts.rule, rule_params=opts.rule_params, sample_cap=opts.sample_cap, rounds=opts.rounds, submit_blocks=opts.submit_blocks,
         vote_blocks=opts.vote_blocks, quorum_bps=math.ceil(opts.quorum * 10_000 - 1e-9), reveal_blocks=opts.reveal_blocks,
         update_reveal_blocks=opts.update_reveal_blocks, data=schema,
     )
@@ -275,7 +289,7 @@ class NodeOptions:
     wait_deployment: float = 0.0
     health_port: int | None = None
     health_host: str = "127.0.0.1"
-    state_dir: str | None = "~/.fedchain/state"  # where a sealed update waits for its reveal
+    state_dir: str | None = "~/.fedchain/state"  # where a sealed update waits for its reveal, and a DP task's privacy account
 
 
 def run_node(opts: NodeOptions, account, *, echo=print) -> None:
@@ -392,10 +406,21 @@ def rounds(deployment: str, rpc: str | None = None, store: str | None = None, lo
     return federated_view(dep, chain, store, logs)
 
 
-def round_detail(deployment: str, number: int, rpc: str | None = None) -> tuple[RoundRecord, list[str]]:
-    """One round and the member list (to show who was included)."""
-    _, chain = open_deployment(deployment, rpc)
-    return round_record(chain, number), [m.lower() for m in chain.members()]
+def round_detail(deployment: str, number: int, rpc: str | None = None, store: str | None = None
+                 ) -> tuple[RoundRecord, list[str], dict[str, dict]]:
+    """One round, the member list (to show who was included), and in a DP task the privacy each
+    valid update reports: {member: {"epsilon", "noise_multiplier"}} (from the store)."""
+    from ..ledger.privacy import round_privacy
+
+    dep, chain = open_deployment(deployment, rpc)
+    rec, members_ = round_record(chain, number), chain.members()
+    privacy: dict[str, dict] = {}
+    if Task.from_dict(dep.task).train.dp is not None:
+        st = open_store(store or dep.store)
+        task = Task.from_bytes(st.get(dep.task_cid, max_bytes=TASK_MAX_BYTES))
+        privacy = {m: {"epsilon": p.epsilon, "noise_multiplier": p.noise_multiplier}
+                   for m, p in round_privacy(chain, st, task, dep.task_cid, rec, members_).items()}
+    return rec, [m.lower() for m in members_], privacy
 
 
 def members(deployment: str, rpc: str | None = None) -> list[dict]:

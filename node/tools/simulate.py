@@ -30,7 +30,7 @@ from .devnet import Devnet, die_with_parent, free_port
 from ..aggregation import pin_rule
 from ..errors import ConfigError, FedChainError
 from ..ledger.history import participation, round_history
-from ..protocol.task import TrainConfig
+from ..protocol.task import PrivacyConfig, TrainConfig
 from ..ledger.updates import load_model
 from ..store import EmbeddedStore
 from ..protocol.task import Task
@@ -69,6 +69,7 @@ class SimulationConfig:
     model: str = "mlp"
     optimizer: str = "sgd"
     holdout: float = 0.0  # fraction of each peer's shard kept as its local holdout (federated evaluation)
+    dp: PrivacyConfig | None = None  # sample-level DP-SGD at every peer, pinned with the task
     # Tabular ``data``: the task declares per-feature standardization constants published by
     # this peer (an index, or "largest": the peer with the most samples), as `deploy
     # --standardize-from` its shard would. None: features are used as they are.
@@ -82,7 +83,7 @@ class SimulationConfig:
             raise ConfigError(f"peers must be between 1 and 256, got {self.peers}")
         if not 1 <= self.rounds <= 1_000_000:
             raise ConfigError(f"rounds must be between 1 and 1000000, got {self.rounds}")
-        TrainConfig(epochs=self.epochs, lr=self.lr, optimizer=self.optimizer)  # raises on epochs < 1, lr <= 0 or not finite
+        TrainConfig(epochs=self.epochs, lr=self.lr, optimizer=self.optimizer, dp=self.dp)  # raises on epochs < 1, lr <= 0 or not finite
         if self.partition == "dirichlet" and not (math.isfinite(self.alpha) and self.alpha > 0):
             raise ConfigError(f"alpha must be a positive finite number, got {self.alpha}")
         if not (math.isfinite(self.block_time) and 0 <= self.block_time <= 60):
@@ -234,7 +235,7 @@ def _task(cfg: SimulationConfig, ds, train, parts=None) -> Task:
     return pin_rule(Task(
         name=f"{cfg.dataset}-{model_label(cfg.model)}", dataset=cfg.dataset,
         model=model_spec(cfg.model, ds.inputs, ds.classes, tuple(cfg.hidden)),
-        train=TrainConfig(epochs=cfg.epochs, lr=cfg.lr, optimizer=cfg.optimizer, kind=kind), rule=cfg.rule,
+        train=TrainConfig(epochs=cfg.epochs, lr=cfg.lr, optimizer=cfg.optimizer, kind=kind, dp=cfg.dp), rule=cfg.rule,
         sample_cap=math.ceil(1.5 * len(train.y) / cfg.peers), rounds=cfg.rounds,
         submit_blocks=cfg.submit_blocks, vote_blocks=cfg.vote_blocks, quorum_bps=cfg.quorum_bps,
         reveal_blocks=cfg.vote_blocks if cfg.commit_reveal else 0, update_reveal_blocks=cfg.update_reveal_blocks,
@@ -349,6 +350,7 @@ def _observe(cfg, progress, work, store, task, test, dep, dep_path, chain, procs
     backdoor_asr = backdoor_success_rate(task.model, final_state, test) if cfg.attack == "backdoor" else None
     peers = [{**row, "malicious": row["index"] in cfg.malicious_peers()} for row in participation(chain, history)]
     federated = _federated(chain, store, task, dep, history, members, work / "logs")
+    privacy = _privacy(chain, store, task, dep, history, members, work / "logs")
     rounds = []
     for rec in history:
         rounds.append({
@@ -357,6 +359,7 @@ def _observe(cfg, progress, work, store, task, test, dep, dep_path, chain, procs
             "total_reputation": rec.total_reputation, "test_accuracy": accuracy.get(rec.round),
             "federated_metric": federated[rec.round].to_dict() if rec.round in federated else None,
             "wall_seconds": round(round_wall.get(rec.round, 0.0), 3), "seconds": timings.get(rec.round, {}),
+            **({"dp_epsilon": privacy["per_round"].get(rec.round, {})} if privacy else {}),
         })
     return {
         "peers": cfg.peers, "rounds_requested": cfg.rounds, "dataset": cfg.dataset, "partition": cfg.partition,
@@ -369,7 +372,7 @@ def _observe(cfg, progress, work, store, task, test, dep, dep_path, chain, procs
         "alpha": cfg.alpha if cfg.partition != "iid" else None, "seed": cfg.seed, "rule": cfg.rule,
         "attack": cfg.attack, "malicious_fraction": cfg.malicious, "commit_reveal": cfg.commit_reveal,
         "update_reveal_blocks": task.update_reveal_blocks, "malicious_peers": sorted(cfg.malicious_peers()),
-        "backdoor_success_rate": backdoor_asr,
+        "backdoor_success_rate": backdoor_asr, "privacy": privacy,
         "rounds_finalized": sum(1 for r in history if r.status == "finalized"),
         "rounds_failed": sum(1 for r in history if r.status == "failed"),
         "final_model": final_cid, "final_model_round": final_round, "final_test_accuracy": final_acc,
@@ -388,6 +391,32 @@ def _federated(chain, store, task, dep, history, members, logdir: Path) -> dict:
     published = published_evaluations(chain, store, task, dep.task_cid, history, chain.members(), dep.initial_model)
     logged = evaluations_from_logs(sorted(logdir.glob("peer-*.log")), task, members)
     return federated_metrics(history, task, published, logged)
+
+
+def _privacy(chain, store, task, dep, history, members, logdir: Path) -> dict | None:
+    """A DP task's privacy per peer: the cumulative epsilon each peer's update of each round
+    reports (chain and store), each peer's last, and which peers said their budget was spent."""
+    from ..ledger.privacy import published_privacy
+
+    dp = task.train.dp
+    if dp is None:
+        return None
+    index = {m.lower(): i for i, m in enumerate(members)}
+    published = published_privacy(chain, store, task, dep.task_cid, history, members)
+    per_round = {r: {index[m]: p.epsilon for m, p in sorted(found.items(), key=lambda kv: index[kv[0]])}
+                 for r, found in published.items()}
+    final: list[float | None] = [None] * len(members)
+    noise: list[float | None] = [None] * len(members)
+    for r in sorted(published):
+        for m, p in published[r].items():
+            final[index[m]], noise[index[m]] = p.epsilon, p.noise_multiplier
+    spent = []
+    for i in range(len(members)):
+        path = logdir / f"peer-{i}.log"
+        if path.exists() and '"dp_budget_spent"' in path.read_text(errors="replace"):
+            spent.append(i)
+    return {"delta": dp.delta, "epsilon_budget": dp.epsilon, "max_grad_norm": dp.max_grad_norm,
+            "noise_multiplier": noise, "final_epsilon": final, "per_round": per_round, "budget_spent": spent}
 
 
 def backdoor_success_rate(spec, state, test) -> float:

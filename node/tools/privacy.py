@@ -1,0 +1,329 @@
+"""Membership inference against the final model, and ``fedchain experiment privacy``.
+
+What an attacker learns about whether one sample was in some member's training data, from the
+final global model (public: every finalized model is in the store):
+
+* **Loss threshold** (Yeom et al., "Privacy Risk in Machine Learning: Analyzing the Connection
+  to Overfitting", CSF 2018): a sample is called a member when the model's loss on it is low.
+  The score is minus the per-example cross-entropy.
+* **Shadow models, offline LiRA** (Carlini et al., "Membership Inference Attacks From First
+  Principles", IEEE S&P 2022; shadow models after Shokri et al., S&P 2017): the attacker trains
+  shadow models like the target on data of the same distribution that it holds itself, none of
+  which contains the samples attacked. For each attacked sample it fits a Gaussian to the shadow
+  models' logit-scaled confidence on the sample's true label (the sample's "out" distribution)
+  and scores the target's confidence by how far above that distribution it lies (one-sided
+  likelihood-ratio test against the out hypothesis, with one variance shared by all samples, as
+  the paper advises with few shadow models).
+
+Both are measured by the ROC AUC over members and non-members and by the membership advantage
+``max over thresholds of TPR - FPR`` (Yeom et al.'s advantage; 0 for an attacker no better than
+chance, 1 for a perfect one). Members are the training samples of the members' shards,
+non-members the test split no member holds; the shadow models' data are the members' holdouts
+(never trained on by anyone), so the three sets are disjoint and from one distribution.
+
+``privacy_experiment`` runs a real simulation (devnet, contract, peer processes) per epsilon and
+attacks each final model; it writes results.csv, results.json and the plots.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import ConfigError
+
+__all__ = ["roc_auc", "membership_advantage", "attack_metrics", "loss_threshold_scores", "lira_offline_scores",
+           "per_example_losses", "true_label_logits", "chance_levels", "shadow_logits", "parse_epsilons", "privacy_experiment",
+           "plot_privacy", "PRIVACY_HEADERS", "privacy_rows"]
+
+
+# ---------------------------------------------------------------------------- metrics (NumPy)
+def roc_auc(members: np.ndarray, nonmembers: np.ndarray) -> float:
+    """ROC AUC of scores where higher means "member": the probability that a random member
+    outscores a random non-member, ties counting one half (Mann-Whitney U over mid-ranks)."""
+    m, n = np.asarray(members, dtype=np.float64).ravel(), np.asarray(nonmembers, dtype=np.float64).ravel()
+    if m.size == 0 or n.size == 0:
+        raise ValueError("AUC needs at least one member and one non-member score")
+    scores = np.concatenate([m, n])
+    order = np.argsort(scores, kind="mergesort")
+    ranks = np.empty(scores.size, dtype=np.float64)
+    sorted_scores = scores[order]
+    # Mid-ranks: every run of equal scores gets the mean of its 1-based positions.
+    starts = np.flatnonzero(np.r_[True, sorted_scores[1:] != sorted_scores[:-1]])
+    ends = np.r_[starts[1:], scores.size]
+    for s, e in zip(starts, ends):
+        ranks[order[s:e]] = (s + 1 + e) / 2.0
+    u = ranks[: m.size].sum() - m.size * (m.size + 1) / 2.0
+    return float(u / (m.size * n.size))
+
+
+def membership_advantage(members: np.ndarray, nonmembers: np.ndarray) -> float:
+    """``max over thresholds t of TPR(t) - FPR(t)``, calling "member" when score >= t; in [0, 1]."""
+    m, n = np.asarray(members, dtype=np.float64).ravel(), np.asarray(nonmembers, dtype=np.float64).ravel()
+    if m.size == 0 or n.size == 0:
+        raise ValueError("the advantage needs at least one member and one non-member score")
+    thresholds = np.unique(np.concatenate([m, n]))
+    m_sorted, n_sorted = np.sort(m), np.sort(n)
+    tpr = 1.0 - np.searchsorted(m_sorted, thresholds, side="left") / m.size  # share of members >= t
+    fpr = 1.0 - np.searchsorted(n_sorted, thresholds, side="left") / n.size
+    return float(max(0.0, np.max(tpr - fpr)))
+
+
+def attack_metrics(members: np.ndarray, nonmembers: np.ndarray) -> dict[str, float]:
+    return {"auc": roc_auc(members, nonmembers), "advantage": membership_advantage(members, nonmembers)}
+
+
+def chance_levels(members: int, nonmembers: int) -> dict[str, float]:
+    """What an attacker with no information reaches by luck on sets of these sizes, 95% of the
+    time (two-sided for the AUC): the AUC's normal approximation under the null, 0.5 + 1.96 x
+    sqrt((m + n + 1) / (12 m n)) (Mann-Whitney), and the advantage's, which is the two-sample
+    Kolmogorov-Smirnov statistic: 1.358 x sqrt((m + n) / (m n)). Measured values below these are
+    indistinguishable from guessing."""
+    m, n = members, nonmembers
+    return {"auc": 0.5 + 1.96 * math.sqrt((m + n + 1) / (12 * m * n)), "advantage": 1.358 * math.sqrt((m + n) / (m * n))}
+
+
+def loss_threshold_scores(member_losses: np.ndarray, nonmember_losses: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Yeom et al.'s attack: the lower the loss, the likelier a member."""
+    return -np.asarray(member_losses, dtype=np.float64), -np.asarray(nonmember_losses, dtype=np.float64)
+
+
+def lira_offline_scores(target: np.ndarray, shadow_out: np.ndarray) -> np.ndarray:
+    """Offline LiRA: ``target`` holds the target model's logit-scaled confidence per sample,
+    ``shadow_out`` (shadows x samples) the shadow models' (none trained on the samples). The
+    score is the sample's z-score above its own out-distribution mean, with the variance pooled
+    over all samples."""
+    target = np.asarray(target, dtype=np.float64)
+    shadow_out = np.asarray(shadow_out, dtype=np.float64)
+    if shadow_out.ndim != 2 or shadow_out.shape[1] != target.size or shadow_out.shape[0] < 2:
+        raise ValueError("LiRA needs at least two shadow models' scores for every target sample")
+    mu = shadow_out.mean(axis=0)
+    sigma = float(np.sqrt(np.mean(shadow_out.var(axis=0, ddof=1)))) or 1e-12
+    return (target - mu) / sigma
+
+
+# ---------------------------------------------------------------------------- model queries (torch)
+def _outputs(spec, state, x: np.ndarray):
+    import torch
+
+    from ..ml.models import build_model
+
+    model = build_model(spec)
+    model.load_state_dict(state)
+    model.eval()
+    with torch.no_grad():
+        return model(torch.from_numpy(x)).double()
+
+
+def per_example_losses(spec, state, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Cross-entropy of the model on each (x, y)."""
+    import torch
+
+    logits = _outputs(spec, state, x)
+    return torch.nn.functional.cross_entropy(logits, torch.from_numpy(y), reduction="none").numpy()
+
+
+def true_label_logits(spec, state, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """LiRA's statistic: log(p_y / (1 - p_y)) of the softmax confidence p_y on the true label,
+    computed stably as logit_y - logsumexp(other logits)."""
+    import torch
+
+    logits = _outputs(spec, state, x)
+    idx = torch.from_numpy(y).long()
+    true = logits.gather(1, idx[:, None]).squeeze(1)
+    others = logits.clone()
+    others.scatter_(1, idx[:, None], float("-inf"))
+    return (true - torch.logsumexp(others, dim=1)).numpy()
+
+
+def shadow_logits(spec, train_cfg, aux, targets_x: np.ndarray, targets_y: np.ndarray, *, shadows: int, epochs: int,
+                  seed: int) -> np.ndarray:
+    """(shadows x samples) LiRA statistics of ``shadows`` models trained, like the target's
+    members train (same architecture, optimizer and learning rate, ``epochs`` passes, no DP), each
+    on a random half of the attacker's own data ``aux``."""
+    from dataclasses import replace
+
+    from ..ml.data import Dataset
+    from ..ml.models import init_state
+    from ..ml.training import train_local
+
+    rng = np.random.default_rng(seed)
+    cfg = replace(train_cfg, epochs=epochs, dp=None)
+    out = []
+    for k in range(shadows):
+        pick = rng.permutation(len(aux.y))[: len(aux.y) // 2]
+        base = init_state(spec, seed=seed * 1_000 + k)
+        delta, _ = train_local(spec, base, Dataset(aux.name, aux.x[pick], aux.y[pick], aux.classes), cfg, seed=seed * 1_000 + k)
+        out.append(true_label_logits(spec, {n: base[n] + delta[n] for n in base}, targets_x, targets_y))
+    return np.stack(out)
+
+
+# ---------------------------------------------------------------------------- the experiment
+def parse_epsilons(text: str) -> list[float]:
+    """``inf,8,4,1`` -> [inf, 8.0, 4.0, 1.0]; ``inf`` is the run without DP."""
+    out = []
+    for part in text.split(","):
+        part = part.strip().lower()
+        if not part:
+            continue
+        try:
+            value = math.inf if part in ("inf", "none") else float(part)
+        except ValueError:
+            raise ConfigError(f"--epsilons must be numbers or inf, got {part!r}") from None
+        if not (value == math.inf or (math.isfinite(value) and 0 < value <= 1_000)):
+            raise ConfigError(f"--epsilons: each epsilon must be in (0, 1000] or inf, got {part!r}")
+        out.append(value)
+    if not out:
+        raise ConfigError("--epsilons needs at least one value")
+    return out
+
+
+def _attack(work: Path, summary: dict, *, shadows: int, seed: int) -> dict:
+    """Both attacks on a finished simulation's final model."""
+    from ..ledger.updates import load_model
+    from ..ml.data import Dataset, load_shard
+    from ..protocol.task import Task
+    from ..store import EmbeddedStore
+    from .deployment import Deployment
+
+    dep = Deployment.load(work / "deployment.json")
+    task = Task.from_dict(dep.task)
+    if task.train.kind != "classification":
+        raise ConfigError("membership inference here attacks classifiers")
+    state = load_model(EmbeddedStore(work / "store"), summary["final_model"], task)
+    shards = [load_shard(p) for p in sorted((work / "shards").glob("peer-*.safetensors"))]
+    test = load_shard(work / "test.safetensors")
+    mx, my = np.concatenate([s.x for s in shards]), np.concatenate([s.y for s in shards])
+    holdouts = [s for s in shards if s.x_holdout is not None]
+    if not holdouts:
+        raise ConfigError("the shadow models need the members' holdouts: run with a holdout")
+    aux = Dataset("aux", np.concatenate([s.x_holdout for s in holdouts]), np.concatenate([s.y_holdout for s in holdouts]),
+                  shards[0].classes)
+    loss_m, loss_n = loss_threshold_scores(per_example_losses(task.model, state, mx, my),
+                                           per_example_losses(task.model, state, test.x, test.y))
+    tx, ty = np.concatenate([mx, test.x]), np.concatenate([my, test.y])
+    shadow = shadow_logits(task.model, task.train, aux, tx, ty, shadows=shadows, epochs=task.rounds * task.train.epochs, seed=seed)
+    lira = lira_offline_scores(true_label_logits(task.model, state, tx, ty), shadow)
+    loss, lr = attack_metrics(loss_m, loss_n), attack_metrics(lira[: len(my)], lira[len(my):])
+    chance = chance_levels(len(my), len(test.y))
+    return {"members": int(len(my)), "nonmembers": int(len(test.y)), "shadow_samples": int(len(aux.y)),
+            "chance_auc95": chance["auc"], "chance_advantage95": chance["advantage"],
+            "loss_auc": loss["auc"], "loss_advantage": loss["advantage"], "lira_auc": lr["auc"], "lira_advantage": lr["advantage"]}
+
+
+def privacy_experiment(*, epsilons: list[float], dataset: str = "digits", peers: int = 4, rounds: int = 5, epochs: int = 5,
+                       lr: float = 0.05, delta: float = 1e-5, clip: float = 1.0, shadows: int = 8, seed: int = 0,
+                       out: Path, progress=print) -> tuple[list[dict], list[Path]]:
+    """One simulation per epsilon (``inf``: no DP), each attacked by both attacks; writes
+    results.csv, results.json and the plots in ``out``. Returns (results, files written)."""
+    from ..protocol.task import PrivacyConfig
+    from .simulate import SimulationConfig, run_simulation
+
+    if not 2 <= shadows <= 256:
+        raise ConfigError(f"--shadows must be between 2 and 256, got {shadows}")
+    out.mkdir(parents=True, exist_ok=True)
+    results: list[dict] = []
+    for eps in epsilons:
+        name = "inf" if eps == math.inf else f"{eps:g}"
+        work = out / "runs" / f"eps-{name}"
+        if (work / "deployment.json").exists():
+            raise ConfigError(f"{work} already holds a run: choose another --out")
+        dp = None if eps == math.inf else PrivacyConfig(delta=delta, max_grad_norm=clip, epsilon=eps)
+        cfg = SimulationConfig(peers=peers, rounds=rounds, dataset=dataset, seed=seed, epochs=epochs, lr=lr, holdout=0.2,
+                               workdir=str(work), dp=dp, block_time=1.0)
+        t0 = time.monotonic()
+        progress(f"epsilon {name}: simulating {peers} peers, {rounds} rounds on {dataset}")
+        summary = run_simulation(cfg, progress=lambda msg: None)
+        if summary["rounds_finalized"] != rounds or summary["peer_failures"]:
+            raise ConfigError(f"epsilon {name}: {summary['rounds_finalized']}/{rounds} rounds finalized, "
+                              f"peer failures {summary['peer_failures']}; see {work / 'logs'}")
+        attacked = _attack(work, summary, shadows=shadows, seed=seed)
+        spent = [e for e in (summary["privacy"] or {}).get("final_epsilon", []) if e is not None]
+        row = {"epsilon": eps, "epsilon_spent_max": max(spent) if spent else None, "delta": None if dp is None else delta,
+               "noise_multiplier": (summary["privacy"] or {}).get("noise_multiplier"), "accuracy": summary["final_test_accuracy"],
+               "rounds_finalized": summary["rounds_finalized"], **attacked, "seconds": round(time.monotonic() - t0, 1)}
+        results.append(row)
+        progress(f"epsilon {name}: accuracy {row['accuracy']:.4f}, loss-threshold AUC {row['loss_auc']:.3f} adv {row['loss_advantage']:.3f}, "
+                 f"LiRA AUC {row['lira_auc']:.3f} adv {row['lira_advantage']:.3f} ({row['seconds']}s)")
+        _write(results, out)
+    return results, plot_privacy(results, out)
+
+
+PRIVACY_HEADERS = ["epsilon", "spent (max)", "accuracy", "vs no DP", "loss AUC", "loss adv", "LiRA AUC", "LiRA adv",
+                   "chance AUC/adv (95%)"]
+
+
+def privacy_rows(results: list[dict]) -> list[list[str]]:
+    base = next((r["accuracy"] for r in results if r["epsilon"] == math.inf), None)
+    rows = []
+    for r in results:
+        rows.append(["inf (no DP)" if r["epsilon"] == math.inf else f"{r['epsilon']:g}",
+                     "-" if r["epsilon_spent_max"] is None else f"{r['epsilon_spent_max']:.3f}", f"{r['accuracy']:.4f}",
+                     "-" if base is None or r["epsilon"] == math.inf else f"{100 * (r['accuracy'] - base):+.1f} pp",
+                     f"{r['loss_auc']:.3f}", f"{r['loss_advantage']:.3f}", f"{r['lira_auc']:.3f}", f"{r['lira_advantage']:.3f}",
+                     f"{r['chance_auc95']:.3f}/{r['chance_advantage95']:.3f}"])
+    return rows
+
+
+_CSV = ["epsilon", "epsilon_spent_max", "delta", "accuracy", "loss_auc", "loss_advantage", "lira_auc", "lira_advantage",
+        "chance_auc95", "chance_advantage95", "members", "nonmembers", "shadow_samples", "rounds_finalized", "seconds"]
+
+
+def _write(results: list[dict], out: Path) -> None:
+    (out / "results.json").write_text(json.dumps([{**r, "epsilon": "inf" if r["epsilon"] == math.inf else r["epsilon"]}
+                                                  for r in results], indent=1))
+    with open(out / "results.csv", "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(_CSV)
+        for r in results:
+            w.writerow(["inf" if r[k] == math.inf else ("" if r[k] is None else r[k]) for k in _CSV])
+
+
+def plot_privacy(results: list[dict], out: Path) -> list[Path]:
+    """accuracy-vs-epsilon.png and attack-vs-epsilon.png (no DP drawn at the right, as "inf")."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    finite = sorted({r["epsilon"] for r in results if r["epsilon"] != math.inf})
+    labels = [f"{e:g}" for e in finite] + (["no DP"] if any(r["epsilon"] == math.inf for r in results) else [])
+    pos = {e: i for i, e in enumerate(finite)} | {math.inf: len(finite)}
+    ordered = sorted(results, key=lambda r: pos[r["epsilon"]])
+    xs = [pos[r["epsilon"]] for r in ordered]
+    written = []
+    fig, ax = plt.subplots(figsize=(5.5, 3.6))
+    ax.plot(xs, [r["accuracy"] for r in ordered], marker="o")
+    ax.set_xticks(range(len(labels)), labels)
+    ax.set_xlabel("privacy budget epsilon (delta = %g)" % next((r["delta"] for r in results if r["delta"]), 1e-5))
+    ax.set_ylabel("test accuracy of the final model")
+    ax.set_ylim(0, 1)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    path = out / "accuracy-vs-epsilon.png"
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    written.append(path)
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 3.6))
+    for key, label in (("loss", "loss threshold (Yeom)"), ("lira", "shadow models (offline LiRA)")):
+        a1.plot(xs, [r[f"{key}_auc"] for r in ordered], marker="o", label=label)
+        a2.plot(xs, [r[f"{key}_advantage"] for r in ordered], marker="o", label=label)
+    a1.axhline(0.5, color="grey", ls=":", lw=1)
+    a1.axhline(max(r["chance_auc95"] for r in results), color="grey", ls="--", lw=1, label="chance (95%)")
+    a2.axhline(max(r["chance_advantage95"] for r in results), color="grey", ls="--", lw=1, label="chance (95%)")
+    for ax, what in ((a1, "membership inference AUC"), (a2, "membership advantage (max TPR - FPR)")):
+        ax.set_xticks(range(len(labels)), labels)
+        ax.set_xlabel("privacy budget epsilon")
+        ax.set_ylabel(what)
+        ax.grid(alpha=0.3)
+    a1.legend(fontsize=8)
+    fig.tight_layout()
+    path = out / "attack-vs-epsilon.png"
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    written.append(path)
+    return written
