@@ -53,6 +53,24 @@ def test_reverting_transaction_is_mined_with_status_zero(net):
     assert receipt and receipt["status"] == "0x0"
 
 
+def test_a_256_member_task_deploys_under_the_per_transaction_gas_cap(net):
+    """Hardhat enforces EIP-7825's 16,777,216-gas cap per transaction, as chains past Osaka do:
+    the largest task (256 members) still deploys, in batches, and round 1 opens over all of them."""
+    from fedchain.node.chain import ChainClient, deploy_contract
+    from fedchain.node.chain.client import TX_GAS_CAP
+
+    client = ChainClient(net.rpc_url, account=Account.from_key(net.keys[0]))
+    members = ["0x%040x" % (0x1000 + i) for i in range(256)]
+    first = client.block_number() + 1
+    deploy_contract(client, members=members, initial_model=b"\1" * 32, task=b"\2" * 32, submit_blocks=5, vote_blocks=5,
+                    quorum_bps=6667, max_rounds=2, rule=0, reveal_blocks=5, update_reveal_blocks=5)
+    used = [int(net.rpc("eth_getTransactionReceipt", [tx])["gasUsed"], 16)
+            for b in range(first, client.block_number() + 1) for tx in net.rpc("eth_getBlockByNumber", [hex(b), False])["transactions"]]
+    assert len(used) == 3 and max(used) < TX_GAS_CAP, used
+    state = client.round_state()
+    assert (state.round, state.total_reputation, len(client.members())) == (1, 256_000, 256)
+
+
 def test_unknown_engine_and_hardhat_state_file_are_refused(tmp_path):
     assert set(ENGINES) == {"anvil", "hardhat"}
     with pytest.raises(ConfigError, match="unknown devnet engine"):
