@@ -213,7 +213,7 @@ def test_any_error_an_update_causes_excludes_it_with_a_reason(tmp_path):
     task = Task(name="t", dataset="digits", model=ModelSpec(64, 10, (8,)), train=TrainConfig(epochs=1), rounds=1)
     members = ["0x" + f"{i:040x}" for i in range(3)]
     inputs = collect_updates(_Events(members, [bomb, liar, unlucky]), store, task, "Qm" + "1" * 44, 1, bomb,
-                             schema=schema_of(task.model), from_block=0, members=members)
+                             schema=schema_of(task.model), from_block=0, members=members, sealed=False)
     reasons = {ex.member: ex.reason for ex in inputs.excluded}
     assert not inputs.contributions
     assert reasons[0].startswith("DAG too large") and reasons[1].startswith("DAG malformed")
