@@ -29,8 +29,9 @@ demo-domains: setup
 	$(BIN)/python -c "import ISLP, river" 2>/dev/null || $(BIN)/python -m pip install --quiet --no-deps -r requirements-domains.txt
 	$(BIN)/python -m fedchain.cli.main experiment domains --out runs/domains
 
+# Three workers on two cores: much of a network test is waiting for blocks and peer processes.
 test: setup
-	$(BIN)/python -m pytest -q -n 2 --dist loadfile
+	$(BIN)/python -m pytest -q -n 3 --dist loadfile
 
 contracts: setup
 	$(BIN)/python -m fedchain.contracts.build

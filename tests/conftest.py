@@ -7,7 +7,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
-# One math thread per process, set before anything imports torch: `make test` runs two workers
+# One math thread per process, set before anything imports torch: `make test` runs three workers
 # on two cores, and each network test starts several peer processes, which inherit this. Tests
 # that measure thread counts (test_determinism) set their own.
 os.environ.setdefault("OMP_NUM_THREADS", "1")
