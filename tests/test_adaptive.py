@@ -140,8 +140,8 @@ def test_adaptive_attacks_are_registered_and_take_their_colluders():
         assert plugin.name == name and plugin.colluders == {"0xab", "0xcd"}
 
 
-def _result(rule, attack, frac, seed, acc, final_reps, *, partition="iid", peers=4, bad=()):
-    return {"dataset": "digits", "rule": rule, "attack": attack, "malicious": frac, "seed": seed, "peers": peers,
+def _result(rule, attack, frac, seed, acc, final_reps, *, partition="iid", peers=4, bad=(), included=(15, 15)):
+    return {"included": list(included),"dataset": "digits", "rule": rule, "attack": attack, "malicious": frac, "seed": seed, "peers": peers,
             "rounds": 2, "malicious_peers": list(bad), "partition": partition, "alpha": 0.5 if partition != "iid" else None,
             "final_accuracy": acc, "accuracy": [acc / 2, acc], "reputation": [[1000] * peers, final_reps],
             "rounds_finalized": 2, "backdoor_success_rate": None}
@@ -153,8 +153,8 @@ def test_summaries_average_seeds_and_flag_reputation_targets():
     results = [
         _result("fedavg", "none", 0.0, 0, 0.80, [1100, 1100, 1100, 1100]),
         _result("fedavg", "none", 0.0, 1, 0.90, [1100, 1100, 900, 1100]),  # an honest peer lost reputation
-        _result("fedavg", "ipm", 0.25, 0, 0.84, [1100, 1100, 1100, 500], bad=[3]),
-        _result("fedavg", "ipm", 0.25, 1, 0.86, [1100, 1000, 1100, 1050], bad=[3]),  # attacker above honest peer 1
+        _result("fedavg", "ipm", 0.25, 0, 0.84, [1100, 1100, 1100, 500], bad=[3], included=(0b1111, 0b0111)),
+        _result("fedavg", "ipm", 0.25, 1, 0.86, [1100, 1000, 1100, 1050], bad=[3], included=(0b0111, None)),  # attacker above honest peer 1
     ]
     results += [_result("fedavg", "honest-only", 0.25, s, acc, [1100] * 3, peers=3) for s, acc in ((0, 0.83), (1, 0.83))]
     rows = {(r["rule"], r["attack"]): r for r in (dict(zip(REPUTATION_HEADERS, x)) for x in reputation_summary(results))}
@@ -162,6 +162,7 @@ def test_summaries_average_seeds_and_flag_reputation_targets():
     assert clean["final acc"] == "0.8500 ± 0.0500" and clean["honest below start"] == "1/2" and clean["protocol"] == "plain"
     assert ipm["vs clean (same rule)"] == "+0.0 pp" and ipm["attacker above an honest peer"] == "1/2"
     assert ipm["vs honest-only (same rule)"] == "+2.0 pp"  # the attackers' updates vs their shards' absence
+    assert ipm["attacker updates aggregated"] == "1/3"  # of 3 finalized rounds' attacker updates, one was kept
     assert ref["vs clean (same rule)"] == "-2.0 pp" and ref["attacker above an honest peer"] == "" and ref["seeds"] == "2"
     assert ipm["lowest honest rep"] == "1000" and ipm["highest attacker rep"] == "1050"
     assert ipm["attackers below every honest from round"] == "2,never"

@@ -43,7 +43,7 @@ from ..protocol.task import Task
 from ..ml.training import evaluate
 from .attacks import ADAPTIVE, ATTACKS, Collusion, make_attack, malicious_indices
 
-__all__ = ["HONEST_ONLY", "robustness_summary", "reputation_summary", "separated_by", "SUMMARY_HEADERS", "REPUTATION_HEADERS", "TrialConfig", "run_trial", "run_grid", "plot_results"]
+__all__ = ["HONEST_ONLY", "attacker_inclusion", "robustness_summary", "reputation_summary", "separated_by", "SUMMARY_HEADERS", "REPUTATION_HEADERS", "TrialConfig", "run_trial", "run_grid", "plot_results"]
 
 
 @dataclass
@@ -175,6 +175,7 @@ def run_trial(cfg: TrialConfig, devnet: Devnet, workdir: Path, *, datasets_cache
         "partition": cfg.partition, "alpha": cfg.alpha if cfg.partition == "dirichlet" else None,
         "final_accuracy": accuracy[-1], "accuracy": accuracy, "reputation": reputation,
         "rounds_finalized": sum(1 for h in history if h.status == "finalized"),
+        "included": [h.included if h.status == "finalized" else None for h in history],  # bitmask over members, per round
         "backdoor_success_rate": backdoor_success_rate(task.model, final_state, test) if cfg.attack == "backdoor" else None,
     }
 
@@ -311,7 +312,7 @@ def robustness_summary(results: list[dict]) -> list[list[str]]:
 
 REPUTATION_HEADERS = ["dataset", "partition", "protocol", "rule", "attack", "malicious", "seeds", "final acc",
                       "vs clean (same rule)", "vs honest-only (same rule)", "lowest honest rep", "highest attacker rep", "attacker above an honest peer",
-                      "honest below start", "attackers below every honest from round"]
+                      "honest below start", "attackers below every honest from round", "attacker updates aggregated"]
 
 
 def _protocol_of(r: dict) -> str:
@@ -345,8 +346,24 @@ def reputation_summary(results: list[dict], *, start: int = 1000) -> list[list[s
                      _pp(_mean(accs) - _mean([c['final_accuracy'] for c in reference])) if reference and attacked else "",
                      str(min(honest)) if honest else "-", str(max(bad)) if bad else "-",
                      f"{above}/{len(runs)}" if attacked else "", f"{below}/{len(runs)}",
-                     ",".join(str(x) if x else "never" for x in seps)])
+                     ",".join(str(x) if x else "never" for x in seps), _attackers_aggregated(runs) if attacked else ""])
     return rows
+
+
+def attacker_inclusion(result: dict) -> tuple[int, int] | None:
+    """How many of the attackers' updates the finalized rounds aggregated, out of how many
+    (attackers x finalized rounds); None for results without the per-round inclusion record."""
+    if "included" not in result:
+        return None
+    done = [m for m in result["included"] if m is not None]
+    return sum(1 for m in done for i in result["malicious_peers"] if m >> i & 1), len(done) * len(result["malicious_peers"])
+
+
+def _attackers_aggregated(runs: list[dict]) -> str:
+    counts = [attacker_inclusion(r) for r in runs]
+    if any(c is None for c in counts):
+        return "-"
+    return f"{sum(c[0] for c in counts)}/{sum(c[1] for c in counts)}"
 
 
 def _write(results: list[dict], out: Path) -> None:
