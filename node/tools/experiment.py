@@ -7,7 +7,8 @@ round by round (all submit, then, for sealed updates, all reveal, then all vote)
 polling as separate processes; every transaction, artifact and aggregate is the same as in
 ``fedchain simulate``. Honest peers submit one after another; a colluding team of adaptive
 attackers submits concurrently (one thread each), sharing its benign updates over a private
-channel, as colluders talking off-chain would.
+channel, as colluders talking off-chain would, and votes first (the votes after the quorum are
+late and earn less, and a strategic attacker does not wait).
 
 Tasks use sealed updates by default, like ``fedchain deploy`` (``update_reveal_blocks`` 20): the
 adaptive attackers then see the previous rounds' revealed updates and their team's own benign
@@ -141,7 +142,9 @@ def run_trial(cfg: TrialConfig, devnet: Devnet, workdir: Path, *, datasets_cache
             st = observer.round_state()
             if st.round == r and st.phase is Phase.UPDATE_REVEAL:  # someone did not reveal: the window runs out
                 devnet.mine(max(st.submit_deadline + task.update_reveal_blocks - observer.block_number(), 1))
-        for p in peers:
+        # A colluding team votes as soon as voting opens: the first quorum of votes is timely and
+        # the rest late (LATE_AGREEMENT_REWARD), so the vote order must not handicap the attackers.
+        for p in (peers if channel is None else team_peers + honest_peers):
             state = observer.round_state()
             try:
                 p.vote(r, p.chain.member_info(p.address), expected=p._expected(state) if state.round == r else None,
@@ -172,6 +175,7 @@ def run_trial(cfg: TrialConfig, devnet: Devnet, workdir: Path, *, datasets_cache
         "malicious": cfg.malicious, "peers": len(present), "rounds": cfg.rounds, "seed": cfg.seed,
         "malicious_peers": [present.index(i) for i in sorted(bad)], "absent_peers": sorted(cfg.absent), "shards": cfg.peers,
         "update_reveal_blocks": cfg.update_reveal_blocks, "protocol": "sealed" if cfg.update_reveal_blocks else "plain",
+        "vote_order": "attackers first" if channel is not None else "member order",
         "partition": cfg.partition, "alpha": cfg.alpha if cfg.partition == "dirichlet" else None,
         "final_accuracy": accuracy[-1], "accuracy": accuracy, "reputation": reputation,
         "rounds_finalized": sum(1 for h in history if h.status == "finalized"),
