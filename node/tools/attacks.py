@@ -358,7 +358,8 @@ def visible_updates(peer, round_: int):
     ``collect_updates`` reads them through ``public_updates``: in a plain task, every update whose
     digest is on chain; in a sealed task, only revealed ones, so none while submissions are open."""
     return collect_updates(peer.chain, peer.store, peer.task, peer.task_cid, round_, peer.base_of(round_),
-                           schema=peer.schema, from_block=peer.round_start_block(round_), members=peer.members)
+                           schema=peer.schema, from_block=peer.round_start_block(round_), members=peer.members,
+                           sealed=getattr(peer, "sealed", False))
 
 
 # The colluders' default private channel: the benign update each colluder computed, per (task,
