@@ -474,8 +474,11 @@ def experiment():
 @click.option("--seeds", default=None, help="Comma-separated seeds, one run of every cell per seed (overrides --seed); the summary shows mean +- std.")
 @click.option("--partition", type=click.Choice(["iid", "dirichlet"]), default="iid", show_default=True, help="How the training data is split among peers.")
 @click.option("--alpha", type=float, default=0.5, show_default=True, help="Dirichlet concentration for --partition dirichlet (smaller: more label skew).")
+@click.option("--update-reveal-blocks", type=click.IntRange(0), default=20, show_default=True, help="Sealed updates, as deploy's default: adaptive attackers see only public updates of earlier rounds and their team's own (0: plain submissions, attackers see every honest update of the round).")
+@click.option("--honest-only", is_flag=True, help="Also run, per malicious fraction, an attack-free reference with only the honest peers and their shards.")
 @click.option("--out", "out_dir", default="runs/robustness", show_default=True, type=click.Path(file_okay=False), help="Folder for results.csv, results.json and the plots.")
-def experiment_robustness(datasets, rules, attacks, fractions, peers, rounds, seed, seeds, partition, alpha, out_dir):
+def experiment_robustness(datasets, rules, attacks, fractions, peers, rounds, seed, seeds, partition, alpha, update_reveal_blocks,
+                          honest_only, out_dir):
     """Attacks x malicious fraction x rules on real data; writes CSV, JSON and PNG plots."""
     from fedchain.node.aggregation import RULES as RULE_IDS
     from fedchain.node.tools.attacks import make_attack
@@ -502,7 +505,7 @@ def experiment_robustness(datasets, rules, attacks, fractions, peers, rounds, se
     out = Path(out_dir)
     results = run_grid(datasets=[d.strip() for d in datasets.split(",")], rules=rule_list, attacks=["none", *attack_list],
                        fractions=fraction_list, peers=peers, rounds=rounds, seeds=seed_list, partition=partition, alpha=alpha,
-                       out=out, progress=click.echo)
+                       update_reveal_blocks=update_reveal_blocks, honest_only=honest_only, out=out, progress=click.echo)
     plots = plot_results(results, out)
     click.echo("")
     click.echo(table(SUMMARY_HEADERS, robustness_summary(results)))

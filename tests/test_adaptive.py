@@ -140,8 +140,8 @@ def test_adaptive_attacks_are_registered_and_take_their_colluders():
         assert plugin.name == name and plugin.colluders == {"0xab", "0xcd"}
 
 
-def _result(rule, attack, frac, seed, acc, final_reps, *, partition="iid", peers=4, bad=()):
-    return {"dataset": "digits", "rule": rule, "attack": attack, "malicious": frac, "seed": seed, "peers": peers,
+def _result(rule, attack, frac, seed, acc, final_reps, *, partition="iid", peers=4, bad=(), included=(15, 15)):
+    return {"included": list(included),"dataset": "digits", "rule": rule, "attack": attack, "malicious": frac, "seed": seed, "peers": peers,
             "rounds": 2, "malicious_peers": list(bad), "partition": partition, "alpha": 0.5 if partition != "iid" else None,
             "final_accuracy": acc, "accuracy": [acc / 2, acc], "reputation": [[1000] * peers, final_reps],
             "rounds_finalized": 2, "backdoor_success_rate": None}
@@ -153,17 +153,21 @@ def test_summaries_average_seeds_and_flag_reputation_targets():
     results = [
         _result("fedavg", "none", 0.0, 0, 0.80, [1100, 1100, 1100, 1100]),
         _result("fedavg", "none", 0.0, 1, 0.90, [1100, 1100, 900, 1100]),  # an honest peer lost reputation
-        _result("fedavg", "ipm", 0.25, 0, 0.84, [1100, 1100, 1100, 500], bad=[3]),
-        _result("fedavg", "ipm", 0.25, 1, 0.86, [1100, 1000, 1100, 1050], bad=[3]),  # attacker above honest peer 1
+        _result("fedavg", "ipm", 0.25, 0, 0.84, [1100, 1100, 1100, 500], bad=[3], included=(0b1111, 0b0111)),
+        _result("fedavg", "ipm", 0.25, 1, 0.86, [1100, 1000, 1100, 1050], bad=[3], included=(0b0111, None)),  # attacker above honest peer 1
     ]
-    rows = {(r[2], r[3]): dict(zip(REPUTATION_HEADERS, r)) for r in reputation_summary(results)}
-    clean, ipm = rows[("fedavg", "none")], rows[("fedavg", "ipm")]
-    assert clean["final acc"] == "0.8500 ± 0.0500" and clean["honest below start"] == "1/2"
+    results += [_result("fedavg", "honest-only", 0.25, s, acc, [1100] * 3, peers=3) for s, acc in ((0, 0.83), (1, 0.83))]
+    rows = {(r["rule"], r["attack"]): r for r in (dict(zip(REPUTATION_HEADERS, x)) for x in reputation_summary(results))}
+    clean, ipm, ref = rows[("fedavg", "none")], rows[("fedavg", "ipm")], rows[("fedavg", "honest-only")]
+    assert clean["final acc"] == "0.8500 ± 0.0500" and clean["honest below start"] == "1/2" and clean["protocol"] == "plain"
     assert ipm["vs clean (same rule)"] == "+0.0 pp" and ipm["attacker above an honest peer"] == "1/2"
+    assert ipm["vs honest-only (same rule)"] == "+2.0 pp"  # the attackers' updates vs their shards' absence
+    assert ipm["attacker updates aggregated"] == "1/3"  # of 3 finalized rounds' attacker updates, one was kept
+    assert ref["vs clean (same rule)"] == "-2.0 pp" and ref["attacker above an honest peer"] == "" and ref["seeds"] == "2"
     assert ipm["lowest honest rep"] == "1000" and ipm["highest attacker rep"] == "1050"
     assert ipm["attackers below every honest from round"] == "2,never"
     summary = [dict(zip(SUMMARY_HEADERS, r)) for r in robustness_summary(results)]
-    assert [s["attack"] for s in summary] == ["none", "ipm"] and summary[1]["best acc"] == "0.8500 ± 0.0100"
+    assert [s["attack"] for s in summary] == ["none", "honest-only", "ipm"] and summary[2]["best acc"] == "0.8500 ± 0.0100"
 
 
 def test_plots_cover_every_malicious_fraction_and_partition(tmp_path):
@@ -177,3 +181,69 @@ def test_plots_cover_every_malicious_fraction_and_partition(tmp_path):
     assert names == ["accuracy-digits-25pct.png", "accuracy-digits-50pct.png", "accuracy-digits-dirichlet0.5.png",
                      "reputation-bands-digits-dirichlet0.5.png", "reputation-bands-digits.png",
                      "reputation-digits-dirichlet0.5.png", "reputation-digits.png"]
+
+
+def test_collusion_channel_gives_every_colluder_the_whole_teams_rows():
+    import threading
+
+    from fedchain.node.tools.attacks import Collusion
+
+    team = Collusion(3, timeout=30)
+    got = {}
+
+    def colluder(i):
+        team.post("task", 2, f"0x{i}", np.full(2, float(i)))
+        got[i] = team.gather("task", 2)
+
+    threads = [threading.Thread(target=colluder, args=(i,)) for i in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=30)
+    assert sorted(got) == [0, 1, 2] and all([float(r[0]) for r in rows] == [0.0, 1.0, 2.0] for rows in got.values())
+    assert [float(r[0]) for r in Collusion(2, timeout=0.01).gather("task", 1)] == []  # a lone colluder does not hang
+
+
+class _Contribution:
+    def __init__(self, member, value):
+        self.member, self.delta = member, {"w": torch.full((2,), float(value))}
+
+
+def test_sealed_adaptive_attacker_uses_what_is_public_and_its_team_only(monkeypatch):
+    """Under sealed updates the round's honest updates are not public until it closes: the attacker
+    does not wait for them, and crafts from its team's benign updates (all of them, through the
+    channel) plus the previous round's revealed honest updates."""
+    from types import SimpleNamespace
+
+    from fedchain.node.tools import attacks
+    from fedchain.node.tools.attacks import Collusion
+
+    members = ["0xh0", "0xh1", "0xb2", "0xb3"]
+    looked_up = []
+
+    def visible(peer, round_):
+        looked_up.append(round_)
+        return SimpleNamespace(contributions=[_Contribution(i, 10 * round_ + i) for i in range(4)])
+
+    monkeypatch.setattr(attacks, "visible_updates", visible)
+    team = Collusion(2, timeout=5)
+    team.post("task", 3, "0xb3", np.array([7.0, 7.0]))  # the other colluder's benign update
+    crafted = {}
+
+    class Probe(attacks._Adaptive):
+        name = "probe"
+
+        def craft(self, benign, ctx, m):
+            crafted["rows"], crafted["m"] = benign.copy(), m
+            return benign.mean(axis=0)
+
+    peer = SimpleNamespace(sealed=True, members=members, address="0xb2", task_cid="task", poll=0.0,
+                           task=SimpleNamespace(submit_blocks=300), round_start_block=lambda r: 0,
+                           chain=SimpleNamespace(block_number=lambda: 0))
+    plugin = Probe(["0xb2", "0xb3"], channel=team, max_wait=60)
+    plugin.transform({"w": torch.tensor([5.0, 5.0])}, SimpleNamespace(round=3, peer=peer))
+    assert looked_up == [2]  # only the previous round: nothing of round 3 is public
+    assert [float(r[0]) for r in crafted["rows"]] == [5.0, 7.0, 20.0, 21.0] and crafted["m"] == 2
+    peer.sealed, looked_up[:] = False, []
+    plugin.transform({"w": torch.tensor([5.0, 5.0])}, SimpleNamespace(round=3, peer=peer))
+    assert looked_up == [3] and [float(r[0]) for r in crafted["rows"]] == [30.0, 31.0]  # plain: the round's honest updates

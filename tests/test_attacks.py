@@ -77,3 +77,31 @@ def test_lazy_voter_finds_nothing_to_copy_under_commit_reveal_and_falls_behind(n
     while_voting = [found for phase, found in calls if phase is Phase.VOTING]
     assert while_voting and not any(while_voting), calls
     assert _detected(res), res["reputation"][-1]  # abstaining forgoes the agreement reward
+
+
+@pytest.mark.parametrize("reveal", [20, 0])
+def test_adaptive_team_knows_what_the_protocol_lets_it_know(net, cache, tmp_path, monkeypatch, reveal):
+    """Sealed updates (the engine's default): every colluder crafts from the same rows, the whole
+    team's benign updates of the round plus the previous round's revealed honest ones. Plain: from
+    the round's honest updates."""
+    import hashlib
+
+    from fedchain.node.tools import attacks
+
+    seen = {}  # (round, colluder) -> (rows, digest of the rows)
+    original = attacks._Adaptive._benign_rows
+
+    def spy(self, ctx, keys, own):
+        rows = original(self, ctx, keys, own)
+        seen[(ctx.round, ctx.peer.address)] = (rows.shape[0], hashlib.sha256(rows.tobytes()).hexdigest())
+        return rows
+
+    monkeypatch.setattr(attacks._Adaptive, "_benign_rows", spy)
+    res = run_trial(TrialConfig(rule="fedavg", attack="ipm", malicious=0.3, peers=PEERS, rounds=2, update_reveal_blocks=reveal),
+                    net, tmp_path, datasets_cache=cache)
+    assert res["protocol"] == ("sealed" if reveal else "plain") and res["rounds_finalized"] == 2
+    assert res["vote_order"] == "attackers first" and len(seen) == 4
+    for r in (1, 2):
+        [a, b] = [v for (rr, _), v in seen.items() if rr == r]
+        assert a == b  # both colluders crafted from the same rows
+        assert a[0] == (5 if not reveal else 2 if r == 1 else 2 + 5)

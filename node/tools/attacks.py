@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import os
 import statistics
+import threading
 import time
 from dataclasses import replace
 from typing import Callable
@@ -357,14 +358,44 @@ def visible_updates(peer, round_: int):
     ``collect_updates`` reads them through ``public_updates``: in a plain task, every update whose
     digest is on chain; in a sealed task, only revealed ones, so none while submissions are open."""
     return collect_updates(peer.chain, peer.store, peer.task, peer.task_cid, round_, peer.base_of(round_),
-                           schema=peer.schema, from_block=peer.round_start_block(round_), members=peer.members)
+                           schema=peer.schema, from_block=peer.round_start_block(round_), members=peer.members,
+                           sealed=getattr(peer, "sealed", False))
 
 
-# The colluders' private channel: the benign update each colluder computed, per (task, round).
-# It only joins colluders in one process (the experiment engine); across processes each colluder
-# knows its own benign update only.
+# The colluders' default private channel: the benign update each colluder computed, per (task,
+# round). It only joins colluders in one process (the experiment engine); across processes each
+# colluder knows its own benign update only. It never waits: a colluder sees the colluders that
+# trained before it. ``Collusion`` is the channel that waits for the whole team.
 _BOARD: dict[tuple[str, int], dict[str, np.ndarray]] = {}
 _CRAFTED: dict[tuple, np.ndarray] = {}
+_CRAFT_LOCK = threading.Lock()
+
+
+class Collusion:
+    """A colluding team's private channel inside one process (the experiment engine runs the
+    whole team there, one thread per colluder): each colluder posts its benign update of a round,
+    and ``gather`` waits (at most ``timeout`` seconds) until all ``size`` colluders have, so that
+    every colluder crafts from the same rows: the team's full knowledge, as real colluders talking
+    off-chain would have it."""
+
+    def __init__(self, size: int, *, timeout: float = 300.0):
+        self.size, self.timeout = size, timeout
+        self._cond = threading.Condition()
+        self._rows: dict[tuple[str, int], dict[str, np.ndarray]] = {}
+
+    def post(self, task_cid: str, round_: int, address: str, row: np.ndarray) -> None:
+        with self._cond:
+            for key in [k for k in self._rows if k[0] == task_cid and k[1] < round_ - 1]:
+                del self._rows[key]
+            self._rows.setdefault((task_cid, round_), {})[address.lower()] = row
+            self._cond.notify_all()
+
+    def gather(self, task_cid: str, round_: int) -> list[np.ndarray]:
+        """Every posted benign update of the round, in address order, once the team is complete
+        (or the timeout passed)."""
+        with self._cond:
+            self._cond.wait_for(lambda: len(self._rows.get((task_cid, round_), {})) >= self.size, timeout=self.timeout)
+            return [v for _, v in sorted(self._rows.get((task_cid, round_), {}).items())]
 
 
 def _floats(delta: dict[str, torch.Tensor]) -> list[str]:
@@ -376,19 +407,25 @@ def _flatten(delta: dict[str, torch.Tensor], keys: list[str]) -> np.ndarray:
 
 
 class _Adaptive(Plugin):
-    """An omniscient, colluding attacker: crafts its update from every benign update it can see.
+    """An omniscient, colluding attacker: crafts its update from every benign update it can see,
+    omniscient as far as the protocol allows.
 
-    It waits (until every non-colluding member's update of the round is public, the submission
-    window is ``margin`` of its length from closing, or ``max_wait`` seconds pass) and crafts from
-    the public honest updates. If fewer than two are visible (a sealed protocol), it falls back to
-    the colluders' own benign updates plus the previous round's public ones. Every colluder sends
-    the same crafted vector, with its own tiny perturbation (``colluder_perturbation``).
+    Plain task: it waits (until every non-colluding member's update of the round is public, the
+    submission window is ``margin`` of its length from closing, or ``max_wait`` seconds pass) and
+    crafts from the public honest updates. Sealed task (``peer.sealed``): nothing of the round is
+    public before its submission window closes, so it does not wait; it crafts from everything
+    public or its team's own: the colluders' benign updates of the round (all of them through a
+    ``Collusion`` channel, else those on the in-process board) plus the previous round's revealed
+    honest updates, computed from the public global model like every update. The same fallback
+    applies to a plain task where fewer than two honest updates became visible. Every colluder
+    sends the same crafted vector, with its own tiny perturbation (``colluder_perturbation``).
     """
 
     takes_colluders = True
 
-    def __init__(self, colluders=(), *, max_wait: float = 120.0, margin: float = 0.2):
+    def __init__(self, colluders=(), *, channel: Collusion | None = None, max_wait: float = 120.0, margin: float = 0.2):
         self.colluders = {c.lower() for c in colluders}
+        self.channel = channel
         self.max_wait, self.margin = max_wait, margin
 
     def craft(self, benign: np.ndarray, ctx, m: int) -> np.ndarray:
@@ -406,7 +443,8 @@ class _Adaptive(Plugin):
         closes = peer.round_start_block(r) + peer.task.submit_blocks
         stop_block = closes - max(1, int(self.margin * peer.task.submit_blocks))
         give_up = time.monotonic() + self.max_wait
-        while True:
+        honest = []
+        while not getattr(peer, "sealed", False):  # sealed: nothing of this round is public before it closes
             try:
                 inputs = visible_updates(peer, r)
                 honest = [c for c in inputs.contributions if peer.members[c.member].lower() not in team]
@@ -419,8 +457,11 @@ class _Adaptive(Plugin):
         if len(rows) >= 2:
             return np.stack(rows)
         # Sealed updates: the colluders' own benign updates, and last round's public ones.
-        board = _BOARD.get((peer.task_cid, r), {})
-        rows += [v for a, v in sorted(board.items())] or [own]
+        if self.channel is not None:
+            rows += self.channel.gather(peer.task_cid, r) or [own]
+        else:
+            board = _BOARD.get((peer.task_cid, r), {})
+            rows += [v for a, v in sorted(board.items())] or [own]
         if r > 1:
             try:
                 rows += [_flatten(c.delta, keys) for c in visible_updates(peer, r - 1).contributions
@@ -433,16 +474,21 @@ class _Adaptive(Plugin):
         peer = ctx.peer
         keys = _floats(delta)
         own = _flatten(delta, keys)
-        for key in [k for k in _BOARD if k[0] == peer.task_cid and k[1] < ctx.round - 1]:
-            del _BOARD[key]
-        _BOARD.setdefault((peer.task_cid, ctx.round), {})[peer.address.lower()] = own
+        if self.channel is not None:
+            self.channel.post(peer.task_cid, ctx.round, peer.address, own)
+        else:
+            for key in [k for k in _BOARD if k[0] == peer.task_cid and k[1] < ctx.round - 1]:
+                del _BOARD[key]
+            _BOARD.setdefault((peer.task_cid, ctx.round), {})[peer.address.lower()] = own
         benign = self._benign_rows(ctx, keys, own)
         # Colluders in one process craft once per round from the same rows and share the result.
         key = (peer.task_cid, ctx.round, self.name, hashlib.sha256(benign.tobytes()).hexdigest())
-        if key not in _CRAFTED:
-            _CRAFTED.clear()
-            _CRAFTED[key] = self.craft(benign, ctx, len(self._team(peer)))
-        crafted = colluder_perturbation(_CRAFTED[key], peer.address, ctx.round)
+        with _CRAFT_LOCK:
+            if key not in _CRAFTED:
+                _CRAFTED.clear()
+                _CRAFTED[key] = self.craft(benign, ctx, len(self._team(peer)))
+            crafted = _CRAFTED[key]
+        crafted = colluder_perturbation(crafted, peer.address, ctx.round)
         out, pos = dict(delta), 0
         for k in keys:
             size = delta[k].numel()
@@ -534,16 +580,17 @@ ATTACKS: dict[str, type[Plugin]] = {
 ADAPTIVE = ("alie", "ipm", "minmax")
 
 
-def make_attack(name: str | None, *, colluders=()) -> list[Plugin]:
+def make_attack(name: str | None, *, colluders=(), channel: Collusion | None = None) -> list[Plugin]:
     """The plugin list of attack ``name``: empty (an honest peer) for None or "". ``colluders``:
-    the addresses of the members running the attack together (used by the adaptive attacks)."""
+    the addresses of the members running the attack together, and ``channel`` their shared
+    in-process channel (used by the adaptive attacks)."""
     if not name:
         return []
     try:
         cls = ATTACKS[name]
     except KeyError:
         raise ConfigError(f"unknown attack {name!r} (known: {', '.join(ATTACKS)})") from None
-    return [cls(colluders) if getattr(cls, "takes_colluders", False) else cls()]
+    return [cls(colluders, channel=channel) if getattr(cls, "takes_colluders", False) else cls()]
 
 
 def malicious_indices(peers: int, attack: str | None, fraction: float) -> list[int]:
