@@ -111,7 +111,10 @@ class AnvilEngine(Engine):
 
     def command(self, net, scratch):
         cmd = [find_anvil(), "--host", net.host, "--port", str(net.port), "--accounts", str(net.accounts),
-               "--chain-id", str(net.chain_id), "--config-out", str(scratch / "config.json"), "--silent"]
+               "--chain-id", str(net.chain_id), "--config-out", str(scratch / "config.json"), "--silent",
+               # anvil otherwise writes old states under ~/.foundry/anvil/tmp and never removes
+               # them (gigabytes per busy devnet); nothing here reads state older than the head.
+               "--max-persisted-states", "0"]
         if net.block_time:
             cmd += ["--block-time", str(net.block_time)]
         if net.state_file:
