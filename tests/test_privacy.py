@@ -178,6 +178,7 @@ def test_a_peer_stops_contributing_when_its_budget_is_spent(tmp_path):
         spent.append(dp.epsilon)
     assert len(spent) == 4 and spent == sorted(spent) and spent[-1] <= 4.0  # 2.06, 2.81, 3.40, 3.91; a 5th: 4.37
     assert [e for e, _, _ in events].count("dp_budget_spent") == 1 and not dp.admits(len(spent) + 2)
+    assert dp.exhausted  # the runtime then stops logging missed windows it did not miss
     assert [e for e, _, _ in events].count("dp_budget_spent") == 1  # said once
     assert dp.spent.epsilon_micro == epsilon_to_micro(spent[-1])
     # A restarted peer continues the same account: no fresh budget.

@@ -55,6 +55,11 @@ class SampleDP:
     def spent(self) -> PrivacySpent:
         return PrivacySpent(epsilon_to_micro(self.epsilon), noise_to_micro(self.noise))
 
+    @property
+    def exhausted(self) -> bool:
+        """Whether this member has stopped contributing because its budget is spent."""
+        return self._said_spent
+
     def admits(self, round_: int) -> bool:
         """Whether this member may train round ``round_`` within its budget; says
         ``dp_budget_spent`` once when it may not."""

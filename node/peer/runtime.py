@@ -307,8 +307,9 @@ class Peer:
 
     def _note_missed_window(self, state: RoundState, me: MemberInfo) -> None:
         """Say so, once, when the open round's submission window closed before this peer submitted."""
+        spent = self.privacy is not None and self.privacy.exhausted  # it stopped on purpose and said so
         if state.phase in (Phase.VOTING, Phase.REVEAL, Phase.EXPIRED) and me.submitted_round < state.round \
-                and state.round not in self._missed:
+                and state.round not in self._missed and not spent:
             self._missed.add(state.round)
             self.log("missed_window", state.round, reason=f"the submission window closed at block {state.submit_deadline} "
                      "before this peer submitted; it can still vote, and takes part again from the next round")
