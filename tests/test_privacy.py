@@ -267,3 +267,13 @@ def test_simulate_with_dp_finalizes_every_round_and_reports_epsilon(tmp_path):
         assert per_round[1][peer] > 7.5  # the budget was computed to be spent over the task's 2 rounds
     log = (tmp_path / "w" / "logs" / "peer-0.log").read_text()
     assert '"dp_spent"' in log and len(list((tmp_path / "w" / "state").glob("*/privacy-*.json"))) == 3  # accounts kept on disk
+
+
+def test_privacy_plots_are_written(tmp_path):
+    from fedchain.node.tools.privacy import plot_privacy
+
+    results = [dict(epsilon=e, delta=1e-5, accuracy=a, loss_auc=0.52, lira_auc=0.55, loss_advantage=0.05, lira_advantage=0.06,
+                    chance_auc95=0.53, chance_advantage95=0.08) for e, a in ((math.inf, 0.9), (8, 0.88), (1, 0.3))]
+    written = plot_privacy(results, tmp_path)
+    assert [p.name for p in written] == ["accuracy-vs-epsilon.png", "attack-vs-epsilon.png"]
+    assert all(p.read_bytes().startswith(b"\x89PNG") for p in written)

@@ -303,11 +303,7 @@ def plot_privacy(results: list[dict], out: Path) -> list[Path]:
     ax.set_ylabel("test accuracy of the final model")
     ax.set_ylim(0, 1)
     ax.grid(alpha=0.3)
-    fig.tight_layout()
-    path = out / "accuracy-vs-epsilon.png"
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    written.append(path)
+    written.append(_save(fig, out / "accuracy-vs-epsilon.png"))
     fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 3.6))
     for key, label in (("loss", "loss threshold (Yeom)"), ("lira", "shadow models (offline LiRA)")):
         a1.plot(xs, [r[f"{key}_auc"] for r in ordered], marker="o", label=label)
@@ -321,9 +317,15 @@ def plot_privacy(results: list[dict], out: Path) -> list[Path]:
         ax.set_ylabel(what)
         ax.grid(alpha=0.3)
     a1.legend(fontsize=8)
+    written.append(_save(fig, out / "attack-vs-epsilon.png"))
+    return written
+
+
+def _save(fig, path: Path) -> Path:
+    """Write ``fig`` to ``path`` as PNG and release it."""
+    import matplotlib.pyplot as plt
+
     fig.tight_layout()
-    path = out / "attack-vs-epsilon.png"
     fig.savefig(path, dpi=110)
     plt.close(fig)
-    written.append(path)
-    return written
+    return path
