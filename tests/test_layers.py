@@ -1,7 +1,7 @@
 """The layering rules of node/ and cli/, checked on the real import graph (every import statement,
 including the ones inside functions).
 
-* ``protocol`` and ``aggregation`` never import web3, the store, the chain, the peer or the tooling;
+* ``protocol``, ``aggregation`` and ``secagg`` never import web3, the store, the chain, the peer or the tooling;
 * the peer runtime never imports the tooling;
 * nothing in node/ imports the CLI, and only the build step compiles the contract;
 * there are no import cycles, between modules or between subpackages.
@@ -78,7 +78,7 @@ def test_the_graph_sees_every_module():
     assert "fedchain.node.aggregation.registry" in _internal(GRAPH["fedchain.node.aggregation"])
 
 
-@pytest.mark.parametrize("layer", ["fedchain.node.protocol", "fedchain.node.aggregation"])
+@pytest.mark.parametrize("layer", ["fedchain.node.protocol", "fedchain.node.aggregation", "fedchain.node.secagg"])
 def test_pure_layers_import_no_io_no_runtime_and_no_tooling(layer):
     banned_external = ("web3", "eth_account", "eth_abi", "eth_utils", "ipfshttpclient", "requests", "solcx")
     banned_internal = ("fedchain.node.store", "fedchain.node.chain", "fedchain.node.ledger", "fedchain.node.peer",
