@@ -265,19 +265,26 @@ def _check_canonical(data: bytes, encoded: bytes, what: str) -> None:
         raise ArtifactInvalid(f"{what}: not in canonical form")
 
 
-def decode_bundle(data: bytes, *, max_bytes: int, task: str, round_: int, peer: str, dealer: int, holders: set[int],
-                  threshold: int) -> ShareBundle:
-    """A dealer's share bundle, checked against everything the reader expects of it."""
-    what = f"share bundle of member {dealer}"
+def _header(data: bytes, max_bytes: int, what: str, fmt: str, fields: set[str], *, task: str, round_: int,
+            peer: str, member: tuple[str, int]) -> tuple[dict[str, Any], str]:
+    """Parse, check the key set and the fields every encoding has; (object, peer as written)."""
     obj = _parse(data, max_bytes, what)
-    _keys_exactly(obj, {"format", "task", "round", "peer", "dealer", "threshold", "mask_public", "self_commitment",
-                        "ciphertexts"}, what)
-    _expect(what, "format", obj["format"], BUNDLE_FORMAT)
+    _keys_exactly(obj, {"format", "task", "round", "peer", member[0]} | fields, what)
+    _expect(what, "format", obj["format"], fmt)
     _expect(what, "task", _str(obj, "task", what), task)
     _expect(what, "round", _int(obj, "round", what), round_)
     got_peer = _str(obj, "peer", what)
     _expect(what, "peer", got_peer.lower(), peer.lower())
-    _expect(what, "dealer", _int(obj, "dealer", what), dealer)
+    _expect(what, member[0], _int(obj, member[0], what), member[1])
+    return obj, got_peer
+
+
+def decode_bundle(data: bytes, *, max_bytes: int, task: str, round_: int, peer: str, dealer: int, holders: set[int],
+                  threshold: int) -> ShareBundle:
+    """A dealer's share bundle, checked against everything the reader expects of it."""
+    what = f"share bundle of member {dealer}"
+    obj, got_peer = _header(data, max_bytes, what, BUNDLE_FORMAT, {"threshold", "mask_public", "self_commitment",
+                            "ciphertexts"}, task=task, round_=round_, peer=peer, member=("dealer", dealer))
     _expect(what, "threshold", _int(obj, "threshold", what), threshold)
     mask_public = _hex(obj["mask_public"], KEY_BYTES, what, "mask_public")
     commitment = _hex(obj["self_commitment"], 32, what, "self_commitment")
@@ -308,14 +315,8 @@ def decode_unmask(data: bytes, *, max_bytes: int, task: str, round_: int, peer: 
                   members: int) -> Unmask:
     """A holder's unmask reveal, checked against everything the reader expects of it."""
     what = f"unmask reveal of member {holder}"
-    obj = _parse(data, max_bytes, what)
-    _keys_exactly(obj, {"format", "task", "round", "peer", "holder", "keys"}, what)
-    _expect(what, "format", obj["format"], UNMASK_FORMAT)
-    _expect(what, "task", _str(obj, "task", what), task)
-    _expect(what, "round", _int(obj, "round", what), round_)
-    got_peer = _str(obj, "peer", what)
-    _expect(what, "peer", got_peer.lower(), peer.lower())
-    _expect(what, "holder", _int(obj, "holder", what), holder)
+    obj, got_peer = _header(data, max_bytes, what, UNMASK_FORMAT, {"keys"}, task=task, round_=round_, peer=peer,
+                            member=("holder", holder))
     raw = obj["keys"]
     if not isinstance(raw, dict):
         raise ArtifactInvalid(f"{what}: keys must be an object")
