@@ -104,6 +104,20 @@ def _dp_options(f):
     return f
 
 
+def _secure_options(f):
+    """Secure aggregation (masked updates; only bucket sums are revealed), pinned with the task."""
+    for opt in reversed([
+        click.option("--secure-aggregation", "secure", is_flag=True, help="Mask every update so that only the sum of each bucket is ever revealed (pairwise masks, Shamir-shared seeds; replaces sealed updates)."),
+        click.option("--threshold", type=int, default=None, help="Secure aggregation: members whose reveals unmask a round (default: a majority); fewer learn nothing."),
+        click.option("--buckets", type=int, default=None, help="Secure aggregation: random buckets whose sums are unmasked; the rule runs over the bucket means (default 1)."),
+        click.option("--stage-blocks", type=int, default=None, help="Secure aggregation: blocks for the masking stage and for the unmasking stage (default 10)."),
+        click.option("--sa-clip", type=float, default=None, help="Secure aggregation: each member clips its update to this L2 norm before masking (default 10)."),
+        click.option("--distributed-noise", type=float, default=None, help="Secure aggregation with distributed DP: members add discrete Gaussian noise so each bucket sum carries noise of std Z x the clip norm."),
+    ]):
+        f = opt(f)
+    return f
+
+
 def _import_options(f):
     """How `data import`, `data split` and `simulate --data` read an organization's own files."""
     f = click.option("--grayscale/--rgb", default=False, help="Image folders: one gray channel or three RGB channels (default RGB).")(f)
@@ -160,7 +174,7 @@ def devnet(port, host, accounts, block_time, state_file, engine):
 @click.option("--optimizer", default="sgd", show_default=True, type=click.Choice(["sgd", "adam"]), help="Local optimizer.")
 @click.option("--standardize", "standardize_file", type=click.Path(dir_okay=False), help="Declared per-feature constants every peer standardizes with: JSON {\"mean\": [...], \"std\": [...]}.")
 @click.option("--standardize-from", type=click.Path(dir_okay=False), help="Compute the constants from this one shard (only when you choose to reveal its statistics).")
-@click.option("--rule", default="fedavg", show_default=True, help=f"Aggregation rule: {RULES_HELP}.")
+@click.option("--rule", default=None, help=f"Aggregation rule: {RULES_HELP} (default fedavg; fedavg-plain under secure aggregation with one bucket).")
 @click.option("--rule-param", multiple=True, metavar="NAME=VALUE", help="A named parameter of the rule, pinned with the task (repeatable), e.g. beta=0.1.")
 @click.option("--rounds", type=int, default=5, show_default=True, help="Rounds the task runs.")
 @click.option("--epochs", type=int, default=5, show_default=True, help="Local epochs per round (same default as simulate).")
@@ -170,15 +184,21 @@ def devnet(port, host, accounts, block_time, state_file, engine):
 @click.option("--vote-blocks", type=int, default=60, show_default=True, help="Length of each round's voting window, in blocks.")
 @click.option("--quorum", type=float, default=2 / 3, show_default=True, help="Fraction of total reputation needed to finalize (at least this much).")
 @click.option("--reveal-blocks", type=click.IntRange(0), default=0, show_default=True, help="Commit-reveal voting with a reveal window this long (0: plain votes).")
-@click.option("--update-reveal-blocks", type=click.IntRange(0), default=20, show_default=True, help="Sealed updates: members commit to their update, and reveal it in a window this long after submissions close (0: plain, visible submissions).")
+@click.option("--update-reveal-blocks", type=click.IntRange(0), default=None, help="Sealed updates: members commit to their update, and reveal it in a window this long after submissions close (default 20; 0: plain, visible submissions; secure aggregation needs 0).")
 @click.option("--seed", type=click.IntRange(0, 2**32 - 1), default=0, show_default=True, help="Seed of the initial model.")
 @click.option("--output", "-o", default="deployment.json", show_default=True, help="Where to write the deployment file.")
 @_dp_options
+@_secure_options
 def deploy(rpc, key_env, keystore, password_env, password_file, store_spec, members, dataset, hidden, model, schema_shard, inputs, image,
            classes, task_kind, optimizer, standardize_file, standardize_from, rule, rule_param, rounds, epochs, lr, sample_cap,
-           submit_blocks, vote_blocks, quorum, reveal_blocks, update_reveal_blocks, seed, output, dp_epsilon, dp_delta, dp_clip, dp_noise):
+           submit_blocks, vote_blocks, quorum, reveal_blocks, update_reveal_blocks, seed, output, dp_epsilon, dp_delta, dp_clip, dp_noise,
+           secure, threshold, buckets, stage_blocks, sa_clip, distributed_noise):
     """Deploy a task: pin its description and initial model, deploy the contract."""
-    from fedchain.node.tools.operations import DeployOptions, build_task, deploy as deploy_, privacy_config
+    from fedchain.node.tools.operations import (DeployOptions, build_task, deploy as deploy_, privacy_config, resolve_protocol,
+                                                secure_options)
+
+    sa = secure_options(secure, threshold, buckets, stage_blocks, sa_clip, distributed_noise, dp_delta)
+    rule, update_reveal_blocks = resolve_protocol(rule, update_reveal_blocks, sa)
 
     opts = DeployOptions(rpc=rpc, members=members, dataset=dataset, hidden=hidden, rule=rule, rule_params=_rule_params(rule_param),
                          rounds=rounds, epochs=epochs, lr=lr, sample_cap=sample_cap, submit_blocks=submit_blocks,
@@ -186,7 +206,7 @@ def deploy(rpc, key_env, keystore, password_env, password_file, store_spec, memb
                          seed=seed, output=output,
                          store=store_spec, model=model, schema=schema_shard, inputs=inputs, image=image, classes=classes,
                          task_kind=task_kind, optimizer=optimizer, standardize=standardize_file, standardize_from=standardize_from,
-                         dp=privacy_config(dp_epsilon, dp_delta, dp_clip, dp_noise))
+                         dp=privacy_config(dp_epsilon, dp_delta, dp_clip, dp_noise), secure=sa)
     build_task(opts)  # bad options fail before a key is even asked for
     dep = deploy_(opts, _account(key_env, keystore, password_env, password_file))
     click.echo(f"deployed FedChain at {dep.contract} on chain {dep.chain_id} (block {dep.deploy_block})")
@@ -244,23 +264,27 @@ def node_run(deployment, key_env, keystore, password_env, password_file, rpc, st
 @click.option("--alpha", type=float, default=0.5, show_default=True, help="Dirichlet concentration (with --partition dirichlet).")
 @click.option("--holdout", type=click.FloatRange(0, 1, max_open=True), default=0.2, show_default=True, help="Fraction of each peer's shard kept as its local holdout, on which it evaluates every global model (federated evaluation; 0: none).")
 @click.option("--seed", type=click.IntRange(0, 2**32 - 1), default=0, show_default=True, help="Seed of the split, the initial model and local training.")
-@click.option("--rule", default="fedavg", show_default=True, help=f"Aggregation rule: {RULES_HELP}.")
+@click.option("--rule", default=None, help=f"Aggregation rule: {RULES_HELP} (default fedavg; fedavg-plain under secure aggregation with one bucket).")
 @click.option("--epochs", type=click.IntRange(1), default=5, show_default=True, help="Local epochs per round (same default as deploy).")
 @click.option("--block-time", type=float, default=1.0, show_default=True, help="Devnet seconds per block; 0 for automine.")
 @click.option("--workdir", type=click.Path(file_okay=False), help="Keep the store, shards and logs here.")
 @click.option("--attack", default=None, help="Attack run by the malicious peers (see `node run --help`).")
 @click.option("--malicious", type=click.FloatRange(0, 1), default=0.0, show_default=True, help="Fraction of peers that attack.")
 @click.option("--commit-reveal", is_flag=True, help="Votes are committed as salted hashes, then revealed.")
-@click.option("--update-reveal-blocks", type=click.IntRange(0), default=20, show_default=True, help="Sealed updates revealed in a window this long after submissions close (0: plain, visible submissions).")
+@click.option("--update-reveal-blocks", type=click.IntRange(0), default=None, help="Sealed updates revealed in a window this long after submissions close (default 20; 0: plain, visible submissions; secure aggregation needs 0).")
 @click.option("--resume", is_flag=True, help="Continue the interrupted simulation in --workdir (chain state, store, shards).")
 @_dp_options
+@_secure_options
 @_json_option
 def simulate(peers, rounds, dataset, data_source, label, task_kind, missing, categorical, image_size, grayscale, model, optimizer, lr,
              standardize_peer, partition, alpha, holdout, seed, rule, epochs, block_time, workdir, attack, malicious, commit_reveal, update_reveal_blocks, resume,
-             dp_epsilon, dp_delta, dp_clip, dp_noise, as_json):
+             dp_epsilon, dp_delta, dp_clip, dp_noise, secure, threshold, buckets, stage_blocks, sa_clip, distributed_noise, as_json):
     """Devnet, deployment, N peer processes and R rounds in one command."""
     from fedchain.node.tools.attacks import make_attack
-    from fedchain.node.tools.operations import import_options, privacy_config
+    from fedchain.node.tools.operations import import_options, privacy_config, resolve_protocol, secure_options
+
+    sa = secure_options(secure, threshold, buckets, stage_blocks, sa_clip, distributed_noise, dp_delta)
+    rule, update_reveal_blocks = resolve_protocol(rule, update_reveal_blocks, sa)
     from fedchain.node.tools.simulate import SimulationConfig, run_simulation
 
     make_attack(attack)  # reject an unknown attack before starting anything
@@ -269,7 +293,7 @@ def simulate(peers, rounds, dataset, data_source, label, task_kind, missing, cat
                            commit_reveal=commit_reveal, update_reveal_blocks=update_reveal_blocks, resume=resume, data=data_source, model=model, optimizer=optimizer, holdout=holdout,
                            standardize_peer=int(standardize_peer) if str(standardize_peer).isdigit() else standardize_peer,
                            import_options=import_options(label, task_kind, missing, categorical, image_size, grayscale),
-                           dp=privacy_config(dp_epsilon, dp_delta, dp_clip, dp_noise))
+                           dp=privacy_config(dp_epsilon, dp_delta, dp_clip, dp_noise), secure=sa)
     progress = (lambda msg: click.echo(msg, err=True)) if as_json else click.echo
     summary = run_simulation(cfg, progress=progress)
     if as_json:

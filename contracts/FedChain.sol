@@ -239,6 +239,8 @@ contract FedChain {
     event ReputationChanged(address indexed peer, uint256 indexed round, uint256 previous, uint256 current);
     /// @notice The last round of the task has ended; `model` is zero if that round failed.
     event TaskCompleted(uint256 rounds, bytes32 model);
+    /// @notice A member put `digest` on record for `round` under `kind` (see `publish`).
+    event Published(uint256 indexed round, address indexed peer, uint8 indexed kind, bytes32 digest);
 
     // ------------------------------------------------------------------ state
     uint256 private immutable _submitBlocks;
@@ -519,6 +521,21 @@ contract FedChain {
         uint256 deadline = _expiry(clock);
         if (block.number < deadline) revert FedChainRoundStillOpen(clock.round, deadline);
         _fail(clock);
+    }
+
+    /// @notice Put a digest on record, bound to the sender and `round`: the announcements of a
+    /// protocol run on top of the rounds, such as secure aggregation's identity keys, masked
+    /// updates and unmasking reveals. The contract gives them no meaning and keeps no state for
+    /// them; peers read the `Published` logs and apply the task's rules to them, in chain order.
+    /// @dev Kinds fedchain uses: 1 an X25519 identity key (round 0; the digest is the raw key),
+    /// 2 a masked update artifact, 3 an unmasking reveal artifact (CIDv0 digests).
+    /// @param round The round the record belongs to (0: the whole task).
+    /// @param kind What the digest is.
+    /// @param digest The record: a CIDv0 multihash digest, or a raw 32-byte key.
+    function publish(uint256 round, uint8 kind, bytes32 digest) external {
+        _checkMember(msg.sender);
+        if (digest == bytes32(0)) revert FedChainZeroDigest();
+        emit Published(round, msg.sender, kind, digest);
     }
 
     /// @notice Apply the reputation effect of `peer`'s last unsettled round. Anyone may call; the

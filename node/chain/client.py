@@ -425,6 +425,10 @@ class ChainClient:
     def reveal_update(self, round_: int, digest: bytes, salt: bytes) -> dict:
         return self.transact("revealUpdate", round_, digest, salt)
 
+    def publish(self, round_: int, kind: int, digest: bytes) -> dict:
+        """Put ``digest`` on record for ``round_`` under ``kind`` (a ``Published`` log)."""
+        return self.transact("publish", round_, kind, digest)
+
     @staticmethod
     def update_commitment(round_: int, digest: bytes, salt: bytes, submitter: str) -> bytes:
         """What a sealed ``submit`` records: keccak256(abi.encode(round, digest, salt, submitter))."""

@@ -21,7 +21,7 @@ from ..protocol.evaluation import EVAL_KEYS, Evaluation, federated_metric, headl
 from ..protocol.task import Task
 from ..store import ArtifactStore
 from .history import RoundRecord
-from .updates import collect_updates
+from .secure import recorded_inputs
 
 __all__ = ["RoundMetric", "published_evaluations", "evaluations_from_logs", "federated_metrics"]
 
@@ -65,8 +65,8 @@ def published_evaluations(chain: ChainClient, store: ArtifactStore, task: Task, 
     for rec in history:
         if not rec.submissions:
             continue
-        inputs = collect_updates(chain, store, task, task_cid, rec.round, rec.base_model, schema=schema,
-                                 from_block=rec.start_block, members=members)
+        inputs = recorded_inputs(chain, store, task, task_cid, rec.round, rec.base_model, schema=schema,
+                                 start_block=rec.start_block, members=members)
         for c in inputs.contributions:
             ev = c.evaluation
             if ev is None or models.get(ev.round) != rec.base_model:

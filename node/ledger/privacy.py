@@ -12,7 +12,7 @@ from ..protocol.privacy import PrivacySpent
 from ..protocol.task import Task
 from ..store import ArtifactStore
 from .history import RoundRecord
-from .updates import collect_updates
+from .secure import recorded_inputs
 
 __all__ = ["round_privacy", "published_privacy"]
 
@@ -22,8 +22,8 @@ def round_privacy(chain: ChainClient, store: ArtifactStore, task: Task, task_cid
     """{member address (lower case): its reported privacy} over the valid updates of one round."""
     if task.train.dp is None or not rec.submissions:
         return {}
-    inputs = collect_updates(chain, store, task, task_cid, rec.round, rec.base_model, schema=schema_of(task.model),
-                             from_block=rec.start_block, members=members, sealed=task.update_reveal_blocks > 0)
+    inputs = recorded_inputs(chain, store, task, task_cid, rec.round, rec.base_model, schema=schema_of(task.model),
+                             start_block=rec.start_block, members=members, sealed=task.update_reveal_blocks > 0)
     return {members[c.member].lower(): c.privacy for c in inputs.contributions if c.privacy is not None}
 
 

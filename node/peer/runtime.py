@@ -26,6 +26,7 @@ import torch
 from .. import errors as E
 from ..aggregation import aggregate_round, rule_of
 from ..chain import ChainClient, MemberInfo, Outcome, Phase, RoundState
+from ..ledger.secure import secure_inputs
 from ..ledger.updates import collect_updates, load_model
 from ..ml.data import Dataset
 from ..ml.models import schema_of
@@ -38,6 +39,7 @@ from ..store import ArtifactStore
 from .evaluation import HoldoutEvaluation
 from .observability import Metrics, describe_peer_metrics, exclusion_reason
 from .privacy import SampleDP
+from .secure import SecureMember
 from .pipeline import ABSTAIN, Ballot, Pipeline, Plugin, UpdateContext, VoteContext
 
 __all__ = ["Peer", "EventLog", "Action", "Facts", "next_action"]
@@ -73,6 +75,8 @@ class Action(Enum):
     SUBMIT = "submit"  # the update's digest, or (sealed updates) a commitment to it
     REVEAL_UPDATE = "reveal_update"  # sealed updates: pin the update and reveal it
     VOTE = "vote"  # plain vote, or the commitment under commit-reveal
+    MASK = "mask"  # secure aggregation: record the masked update (masking stage)
+    UNMASK = "unmask"  # secure aggregation: record this holder's reveals (unmasking stage)
 
 
 @dataclass(frozen=True)
@@ -89,6 +93,7 @@ class Facts:
     previous_finalized: bool = False  # round - 1 finalized: a late vote or reveal still counts
     sealed: bool = False  # updates are committed first and revealed after the submission window
     update_revealed: bool = False  # sealed: nothing of this round's update is left to reveal
+    secure_stage: str = ""  # secure aggregation, voting window: "mask", "unmask", "wait" or "vote"
 
 
 def next_action(f: Facts) -> tuple[Action, int]:
@@ -115,6 +120,10 @@ def next_action(f: Facts) -> tuple[Action, int]:
     if f.sealed and f.phase is Phase.UPDATE_REVEAL and f.submitted_round == r and not f.update_revealed:
         return Action.REVEAL_UPDATE, r
     if f.phase is Phase.VOTING and f.voted_round != r and r not in f.abstained:
+        if f.secure_stage in ("mask", "unmask"):
+            return (Action.MASK if f.secure_stage == "mask" else Action.UNMASK), r
+        if f.secure_stage == "wait":
+            return Action.WAIT, r
         return Action.VOTE, r
     if f.commit_reveal and f.phase is Phase.REVEAL and f.voted_round == r and r not in f.revealed \
             and r not in f.abstained:
@@ -186,6 +195,9 @@ class Peer:
         self.evaluation = HoldoutEvaluation(self)  # federated evaluation on this peer's holdout
         # Sample-level DP-SGD and its privacy account when the task asks for it (peer/privacy.py).
         self.privacy = SampleDP(task, task_cid, len(self.data.y), self.log, state_dir=self.state_dir) if task.train.dp else None
+        # Secure aggregation (peer/secure.py): identity key, share bundles, masked updates, reveals.
+        self.secure = SecureMember(self) if task.secure_aggregation else None
+        self._sitting_out: set[int] = set()
 
     # ---------------------------------------------------------------- the loop
     def run(self, stop=None) -> None:
@@ -237,10 +249,13 @@ class Peer:
         if self.sealed and state.phase is Phase.UPDATE_REVEAL and me.submitted_round == r \
                 and r not in self._updates_revealed and self.chain.update_seal(self.address) == _NO_SEAL:
             self._updates_revealed.add(r)  # a previous life of this peer revealed it
+        stage = ""
+        if self.secure is not None and state.phase is Phase.VOTING and me.voted_round != r:
+            stage = self.secure.stage(r, state.submissions, me.submitted_round == r)
         return Facts(
             state.round, state.phase, me.submitted_round, me.voted_round, self.commit_reveal,
             frozenset(self._abstained), frozenset(self._revealed), prev_finalized,
-            self.sealed, r in self._updates_revealed,
+            self.sealed, r in self._updates_revealed, stage,
         )
 
     def step(self, state: RoundState) -> bool:
@@ -255,6 +270,9 @@ class Peer:
             me = self.chain.member_info(self.address)
             self.metrics.set("reputation", me.reputation)
             self._note_missed_window(state, me)
+            if self.secure is not None and state.phase is not Phase.COMPLETE and self.secure.ensure_identity():
+                self.last_step = (None, r, "sent")
+                return True
             action, r = next_action(self.facts(state, me))
             self.last_step = (action, r, "waiting")
             sent = True
@@ -268,6 +286,10 @@ class Peer:
                 sent = self.submit(r, me)
             elif action is Action.REVEAL_UPDATE:
                 sent = self.reveal_update(r)
+            elif action is Action.MASK:
+                sent = self.secure.mask(r, state.submissions, self._sealed_update(r))
+            elif action is Action.UNMASK:
+                sent = self.secure.unmask(r, state.submissions)
             elif action is Action.VOTE:
                 sent = self.vote(r, me, expected=self._expected(state), commitments=state.submissions)
             elif action is Action.LATE_VOTE:
@@ -391,6 +413,10 @@ class Peer:
         start = self.round_start_block(round_)
         if expected is None:
             self.round_end_block(round_)  # the round ended in view: so did every submission to it
+        if self.secure is not None:
+            return secure_inputs(self.chain, self.store, self.task, self.task_cid, round_, self.base_of(round_),
+                                 schema=self.schema, start_block=start, members=self.members, deploy_block=self.deploy_block,
+                                 expected=expected, fetch_retry_until=time.monotonic() + self.fetch_timeout)
         inputs = collect_updates(
             self.chain, self.store, self.task, self.task_cid, round_, self.base_of(round_), schema=self.schema,
             from_block=start, members=self.members, fetch_retry_until=time.monotonic() + self.fetch_timeout,
@@ -421,6 +447,13 @@ class Peer:
         budget does not admit another round (it stops contributing and keeps voting)."""
         if self.privacy is not None and not self.privacy.admits(r):
             return False
+        if self.secure is not None:
+            why = self.secure.joinable(r)
+            if why:
+                if r not in self._sitting_out:
+                    self._sitting_out.add(r)
+                    self.log("sitting_out", r, reason=why)
+                return False
         t0 = time.perf_counter()
         previous = self._previous(me, r)  # before training: it may say to wait
         base_cid, base = self.global_model(r)
@@ -435,7 +468,13 @@ class Peer:
         ctx = UpdateContext(r, base_cid, base, meta, self)
         delta = self.pipeline.transform(delta, ctx)
         artifact = self.pipeline.publish(delta, ctx) or encode(delta, meta)
-        if self.sealed:
+        if self.secure is not None:
+            # Secure aggregation: the update stays here until the masking stage; what is
+            # submitted is the share bundle of this round's mask seeds.
+            self._keep_sealed(r, artifact)
+            cid = self.store.add(self.secure.share_bundle(r), pin=True)
+            recorded = cid_to_digest(cid)
+        elif self.sealed:
             # Sealed: nothing leaves this peer but a commitment; the artifact reaches the store
             # only when it is revealed, after the submission window.
             cid = self.store.cid_of(artifact)
@@ -453,7 +492,9 @@ class Peer:
         self.metrics.inc("submissions_total")
         self.metrics.set("training_loss", loss)
         self.metrics.inc("gas_used_total", receipt["gasUsed"])
-        if self.sealed:
+        if self.secure is not None:
+            self.log("submitted", r, shares=cid, loss=round(loss, 4), samples=len(self.data.y), gas=receipt["gasUsed"])
+        elif self.sealed:
             self.log("submitted", r, sealed=True, loss=round(loss, 4), samples=len(self.data.y), gas=receipt["gasUsed"])
         else:
             self.log("submitted", r, cid=cid, loss=round(loss, 4), samples=len(self.data.y), gas=receipt["gasUsed"])

@@ -16,7 +16,7 @@ from .privacy import PrivacySpent, parse_privacy, privacy_metadata
 from .task import PrivacyConfig
 
 __all__ = [
-    "Contribution", "Exclusion", "RoundInputs", "Schema", "validate_update", "validate_model", "model_metadata",
+    "Bucket", "Contribution", "Exclusion", "RoundInputs", "Schema", "validate_update", "validate_model", "model_metadata",
     "update_metadata",
 ]
 
@@ -46,6 +46,16 @@ class Exclusion:
     reason: str
 
 
+@dataclass(frozen=True)
+class Bucket:
+    """Secure aggregation: the unmasked exact sum of a bucket's masked updates (int64 fixed point,
+    the model's tensors flattened in sorted-name order), and the members and updates it sums."""
+
+    members: tuple[int, ...]
+    total: torch.Tensor
+    cids: str  # the summed masked updates' CIDs, comma-separated, in member order
+
+
 @dataclass
 class RoundInputs:
     """What an aggregate of one round is computed from, as any observer can rebuild it."""
@@ -54,6 +64,7 @@ class RoundInputs:
     base_cid: str
     contributions: list[Contribution] = field(default_factory=list)
     excluded: list[Exclusion] = field(default_factory=list)
+    buckets: list[Bucket] | None = None  # secure aggregation: the sums the rule runs over
 
     def sort(self) -> "RoundInputs":
         self.contributions.sort(key=lambda c: c.member)

@@ -13,7 +13,7 @@ from typing import Any
 
 from ..errors import ConfigError
 
-__all__ = ["ModelSpec", "PrivacyConfig", "TrainConfig", "DataSchema", "Task", "UINT32_MAX", "TASK_KINDS", "OPTIMIZERS"]
+__all__ = ["ModelSpec", "PrivacyConfig", "SecureAggregation", "TrainConfig", "DataSchema", "Task", "UINT32_MAX", "TASK_KINDS", "OPTIMIZERS"]
 
 UINT32_MAX = (1 << 32) - 1  # rounds and windows are uint32 in the contract
 TASK_KINDS = ("classification", "regression")
@@ -153,6 +153,78 @@ class PrivacyConfig:
 
 
 @dataclass(frozen=True)
+class SecureAggregation:
+    """Secure aggregation without a coordinator (Bonawitz et al., "Practical Secure Aggregation for
+    Privacy-Preserving Machine Learning", CCS 2017, double masking): members publish masked
+    updates, and only the sum of each bucket is ever revealed.
+
+    ``threshold``: Shamir threshold t; any t members' reveals unmask a round, t - 1 colluding
+    members learn nothing. ``buckets``: members are split at random, after the submission window,
+    into this many buckets; each bucket's sum is unmasked and the task's rule runs over the bucket
+    means (Karimireddy, He & Jaggi, "Byzantine-Robust Learning on Heterogeneous Datasets via
+    Bucketing", ICLR 2022). ``stage_blocks``: the length of the masking stage and of the
+    unmasking stage, which both run inside the voting window. ``clip``: every member clips its
+    update to this L2 norm before masking. ``noise_multiplier``: distributed DP: the members add
+    discrete Gaussian noise so that each bucket sum carries noise of standard deviation
+    ``noise_multiplier * clip`` (Kairouz, Liu & Steinke, ICML 2021); ``delta`` is the delta its
+    epsilon is reported at.
+    """
+
+    threshold: int
+    buckets: int = 1
+    stage_blocks: int = 10
+    clip: float = 10.0
+    noise_multiplier: float | None = None
+    delta: float = 1e-5
+
+    _FIELDS = ("threshold", "buckets", "stage_blocks", "clip", "noise_multiplier", "delta")
+
+    def __post_init__(self):
+        for name in ("threshold", "buckets", "stage_blocks"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 65_535:
+                raise ConfigError(f"secure aggregation {name} must be an integer from 1 to 65535, got {value!r}")
+        if self.threshold < 2:
+            raise ConfigError("the secure-aggregation threshold must be at least 2 (with 1, any single member could unmask everyone)")
+        if not (math.isfinite(self.clip) and 0 < self.clip <= 1_000):
+            raise ConfigError(f"the secure-aggregation clipping norm must be in (0, 1000], got {self.clip}")
+        if self.noise_multiplier is not None and not (math.isfinite(self.noise_multiplier) and 0 < self.noise_multiplier <= 1_000):
+            raise ConfigError(f"the distributed-DP noise multiplier must be in (0, 1000], got {self.noise_multiplier}")
+        if not (math.isfinite(self.delta) and 0 < self.delta < 1):
+            raise ConfigError(f"distributed-DP delta must be in (0, 1), got {self.delta}")
+
+    def check_members(self, members: int) -> None:
+        """Raise ``ConfigError`` unless ``members`` members can run this: every bucket of at least
+        two (a bucket of one would reveal that member's update) and a threshold they can reach."""
+        if self.threshold > members:
+            raise ConfigError(f"the secure-aggregation threshold {self.threshold} is more than the {members} members")
+        if members < 2 * self.buckets:
+            raise ConfigError(f"{members} members cannot fill {self.buckets} buckets of at least two "
+                              "(a bucket of one would reveal that member's update)")
+
+    def to_dict(self) -> dict:
+        out = {"threshold": self.threshold, "buckets": self.buckets, "stage_blocks": self.stage_blocks,
+               "clip": self.clip, "delta": self.delta}
+        if self.noise_multiplier is not None:
+            out["noise_multiplier"] = self.noise_multiplier
+        return out
+
+    @classmethod
+    def from_dict(cls, d) -> "SecureAggregation":
+        if not isinstance(d, dict):
+            raise ConfigError("malformed task description: secure_aggregation must be an object")
+        unknown = set(d) - set(cls._FIELDS)
+        if unknown:
+            raise ConfigError(f"malformed task description: unknown secure_aggregation field {sorted(unknown)[0]!r}")
+        if "threshold" not in d:
+            raise ConfigError("malformed task description: secure_aggregation needs a threshold")
+        ints = {k: _strict_int(d[k], f"secure_aggregation.{k}") for k in ("threshold", "buckets", "stage_blocks") if k in d}
+        floats = {k: _strict_float(d[k], f"secure_aggregation.{k}") for k in ("clip", "delta", "noise_multiplier")
+                  if d.get(k) is not None}
+        return cls(**ints, **floats)
+
+
+@dataclass(frozen=True)
 class TrainConfig:
     """How each peer trains locally: SGD with momentum (or Adam), ``epochs`` passes over its shard,
     cross-entropy for classification or mean squared error for regression."""
@@ -278,6 +350,7 @@ class Task:
     reveal_blocks: int = 0  # > 0: commit-reveal voting with a reveal window this long
     update_reveal_blocks: int = 0  # > 0: sealed updates (commit, then reveal in a window this long)
     data: DataSchema | None = None  # what shards must look like; None: the built-in dataset's
+    secure_aggregation: SecureAggregation | None = None  # masked updates; only bucket sums are revealed
 
     def __post_init__(self):
         if not 5_000 <= self.quorum_bps <= 10_000:
@@ -302,6 +375,14 @@ class Task:
                                   f"the data has {self.data.inputs!r} and {self.data.classes}")
         if self.train.kind == "classification" and self.model.classes < 2:
             raise ConfigError("a classification model needs at least two classes")
+        sa = self.secure_aggregation
+        if sa is not None:
+            if self.update_reveal_blocks or self.reveal_blocks:
+                raise ConfigError("secure aggregation replaces sealed updates and needs plain votes: "
+                                  "set the update-reveal and reveal windows to 0 (masked updates are never visible anyway)")
+            if self.vote_blocks <= 2 * sa.stage_blocks + 2:
+                raise ConfigError(f"the voting window ({self.vote_blocks} blocks) must be longer than the masking and "
+                                  f"unmasking stages ({sa.stage_blocks} blocks each) plus 2 blocks to vote")
 
     @property
     def rule_options(self) -> dict[str, Any]:
@@ -328,6 +409,8 @@ class Task:
             out["rule_params"] = dict(self.rule_params)
         if self.data is not None:
             out["data"] = self.data.to_dict()
+        if self.secure_aggregation is not None:
+            out["secure_aggregation"] = self.secure_aggregation.to_dict()
         return out
 
     def to_bytes(self) -> bytes:
@@ -355,6 +438,8 @@ class Task:
                 reveal_blocks=_strict_int(d.get("reveal_blocks", 0), "reveal_blocks"),
                 update_reveal_blocks=_strict_int(d.get("update_reveal_blocks", 0), "update_reveal_blocks"),
                 data=DataSchema.from_dict(d["data"]) if d.get("data") is not None else None,
+                secure_aggregation=SecureAggregation.from_dict(d["secure_aggregation"])
+                if d.get("secure_aggregation") is not None else None,
             )
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise ConfigError(f"malformed task description: {exc}") from None

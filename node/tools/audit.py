@@ -7,7 +7,9 @@ from ..chain import ChainClient
 from ..protocol.cid import cid_of_bytes
 from ..ledger.history import RoundRecord
 from ..aggregation import aggregate_round
-from ..ledger.updates import collect_updates, load_model
+from .. import errors as E
+from ..ledger.secure import recorded_inputs
+from ..ledger.updates import load_model
 from ..ml.models import schema_of
 from ..store import ArtifactStore
 from ..protocol.task import Task
@@ -33,8 +35,12 @@ def audit_round(chain: ChainClient, store: ArtifactStore, task: Task, task_cid: 
     task's rule and on-chain reputations."""
     audit = RoundAudit(rec.round, False, rec.model or "")
     schema = schema_of(task.model)
-    inputs = collect_updates(chain, store, task, task_cid, rec.round, rec.base_model, schema=schema,
-                             from_block=rec.start_block, members=members, sealed=rec.sealed)
+    try:
+        inputs = recorded_inputs(chain, store, task, task_cid, rec.round, rec.base_model, schema=schema,
+                                 start_block=rec.start_block, members=members, sealed=rec.sealed)
+    except E.NotVisibleYet as exc:  # a secure round whose records cannot all be fetched
+        audit.problems.append(f"cannot rebuild the round's inputs: {exc}")
+        return audit
     try:
         data, bitmap, _ = aggregate_round(load_model(store, rec.base_model, task, schema), task, task_cid, inputs)
     except Exception as exc:  # the base model itself may be missing or damaged

@@ -17,7 +17,7 @@ from .._utils import check_bind_host, check_rpc_url
 from ..chain import ChainClient
 from ..chain.keys import load_account
 from ..ledger.history import RoundRecord, no_such_round, participation, round_history, round_record
-from ..protocol.task import UINT32_MAX, DataSchema, ModelSpec, PrivacyConfig, Task, TrainConfig
+from ..protocol.task import UINT32_MAX, DataSchema, ModelSpec, PrivacyConfig, SecureAggregation, Task, TrainConfig
 from ..store import open_store
 from .deployment import Deployment, deploy_task
 
@@ -133,6 +133,53 @@ class DeployOptions:
     standardize: str | None = None  # a JSON file {"mean": [...], "std": [...]}: declared constants
     standardize_from: str | None = None  # a shard to compute them from (only when the operator chooses so)
     dp: PrivacyConfig | None = None  # sample-level DP-SGD at every peer (``privacy_config``)
+    secure: "SecureOptions | None" = None  # secure aggregation (``SecureOptions``)
+
+
+@dataclass(frozen=True)
+class SecureOptions:
+    """``--secure-aggregation`` and its options; ``threshold`` None: a majority of the members."""
+
+    threshold: int | None = None
+    buckets: int = 1
+    stage_blocks: int = 10
+    clip: float = 10.0
+    noise: float | None = None  # distributed DP noise multiplier
+    delta: float = 1e-5
+
+    def config(self, members: int) -> SecureAggregation:
+        """The task's ``SecureAggregation`` for ``members`` members; ``ConfigError`` if they cannot run it."""
+        sa = SecureAggregation(threshold=self.threshold if self.threshold is not None else max(2, members // 2 + 1),
+                               buckets=self.buckets, stage_blocks=self.stage_blocks, clip=self.clip,
+                               noise_multiplier=self.noise, delta=self.delta)
+        sa.check_members(members)
+        return sa
+
+
+def secure_options(enabled: bool, threshold: int | None = None, buckets: int | None = None, stage_blocks: int | None = None,
+                   clip: float | None = None, noise: float | None = None, delta: float | None = None) -> SecureOptions | None:
+    """The CLI's secure-aggregation flags; None without ``--secure-aggregation`` (and then any of
+    its options alone is an error)."""
+    given = {k: v for k, v in (("--threshold", threshold), ("--buckets", buckets), ("--stage-blocks", stage_blocks),
+                               ("--sa-clip", clip), ("--distributed-noise", noise)) if v is not None}
+    if not enabled:
+        if given:
+            raise E.ConfigError(f"{next(iter(given))} goes with --secure-aggregation")
+        return None
+    return SecureOptions(threshold=threshold, buckets=1 if buckets is None else buckets,
+                         stage_blocks=10 if stage_blocks is None else stage_blocks, clip=10.0 if clip is None else clip,
+                         noise=noise, delta=1e-5 if delta is None else delta)
+
+
+def resolve_protocol(rule: str | None, update_reveal_blocks: int | None, secure: SecureOptions | None) -> tuple[str, int]:
+    """(rule, update-reveal window) with the defaults filled in: sealed updates (20 blocks) and
+    ``fedavg``, except under secure aggregation, which replaces sealing (0) and, with one bucket,
+    defaults to ``fedavg-plain``, a rule that works on the one sum it sees."""
+    if rule is None:
+        rule = "fedavg-plain" if secure is not None and secure.buckets == 1 else "fedavg"
+    if update_reveal_blocks is None:
+        update_reveal_blocks = 0 if secure is not None else 20
+    return rule, update_reveal_blocks
 
 
 def privacy_config(epsilon: float | None = None, delta: float | None = None, clip: float | None = None,
@@ -200,7 +247,7 @@ def build_task(opts: DeployOptions) -> tuple[Task, list[str]]:
     """The task and member list ``opts`` describe, validated (nothing is deployed)."""
     from web3 import Web3
 
-    from ..aggregation import pin_rule
+    from ..aggregation import check_secure_rule, pin_rule
     from ..ml.data import load_dataset
     from ..ml.models import check_model_size
 
@@ -232,8 +279,10 @@ def build_task(opts: DeployOptions) -> tuple[Task, list[str]]:
         rule=opts.rule, rule_params=opts.rule_params, sample_cap=opts.sample_cap, rounds=opts.rounds, submit_blocks=opts.submit_blocks,
         vote_blocks=opts.vote_blocks, quorum_bps=math.ceil(opts.quorum * 10_000 - 1e-9), reveal_blocks=opts.reveal_blocks,
         update_reveal_blocks=opts.update_reveal_blocks, data=schema,
+        secure_aggregation=opts.secure.config(len(addrs)) if opts.secure is not None else None,
     )
     task = pin_rule(task)
+    check_secure_rule(task, len(addrs))
     check_model_size(task.model, task.max_update_bytes)
     return task, addrs
 

@@ -31,6 +31,7 @@ from ..aggregation import pin_rule
 from ..errors import ConfigError, FedChainError
 from ..ledger.history import participation, round_history
 from ..protocol.task import PrivacyConfig, TrainConfig
+from .operations import SecureOptions
 from ..ledger.updates import load_model
 from ..store import EmbeddedStore
 from ..protocol.task import Task
@@ -70,6 +71,7 @@ class SimulationConfig:
     optimizer: str = "sgd"
     holdout: float = 0.0  # fraction of each peer's shard kept as its local holdout (federated evaluation)
     dp: PrivacyConfig | None = None  # sample-level DP-SGD at every peer, pinned with the task
+    secure: SecureOptions | None = None  # secure aggregation (then update_reveal_blocks must be 0)
     # Tabular ``data``: the task declares per-feature standardization constants published by
     # this peer (an index, or "largest": the peer with the most samples), as `deploy
     # --standardize-from` its shard would. None: features are used as they are.
@@ -239,7 +241,7 @@ def _task(cfg: SimulationConfig, ds, train, parts=None) -> Task:
         sample_cap=math.ceil(1.5 * len(train.y) / cfg.peers), rounds=cfg.rounds,
         submit_blocks=cfg.submit_blocks, vote_blocks=cfg.vote_blocks, quorum_bps=cfg.quorum_bps,
         reveal_blocks=cfg.vote_blocks if cfg.commit_reveal else 0, update_reveal_blocks=cfg.update_reveal_blocks,
-        data=schema,
+        data=schema, secure_aggregation=cfg.secure.config(cfg.peers) if cfg.secure is not None else None,
     ))
 
 

@@ -1,0 +1,273 @@
+"""A secure-aggregation round as anyone rebuilds it from the chain and the store.
+
+The rules are in ``protocol/secure.py``; this module reads the records they apply to: identity
+keys, share bundles (the round's submissions), masked updates and unmasking reveals, each
+fetched within the task's byte budget and checked. A hostile record excludes its sender (or, for
+a dealer whose shares turn out inconsistent, its bucket); it never ends the reader.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from .. import errors as E
+from ..chain import ChainClient
+from ..protocol.cid import digest_to_cid
+from ..protocol.evaluation import parse_evaluation
+from ..protocol.privacy import parse_privacy
+from ..protocol.round import Bucket, Contribution, Exclusion, RoundInputs, Schema
+from ..protocol.secure import (KIND_IDENTITY, KIND_MASKED, KIND_UNMASK, Stages, assign_buckets, key_cutoff, masked_vector,
+                               needed_reveals, stages, validate_masked)
+from ..protocol.task import Task
+from ..store import ArtifactStore
+from .updates import collect_updates, fetch_with_retry
+
+__all__ = ["SecureRound", "identity_keys", "read_secure_round", "secure_inputs", "recorded_inputs", "RECORD_MAX_BYTES", "view_head"]
+
+RECORD_MAX_BYTES = 1 << 20  # a share bundle or an unmask reveal: ~100 bytes per member, 256 members at most
+NOT_UNMASKED = "secure aggregation could not unmask this member's bucket"
+
+
+def view_head(chain: ChainClient) -> int:
+    """The last block whose logs ``chain.events`` shows."""
+    return chain.block_number() - chain.confirmations
+
+
+def identity_keys(chain: ChainClient, index: dict[str, int], *, deploy_block: int, start_block: int,
+                  submit_blocks: int) -> dict[int, bytes]:
+    """The holders of a round that started at ``start_block``: member -> identity key (its first
+    kind-1 record of round 0) for the keys on record before the round's key cutoff
+    (``protocol.secure.key_cutoff``). ``NotVisibleYet`` until the cutoff is settled in view."""
+    first: dict[int, tuple[bytes, int]] = {}
+    for ev in chain.events("Published", from_block=deploy_block, round=0, kind=KIND_IDENTITY):
+        member = index.get(str(ev.args.peer).lower())
+        if member is not None and member not in first:
+            first[member] = (bytes(ev.args.digest), ev.blockNumber)
+    cutoff = key_cutoff(start_block, submit_blocks, [b for _, b in first.values()], len(index))
+    if view_head(chain) < cutoff - 1:
+        raise E.NotVisibleYet(f"{len(first)} of {len(index)} identity keys on record; keys count until block {cutoff}")
+    return {m: key for m, (key, block) in first.items() if block < cutoff and usable_key(key)}
+
+
+def usable_key(public: bytes) -> bool:
+    """Whether an identity key on record is one anybody can agree a secret with: a low-order
+    X25519 point would make every dealer's encryption to it fail, so its member gets no shares."""
+    from ..secagg.keys import agree
+
+    try:
+        agree(_PROBE, public)
+        return True
+    except E.ArtifactInvalid:
+        return False
+
+
+_PROBE = bytes(range(1, 33))  # any private key: a low-order point gives the all-zero secret with every one
+
+
+def _first_records(chain: ChainClient, round_: int, kind: int, index: dict[str, int], *, from_block: int,
+                   before: int) -> dict[int, tuple[str, int]]:
+    """member -> (CID, block) of its first ``kind`` record of ``round_`` in a block before ``before``."""
+    out: dict[int, tuple[str, int]] = {}
+    for ev in chain.events("Published", from_block=from_block, round=round_, kind=kind):
+        member = index.get(str(ev.args.peer).lower())
+        if member is None or ev.blockNumber >= before or member in out:
+            continue
+        out[member] = (digest_to_cid(bytes(ev.args.digest)), ev.blockNumber)
+    return out
+
+
+@dataclass
+class SecureRound:
+    """What is on record for one round, read as far as the chain has got."""
+
+    round: int
+    stages: Stages
+    holders: dict[int, bytes]  # member -> identity key, for the members given shares this round
+    dealers: dict[int, object] = field(default_factory=dict)  # member -> its ShareBundle
+    dealer_cids: dict[int, str] = field(default_factory=dict)
+    excluded: list[Exclusion] = field(default_factory=list)
+    buckets: list[tuple[int, ...]] = field(default_factory=list)
+    masking_done: bool = False
+    unmasking_done: bool = False
+
+
+def read_secure_round(
+    chain: ChainClient, store: ArtifactStore, task: Task, task_cid: str, round_: int, *, start_block: int,
+    members: list[str], deploy_block: int, expected: int | None = None, fetch_retry_until: float = 0.0,
+) -> SecureRound:
+    """The round's holders, dealers (with their validated share bundles) and buckets.
+
+    ``expected``: the submissions the chain counts for the open round (fewer in view raises
+    ``NotVisibleYet``). A bundle that cannot be fetched raises ``NotVisibleYet`` too: nobody can
+    mask against a member whose bundle it has not seen, so peers wait for it rather than guess.
+    """
+    from ..secagg.bundles import decode_bundle
+
+    sa = task.secure_aggregation
+    st = stages(start_block, task.submit_blocks, sa.stage_blocks)
+    index = {m.lower(): i for i, m in enumerate(members)}
+    holders = identity_keys(chain, index, deploy_block=deploy_block, start_block=start_block, submit_blocks=task.submit_blocks)
+    rnd = SecureRound(round_, st, holders)
+    subs = chain.events("UpdateSubmitted", from_block=start_block, round=round_)
+    if expected is not None and len(subs) < expected:
+        raise E.NotVisibleYet(f"{len(subs)} of {expected} submissions of round {round_} in view")
+    for ev in subs:
+        member = index[str(ev.args.peer).lower()]
+        cid = digest_to_cid(bytes(ev.args.update))
+        if member not in holders:
+            rnd.excluded.append(Exclusion(member, cid, "joined a secure-aggregation round without an identity key on record"))
+            continue
+        try:
+            data = fetch_with_retry(store, cid, fetch_retry_until, max_bytes=RECORD_MAX_BYTES)
+        except (E.ArtifactNotFound, E.StoreUnavailable) as exc:
+            raise E.NotVisibleYet(f"the share bundle of member {member} ({cid}) cannot be fetched yet: {exc}") from None
+        except E.StoreError as exc:  # over budget, or not what its CID says
+            rnd.excluded.append(Exclusion(member, cid, f"share bundle unusable: {exc}"))
+            continue
+        try:
+            rnd.dealers[member] = decode_bundle(data, max_bytes=RECORD_MAX_BYTES, task=task_cid, round_=round_,
+                                                peer=str(ev.args.peer), dealer=member, holders=set(holders),
+                                                threshold=sa.threshold)
+            rnd.dealer_cids[member] = cid
+        except E.ArtifactInvalid as exc:
+            rnd.excluded.append(Exclusion(member, cid, f"share bundle invalid: {exc}"))
+        except Exception as exc:  # noqa: BLE001 - a bundle must not be able to end the reader
+            rnd.excluded.append(Exclusion(member, cid, f"share bundle unusable: {type(exc).__name__}: {exc}"))
+    rnd.buckets = assign_buckets(bucket_seed(chain, start_block, task, subs, len(members)), sorted(rnd.dealers), sa.buckets) \
+        if rnd.dealers else []
+    return rnd
+
+
+def bucket_seed(chain: ChainClient, start_block: int, task: Task, subs: list, member_count: int) -> bytes:
+    """The hash of the block that closed submissions: the last submission's when every member
+    submitted, else the window's last block. Nobody knew it when joining."""
+    if task.secure_aggregation.buckets <= 1:
+        return b""
+    closing = subs[-1].blockNumber if len(subs) == member_count else start_block + task.submit_blocks - 1
+    if view_head(chain) < closing:
+        raise E.NotVisibleYet(f"buckets are drawn from block {closing}, not in view yet")
+    return bytes(chain.w3.eth.get_block(closing)["hash"])
+
+
+def _bucket_of(rnd: SecureRound, member: int) -> tuple[int, ...]:
+    return next((b for b in rnd.buckets if member in b), ())
+
+
+def masked_records(chain: ChainClient, rnd: SecureRound, index: dict[str, int], *, start_block: int) -> dict[int, tuple[str, int]]:
+    """Dealers' masked-update records that count (before the masking deadline); sets
+    ``rnd.masking_done`` when the stage is over (deadline in view, or every dealer recorded)."""
+    recs = _first_records(chain, rnd.round, KIND_MASKED, index, from_block=start_block, before=rnd.stages.masking_ends)
+    recs = {m: v for m, v in recs.items() if m in rnd.dealers}
+    rnd.masking_done = view_head(chain) >= rnd.stages.masking_ends - 1 or len(recs) == len(rnd.dealers)
+    return recs
+
+
+def fetch_masked(store: ArtifactStore, task: Task, task_cid: str, rnd: SecureRound, recs: dict[int, tuple[str, int]],
+                 members: list[str], schema: Schema, base_cid: str, *, fetch_retry_until: float) -> tuple[dict, set[int], list[Exclusion]]:
+    """(valid masked artifacts, dealers whose record could not be fetched, exclusions of invalid ones)."""
+    valid, missing, excluded = {}, set(), []
+    for member, (cid, _) in sorted(recs.items()):
+        try:
+            data = fetch_with_retry(store, cid, fetch_retry_until, max_bytes=task.max_update_bytes)
+        except (E.ArtifactNotFound, E.StoreUnavailable):
+            missing.add(member)
+            continue
+        except E.StoreError as exc:
+            excluded.append(Exclusion(member, cid, f"masked update unusable: {exc}"))
+            continue
+        try:
+            art = validate_masked(data, schema, max_bytes=task.max_update_bytes, task_cid=task_cid, round_=rnd.round,
+                                  base_cid=base_cid, submitter=members[member])
+            parse_evaluation(art.metadata, round_=rnd.round, kind=task.train.kind, classes=task.model.classes)
+            parse_privacy(art.metadata, task.train.dp)
+            valid[member] = (cid, art)
+        except E.ArtifactInvalid as exc:
+            excluded.append(Exclusion(member, cid, f"masked update invalid: {exc}"))
+        except Exception as exc:  # noqa: BLE001
+            excluded.append(Exclusion(member, cid, f"masked update unusable: {type(exc).__name__}: {exc}"))
+    return valid, missing, excluded
+
+
+def reveals_owed(rnd: SecureRound, valid: dict, missing: set[int]) -> dict[int, str]:
+    """What an honest holder reveals this round: per dealer one kind, nothing for a dealer whose
+    masked update it could not fetch (revealing either kind could then expose that update)."""
+    return {d: k for d, k in needed_reveals(sorted(rnd.dealers), set(valid)).items() if d not in missing}
+
+
+def secure_inputs(
+    chain: ChainClient, store: ArtifactStore, task: Task, task_cid: str, round_: int, base_cid: str, *,
+    schema: Schema, start_block: int, members: list[str], deploy_block: int, expected: int | None = None,
+    fetch_retry_until: float = 0.0,
+) -> RoundInputs:
+    """The round's inputs: one ``Bucket`` per unmasked bucket (its members' mean update), and a
+    ``Contribution`` without a delta per survivor (its evaluation and privacy metadata).
+    ``NotVisibleYet`` until the unmasking stage is over in view."""
+    from ..secagg.bundles import decode_unmask, reconstruct
+    from ..secagg.masking import unmask_sum
+
+    index = {m.lower(): i for i, m in enumerate(members)}
+    rnd = read_secure_round(chain, store, task, task_cid, round_, start_block=start_block, members=members,
+                            deploy_block=deploy_block, expected=expected, fetch_retry_until=fetch_retry_until)
+    inputs = RoundInputs(round_, base_cid)
+    inputs.excluded += rnd.excluded
+    inputs.buckets = []
+    recs = masked_records(chain, rnd, index, start_block=start_block)
+    if not rnd.masking_done:
+        raise E.NotVisibleYet(f"{len(recs)} of {len(rnd.dealers)} masked updates of round {round_} in view; "
+                              f"the masking stage ends at block {rnd.stages.masking_ends}")
+    valid, missing, bad = fetch_masked(store, task, task_cid, rnd, recs, members, schema, base_cid,
+                                       fetch_retry_until=fetch_retry_until)
+    if missing:
+        raise E.NotVisibleYet(f"masked updates of members {sorted(missing)} cannot be fetched yet")
+    inputs.excluded += bad
+    unmask_recs = _first_records(chain, round_, KIND_UNMASK, index, from_block=start_block, before=rnd.stages.unmasking_ends)
+    unmask_recs = {m: v for m, v in unmask_recs.items() if m in rnd.holders}
+    rnd.unmasking_done = view_head(chain) >= rnd.stages.unmasking_ends - 1 or len(unmask_recs) == len(rnd.holders)
+    if not rnd.unmasking_done:
+        raise E.NotVisibleYet(f"{len(unmask_recs)} of {len(rnd.holders)} unmasking reveals of round {round_} in view; "
+                              f"the unmasking stage ends at block {rnd.stages.unmasking_ends}")
+    unmasks = []
+    for holder, (cid, _) in sorted(unmask_recs.items()):
+        try:
+            data = fetch_with_retry(store, cid, fetch_retry_until, max_bytes=RECORD_MAX_BYTES)
+            unmasks.append(decode_unmask(data, max_bytes=RECORD_MAX_BYTES, task=task_cid, round_=round_,
+                                         peer=members[holder], holder=holder, members=len(members)))
+        except Exception:  # noqa: BLE001 - a holder's unusable reveal only loses its shares
+            continue
+    needed = needed_reveals(sorted(rnd.dealers), set(valid))
+    seeds = reconstruct(rnd.dealers, unmasks, needed)
+    for k, bucket in enumerate(rnd.buckets):
+        survivors = [m for m in bucket if m in valid]
+        dropped = [m for m in bucket if m not in valid]
+        if not survivors:
+            continue
+        if any(seeds.get(m) is None for m in bucket):
+            inputs.excluded += [Exclusion(m, valid[m][0], NOT_UNMASKED) for m in survivors]
+            continue
+        vectors = {m: masked_vector(valid[m][1]).numpy().view(np.uint64) for m in survivors}
+        total = unmask_sum(vectors, self_seeds={m: seeds[m] for m in survivors}, dropped={m: seeds[m] for m in dropped},
+                           mask_publics={m: rnd.dealers[m].mask_public for m in bucket}, task=task_cid, round_=round_)
+        inputs.buckets.append(Bucket(tuple(survivors), torch.from_numpy(np.asarray(total, dtype=np.int64).copy()),
+                                     ",".join(valid[m][0] for m in survivors)))
+    for m in sorted(valid):
+        cid, art = valid[m]
+        evaluation = parse_evaluation(art.metadata, round_=round_, kind=task.train.kind, classes=task.model.classes)
+        privacy = parse_privacy(art.metadata, task.train.dp)
+        inputs.contributions.append(Contribution(m, cid, {}, 1, 1, m, evaluation, privacy))
+    for m in sorted(set(rnd.dealers) - set(valid) - {x.member for x in inputs.excluded}):
+        inputs.excluded.append(Exclusion(m, rnd.dealer_cids[m], "dropped out: no valid masked update in the masking stage"))
+    return inputs.sort()
+
+
+
+def recorded_inputs(chain: ChainClient, store: ArtifactStore, task: Task, task_cid: str, round_: int, base_cid: str, *,
+                    schema: Schema, start_block: int, members: list[str], sealed: bool | None = None) -> RoundInputs:
+    """A past round's inputs as an auditor rebuilds them: ``secure_inputs`` for a
+    secure-aggregation task, ``collect_updates`` otherwise."""
+    if task.secure_aggregation is not None:
+        return secure_inputs(chain, store, task, task_cid, round_, base_cid, schema=schema, start_block=start_block,
+                             members=members, deploy_block=chain.config()["deploy_block"])
+    return collect_updates(chain, store, task, task_cid, round_, base_cid, schema=schema, from_block=start_block,
+                           members=members, sealed=sealed)

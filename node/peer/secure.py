@@ -1,0 +1,213 @@
+"""A member's part in secure aggregation: its identity key, its share bundle, its masked update
+and its unmasking reveals (the round's stages are described in ``protocol/secure.py``).
+
+Nothing here needs to survive a restart except the plain update between the submission and the
+masking stage, which the peer keeps like a sealed update (``Peer._keep_sealed``): every key and
+seed is derived again from the account key, the contract and the round.
+"""
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import torch
+
+from .. import errors as E
+from ..ledger.secure import (RECORD_MAX_BYTES, fetch_masked, identity_keys, masked_records, read_secure_round,
+                             reveals_owed, view_head)
+from ..protocol.artifact import decode, encode
+from ..protocol.cid import cid_to_digest
+from ..protocol.fixedpoint import FRAC_BITS, clip_to_norm, exact_sq_norm, quantize
+from ..protocol.secure import KIND_IDENTITY, KIND_MASKED, KIND_UNMASK, masked_metadata, stages
+
+__all__ = ["SecureMember", "update_vector"]
+
+
+def update_vector(delta: dict[str, torch.Tensor], clip: float) -> torch.Tensor:
+    """The update as one int64 vector in canonical order: floating tensors in fixed point, clipped
+    together to L2 norm ``clip`` with exact integer arithmetic; integer buffers as they are."""
+    names = sorted(delta)
+    floats = [n for n in names if delta[n].is_floating_point()]
+    q = quantize(torch.cat([delta[n].reshape(-1) for n in floats])) if floats else torch.zeros(0, dtype=torch.int64)
+    bound = int(clip * (1 << FRAC_BITS))
+    q = clip_to_norm(q, exact_sq_norm(q), bound * bound)
+    parts, pos = [], 0
+    for n in names:
+        if delta[n].is_floating_point():
+            k = delta[n].numel()
+            parts.append(q[pos:pos + k])
+            pos += k
+        else:
+            parts.append(delta[n].reshape(-1).to(torch.int64))
+    return torch.cat(parts)
+
+
+class SecureMember:
+    """The secure-aggregation steps of one ``Peer``."""
+
+    def __init__(self, peer):
+        self.peer = peer
+        self.sa = peer.task.secure_aggregation
+        self.index = {m.lower(): i for i, m in enumerate(peer.members)}
+        self.me = self.index[peer.address.lower()]
+        from ..secagg.keys import identity_private, public_key
+
+        self._identity = identity_private(bytes(peer.chain.account.key), peer.chain.contract.address)
+        self.identity_public = public_key(self._identity)
+        self._identity_on_record = False
+        self.masked: set[int] = set()  # rounds whose masked update this member recorded
+        self.unmasked: set[int] = set()  # rounds whose reveals this member recorded
+        self._holders: dict[int, dict[int, bytes]] = {}
+
+    # ------------------------------------------------------------ records of this member
+    def _recorded(self, round_: int, kind: int) -> bool:
+        p = self.peer
+        start = p.deploy_block if round_ == 0 else p.round_start_block(round_)
+        return bool(p.chain.events("Published", from_block=start, round=round_, kind=kind, peer=p.address))
+
+    def ensure_identity(self) -> bool:
+        """Record this member's identity key once (kind 1, round 0); True if it sent it now."""
+        if self._identity_on_record:
+            return False
+        if self._recorded(0, KIND_IDENTITY):
+            self._identity_on_record = True
+            return False
+        receipt = self.peer.chain.publish(0, KIND_IDENTITY, self.identity_public)
+        self._identity_on_record = True
+        self.peer.metrics.inc("gas_used_total", receipt["gasUsed"])
+        self.peer.log("identity_published", None, gas=receipt["gasUsed"])
+        return True
+
+    def holders(self, round_: int) -> dict[int, bytes]:
+        """Members given shares in ``round_``: identity keys on record before its key cutoff."""
+        if round_ not in self._holders:
+            p = self.peer
+            self._holders[round_] = identity_keys(p.chain, self.index, deploy_block=p.deploy_block,
+                                                  start_block=p.round_start_block(round_), submit_blocks=p.task.submit_blocks)
+        return self._holders[round_]
+
+    # ------------------------------------------------------------ the stages
+    def joinable(self, round_: int) -> str:
+        """Why this member cannot deal shares in ``round_`` ("" when it can)."""
+        holders = self.holders(round_)
+        if self.me not in holders:
+            return "its identity key was not on record before this round's key cutoff; it takes part from the next round"
+        if len(holders) < self.sa.threshold:
+            return f"only {len(holders)} members have identity keys on record, fewer than the threshold {self.sa.threshold}"
+        return ""
+
+    def share_bundle(self, round_: int) -> bytes:
+        from ..secagg.bundles import deal
+
+        p = self.peer
+        return deal(account_key=bytes(p.chain.account.key), contract=p.chain.contract.address, task=p.task_cid,
+                    round_=round_, dealer=self.me, peer=p.address, threshold=self.sa.threshold, holders=self.holders(round_))
+
+    def stage(self, round_: int, submissions: int, submitted: bool) -> str:
+        """Which step of the voting window this member owes now: "mask", "unmask", "vote" or "wait"."""
+        p = self.peer
+        st = stages(p.round_start_block(round_), p.task.submit_blocks, self.sa.stage_blocks)
+        head = view_head(p.chain)
+        if submitted and round_ not in self.masked:
+            if self._recorded(round_, KIND_MASKED):
+                self.masked.add(round_)
+            elif head < st.masking_ends - 1:
+                return "mask"
+        masked = {str(ev.args.peer).lower() for ev in p.chain.events(
+            "Published", from_block=p.round_start_block(round_), round=round_, kind=KIND_MASKED) if ev.blockNumber < st.masking_ends}
+        if head < st.masking_ends - 1 and len(masked) < submissions:
+            return "wait"
+        holders = self.holders(round_)
+        if self.me in holders and round_ not in self.unmasked:
+            if self._recorded(round_, KIND_UNMASK):
+                self.unmasked.add(round_)
+            elif head < st.unmasking_ends - 1:
+                return "unmask"
+        unmasks = {str(ev.args.peer).lower() for ev in p.chain.events(
+            "Published", from_block=p.round_start_block(round_), round=round_, kind=KIND_UNMASK) if ev.blockNumber < st.unmasking_ends}
+        if head < st.unmasking_ends - 1 and len({self.index[a] for a in unmasks if a in self.index} & set(holders)) < len(holders):
+            return "wait"
+        return "vote"
+
+    def mask(self, round_: int, submissions: int, plain: bytes | None) -> bool:
+        """Record this member's masked update of ``round_``; False when it has none to mask."""
+        from ..secagg.masking import mask
+        from ..secagg.keys import round_seeds, mask_private
+
+        p = self.peer
+        self.masked.add(round_)
+        if plain is None:
+            p.log("missed_mask", round_, reason="the update kept since the submission is lost (restarted without its state_dir copy)")
+            return False
+        rnd = read_secure_round(p.chain, p.store, p.task, p.task_cid, round_, start_block=p.round_start_block(round_),
+                                members=p.members, deploy_block=p.deploy_block, expected=submissions,
+                                fetch_retry_until=time.monotonic() + p.fetch_timeout)
+        if self.me not in rnd.dealers:
+            p.log("skipped", round_, reason="this member's share bundle does not count: nothing to mask")
+            return False
+        bucket = next(b for b in rnd.buckets if self.me in b)
+        art = decode(plain, max_bytes=p.task.max_update_bytes)
+        q = update_vector(art.tensors, self.sa.clip)
+        if self.sa.noise_multiplier is not None:
+            q = self._noise(q, len(bucket), art.tensors)
+        mask_seed, self_seed = round_seeds(bytes(p.chain.account.key), p.chain.contract.address, round_)
+        masked = mask(q.numpy(), me=self.me, mask_private=mask_private(mask_seed), self_seed=self_seed,
+                      peers={j: rnd.dealers[j].mask_public for j in bucket if j != self.me}, task=p.task_cid, round_=round_)
+        vec = torch.from_numpy(np.asarray(masked, dtype=np.uint64).view(np.int64).copy())
+        tensors, pos = {}, 0
+        for name in sorted(art.tensors):
+            n = art.tensors[name].numel()
+            tensors[name] = vec[pos:pos + n].reshape(art.tensors[name].shape)
+            pos += n
+        extra = {k: v for k, v in art.metadata.items() if k.startswith(("eval_", "dp_"))}
+        data = encode(tensors, masked_metadata(p.task_cid, round_, art.metadata["base"], p.address, extra))
+        cid = p.store.add(data, pin=True)
+        receipt = p.chain.publish(round_, KIND_MASKED, cid_to_digest(cid))
+        p.metrics.inc("gas_used_total", receipt["gasUsed"])
+        p.log("masked", round_, cid=cid, bucket=list(bucket), gas=receipt["gasUsed"])
+        p._forget_sealed(round_)
+        return True
+
+    def _noise(self, q: torch.Tensor, bucket_size: int, like: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Distributed DP: this member's share of the bucket's discrete Gaussian noise, on the
+        floating tensors (integer buffers carry no data)."""
+        from ..secagg.noise import RandomSource, add_noise, plan_noise
+
+        names = sorted(like)
+        is_float = torch.cat([torch.full((like[n].numel(),), like[n].is_floating_point()) for n in names])
+        dim = int(is_float.sum())
+        plan = plan_noise(clip=self.sa.clip, noise_multiplier=self.sa.noise_multiplier, members=bucket_size, dim=dim)
+        out = q.clone()
+        out[is_float] = torch.from_numpy(np.asarray(add_noise(q[is_float].numpy(), plan, RandomSource.secure()), dtype=np.int64))
+        return out
+
+    def unmask(self, round_: int, submissions: int) -> bool:
+        """Record this holder's reveals for ``round_``: one pair key per dealer, of the kind the
+        masking stage's outcome calls for."""
+        from ..secagg.bundles import encode_unmask, pair_keys
+
+        p = self.peer
+        rnd = read_secure_round(p.chain, p.store, p.task, p.task_cid, round_, start_block=p.round_start_block(round_),
+                                members=p.members, deploy_block=p.deploy_block, expected=submissions,
+                                fetch_retry_until=time.monotonic() + p.fetch_timeout)
+        recs = masked_records(p.chain, rnd, self.index, start_block=p.round_start_block(round_))
+        if not rnd.masking_done:
+            raise E.NotVisibleYet(f"{len(recs)} of {len(rnd.dealers)} masked updates in view; masking ends at block {rnd.stages.masking_ends}")
+        valid, missing, _ = fetch_masked(p.store, p.task, p.task_cid, rnd, recs, p.members, p.schema, p.base_of(round_),
+                                         fetch_retry_until=time.monotonic() + p.fetch_timeout)
+        owed = reveals_owed(rnd, valid, missing)
+        keys = {}
+        for dealer, kind in owed.items():
+            mask_key, self_key = pair_keys(self._identity, rnd.holders[dealer], task=p.task_cid, round_=round_,
+                                           dealer=dealer, holder=self.me)
+            keys[(dealer, kind)] = mask_key if kind == "mask" else self_key
+        data = encode_unmask(task=p.task_cid, round_=round_, peer=p.address, holder=self.me, keys=keys)
+        if len(data) > RECORD_MAX_BYTES:
+            raise E.ConfigError("the unmasking reveal is over its size limit")
+        cid = p.store.add(data, pin=True)
+        receipt = p.chain.publish(round_, KIND_UNMASK, cid_to_digest(cid))
+        self.unmasked.add(round_)
+        p.metrics.inc("gas_used_total", receipt["gasUsed"])
+        p.log("unmasked", round_, cid=cid, survivors=sum(k == "self" for k in owed.values()),
+              dropped=sum(k == "mask" for k in owed.values()), unknown=len(missing), gas=receipt["gasUsed"])
+        return True

@@ -1,0 +1,108 @@
+"""The pure rules of a secure-aggregation round: its stages, its buckets, and what its records
+must be to count.
+
+A round of a task with ``secure_aggregation`` runs on top of the contract's plain round:
+
+1. **Submission window.** A member that takes part pins a *share bundle* (``secagg/bundles.py``:
+   its round's mask public key, and Shamir shares of its two round seeds, each encrypted to one
+   holder) and submits the bundle's digest. The members doing so are the round's *dealers*.
+   *Holders* are the members whose identity key was on record (``Published`` kind 1) before the
+   round's key cutoff.
+2. **Masking stage** (voting window, until ``masking_ends``). Members are split into buckets by
+   the hash of the block that closed submissions. Each dealer pins its clipped, quantized update
+   masked against its bucket's other dealers, and records it (kind 2). Dealers whose valid masked
+   update is on record in time are the *survivors*; the other dealers are *dropped*.
+3. **Unmasking stage** (until ``unmasking_ends``). Each holder reveals, per dealer, the pair key of
+   exactly one of its two shares: of the self-mask seed for a survivor, of the mask seed for a
+   dropped dealer, never both (kind 3).
+4. **Votes.** Anyone rebuilds each bucket's sum from the masked updates and the reconstructed
+   seeds; the task's rule runs over the bucket means.
+
+Everything here is a function of chain records and fetched bytes, so every peer and any auditor
+decide the same.
+"""
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+
+import torch
+
+from ..errors import ArtifactInvalid
+from .artifact import Artifact, decode, validate
+
+__all__ = [
+    "KIND_IDENTITY", "KIND_MASKED", "KIND_UNMASK", "Stages", "stages", "key_cutoff", "assign_buckets",
+    "masked_metadata", "validate_masked", "needed_reveals", "MASKED_KIND",
+]
+
+KIND_IDENTITY = 1  # Published(round 0): the member's X25519 identity key, raw
+KIND_MASKED = 2  # Published(round r): digest of the member's masked update
+KIND_UNMASK = 3  # Published(round r): digest of the member's unmasking reveals
+MASKED_KIND = "masked-update"  # the artifact's metadata kind
+
+
+@dataclass(frozen=True)
+class Stages:
+    """Block numbers of a round's secure-aggregation deadlines: records in blocks before them count."""
+
+    masking_ends: int
+    unmasking_ends: int
+
+
+def key_cutoff(start_block: int, submit_blocks: int, identity_blocks: list[int], members: int) -> int:
+    """Members publish their identity key when they start. Those on record before this block
+    receive shares in a round that started at ``start_block``: the block after every member's key
+    is on record, or half-way through the submission window, whichever comes first.
+    ``identity_blocks``: the blocks of the identity records in view."""
+    latest = start_block + max(1, submit_blocks // 2)
+    if len(identity_blocks) >= members:
+        return min(latest, max(identity_blocks) + 1)
+    return latest
+
+
+def stages(start_block: int, submit_blocks: int, stage_blocks: int) -> Stages:
+    closes = start_block + submit_blocks
+    return Stages(closes + stage_blocks, closes + 2 * stage_blocks)
+
+
+def assign_buckets(seed: bytes, dealers: list[int], buckets: int) -> list[tuple[int, ...]]:
+    """Split ``dealers`` into ``buckets`` groups of near-equal size, in an order fixed by
+    ``seed`` (a block hash from after the submission window, so no dealer knew its bucket when it
+    joined): sorted by sha256(seed || index), dealt out in contiguous runs; each group sorted.
+    Fewer dealers than two per bucket: fewer buckets, so that no bucket holds a single member."""
+    order = sorted(dealers, key=lambda m: (hashlib.sha256(seed + m.to_bytes(4, "big")).digest(), m))
+    count = max(1, min(buckets, len(order) // 2))
+    size, extra = divmod(len(order), count)
+    groups, pos = [], 0
+    for k in range(count):
+        n = size + (1 if k < extra else 0)
+        groups.append(tuple(sorted(order[pos:pos + n])))
+        pos += n
+    return [g for g in groups if g]
+
+
+def masked_metadata(task_cid: str, round_: int, base: str, peer: str, extra: dict | None = None) -> dict:
+    return {"kind": MASKED_KIND, "task": task_cid, "round": round_, "base": base, "peer": peer, **(extra or {})}
+
+
+def validate_masked(data: bytes, schema: dict, *, max_bytes: int, task_cid: str, round_: int, base_cid: str,
+                    submitter: str) -> Artifact:
+    """A masked update: every tensor of the model, int64 and shaped like it, and metadata naming
+    this task, round, base and its own sender. Raises ``ArtifactInvalid``."""
+    art = decode(data, max_bytes=max_bytes)
+    if art.metadata.get("peer", "").lower() != submitter.lower():
+        raise ArtifactInvalid(f"masked update names peer {art.metadata.get('peer')!r}, but {submitter} recorded it")
+    int_schema = {name: (shape, "I64") for name, (shape, _) in schema.items()}
+    return validate(art, int_schema, expect={"kind": MASKED_KIND, "task": task_cid, "round": str(round_), "base": base_cid})
+
+
+def masked_vector(art: Artifact) -> torch.Tensor:
+    """The masked tensors flattened in canonical (sorted-name) order, int64."""
+    return torch.cat([art.tensors[k].reshape(-1).to(torch.int64) for k in sorted(art.tensors)])
+
+
+def needed_reveals(dealers: list[int], survivors: set[int]) -> dict[int, str]:
+    """What a holder reveals for each dealer: the self-mask share of a survivor, the mask share of
+    a dropped dealer. One kind per dealer, so no dealer's update is ever exposed."""
+    return {d: ("self" if d in survivors else "mask") for d in dealers}
