@@ -91,6 +91,16 @@ def test_bernoulli_exp_lanes_match_exp():
         assert abs(hits.mean() - p) <= 5 * math.sqrt(p * (1 - p) / n) + 1e-9, (num, den)
 
 
+def test_uniform_below_rejects_the_biased_words():
+    m = np.full(40000, 3 << 61, dtype=np.int64)  # 2**64 mod m = 2**62: a quarter of the words are redrawn
+    u = nz._uniform_below(m, RandomSource.seeded(b"uniform"))
+    assert u.min() >= 0 and u.max() < 3 << 61
+    thirds = np.bincount(u // (1 << 61), minlength=3)  # each third of [0, m) equally likely
+    assert all(abs(c - 40000 / 3) < 5 * math.sqrt(40000 * 2 / 9) for c in thirds)
+    small = nz._uniform_below(np.full(30000, 3, dtype=np.int64), RandomSource.seeded(b"uniform"))
+    assert all(abs(c - 10000) < 5 * math.sqrt(30000 * 2 / 9) for c in np.bincount(small))
+
+
 def test_wide_parameters_take_the_exact_scalar_path():
     sigma_sq = Fraction(10**9 + 7, 3)  # 2 a b t^2 is far beyond the 64-bit lanes
     x = discrete_gaussian(sigma_sq, 300, RandomSource.seeded(SEED))

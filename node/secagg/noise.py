@@ -113,7 +113,7 @@ class RandomSource:
 
     def words(self, n: int) -> np.ndarray:
         """``n`` uniform uint64 values."""
-        return np.frombuffer(self._read(8 * n), dtype="<u8").astype(_U64, copy=False)
+        return np.frombuffer(bytearray(self._read(8 * n)), dtype="<u8").astype(_U64, copy=False)  # writable
 
 
 # ---------------------------------------------------------------------------------------------
