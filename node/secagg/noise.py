@@ -111,9 +111,17 @@ class RandomSource:
             if r < n:
                 return r
 
-    def words(self, n: int) -> np.ndarray:
-        """``n`` uniform uint64 values."""
-        return np.frombuffer(bytearray(self._read(8 * n)), dtype="<u8").astype(_U64, copy=False)  # writable
+    def words(self, n: int, width: int = 64) -> np.ndarray:
+        """``n`` uniform ``width``-bit values (width 32 or 64), as a writable uint64 array."""
+        if width == 64:
+            return np.frombuffer(bytearray(self._read(8 * n)), dtype="<u8").astype(_U64, copy=False)
+        if width == 32:
+            return np.frombuffer(self._read(4 * n), dtype="<u4").astype(_U64)
+        raise ValueError("width must be 32 or 64")
+
+    def bits(self, n: int) -> np.ndarray:
+        """``n`` uniform bits, as a bool array."""
+        return np.unpackbits(np.frombuffer(self._read((n + 7) // 8), dtype=np.uint8), count=n).astype(bool)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -186,47 +194,52 @@ def discrete_gaussian_scalar(sigma_sq: Fraction, rng: RandomSource) -> int:
 # ---------------------------------------------------------------------------------------------
 
 
-def _uniform_below(m: np.ndarray, rng: RandomSource) -> np.ndarray:
-    """Exact uniform integers in [0, m) for each lane (1 <= m < 2**63): a 64-bit word w is kept
-    when w >= 2**64 mod m, so the kept range is a multiple of m, and w mod m is uniform."""
-    m = m.astype(_U64, copy=False)
-    thr = (_U64(0) - m) % m  # 2**64 mod m
-    w = rng.words(m.size)
+def _uniform_below(m: int, n: int, rng: RandomSource) -> np.ndarray:
+    """``n`` exact uniform integers in [0, m), 1 <= m < 2**63: a W-bit word w is kept when
+    w >= 2**W mod m, so the kept range is a multiple of m and w mod m is uniform.
+    W = 32 when m < 2**24 (at most 1/256 of the words redrawn), else 64."""
+    width = 32 if m < 1 << 24 else 64
+    thr, mm = _U64((1 << width) % m), _U64(m)
+    w = rng.words(n, width)
     bad = np.flatnonzero(w < thr)
     while bad.size:
-        w[bad] = rng.words(bad.size)
-        bad = bad[w[bad] < thr[bad]]
-    return (w % m).astype(np.int64)
+        w[bad] = rng.words(bad.size, width)
+        bad = bad[w[bad] < thr]
+    return (w % mm).astype(np.int64)
 
 
-def _bernoulli_exp_unit_vec(num: np.ndarray, den: np.ndarray, rng: RandomSource) -> np.ndarray:
-    """Lane-wise Bernoulli(exp(-num/den)), 0 <= num <= den < 2**56 (CKS Algorithm 1)."""
-    out = np.empty(num.size, dtype=np.int64)
-    k = np.ones(num.size, dtype=np.int64)
-    live = np.arange(num.size)
+def _bernoulli_exp_unit_vec(num: np.ndarray, den: int, rng: RandomSource) -> np.ndarray:
+    """Lane-wise Bernoulli(exp(-num/den)) as bools, 0 <= num <= den < 2**56 (CKS Algorithm 1:
+    K = 1, 2, ... while Bernoulli(num / (den K)) succeeds; true iff the last K is odd)."""
+    num = np.asarray(num, dtype=np.int64)
+    go_on = _uniform_below(den, num.size, rng) < num
+    out = ~go_on  # stopped at K = 1: odd
+    live, k = np.flatnonzero(go_on), 2
     while live.size:
-        go_on = _uniform_below(den[live] * k[live], rng) < num[live]
-        done = live[~go_on]
-        out[done] = k[done] & 1
-        live = live[go_on]
-        k[live] += 1
-        if live.size and k[live[0]] >= _MAX_K:  # all live lanes share k; finish them exactly
+        if k >= _MAX_K:  # probability < 1/63!: finish these lanes on Python integers
             for i in live:
-                out[i] = _bernoulli_exp_unit(int(num[i]), int(den[i]), rng, int(k[i]))
+                out[i] = bool(_bernoulli_exp_unit(int(num[i]), den, rng, k))
             break
+        go_on = _uniform_below(den * k, live.size, rng) < num[live]
+        out[live[~go_on]] = bool(k & 1)
+        live, k = live[go_on], k + 1
     return out
 
 
-def _bernoulli_exp_vec(num: np.ndarray, den: np.ndarray, rng: RandomSource) -> np.ndarray:
-    """Lane-wise Bernoulli(exp(-num/den)), num >= 0, den < 2**56: floor(gamma) Bernoulli(exp(-1))
-    trials that must all succeed, then one Bernoulli(exp(-frac(gamma)))."""
-    whole, rest = np.divmod(num, den)
+def _bernoulli_exp_one(n: int, rng: RandomSource) -> np.ndarray:
+    """``n`` Bernoulli(exp(-1)) as bools (CKS Algorithm 1 with gamma = 1)."""
+    return _bernoulli_exp_unit_vec(np.ones(n, dtype=np.int64), 1, rng)
+
+
+def _bernoulli_exp_vec(num: np.ndarray, den: int, rng: RandomSource) -> np.ndarray:
+    """Lane-wise Bernoulli(exp(-num/den)) as bools, num >= 0, den < 2**56: floor(gamma)
+    Bernoulli(exp(-1)) trials that must all succeed, and one Bernoulli(exp(-frac(gamma)))."""
+    whole, rest = np.divmod(np.asarray(num, dtype=np.int64), den)
     out = _bernoulli_exp_unit_vec(rest, den, rng)
-    live = np.flatnonzero((whole > 0) & (out == 1))
-    one = np.ones(num.size, dtype=np.int64)
+    live = np.flatnonzero((whole > 0) & out)
     while live.size:
-        ok = _bernoulli_exp_unit_vec(one[live], one[live], rng) == 1
-        out[live[~ok]] = 0
+        ok = _bernoulli_exp_one(live.size, rng)
+        out[live[~ok]] = False
         live = live[ok]
         whole[live] -= 1
         live = live[whole[live] > 0]
@@ -236,17 +249,15 @@ def _bernoulli_exp_vec(num: np.ndarray, den: np.ndarray, rng: RandomSource) -> n
 def _discrete_laplace_vec(t: int, n: int, rng: RandomSource) -> np.ndarray:
     """Up to ``n`` discrete-Laplace(t) samples (CKS Algorithm 2, s = 1): ``n`` proposals, the
     rejected ones dropped (the caller asks again), in lane order."""
-    tt = np.full(n, t, dtype=np.int64)
-    u = _uniform_below(tt, rng)
-    u = u[_bernoulli_exp_unit_vec(u, tt, rng) == 1]
+    u = _uniform_below(t, n, rng)
+    u = u[_bernoulli_exp_unit_vec(u, t, rng)]
     v = np.zeros(u.size, dtype=np.int64)
     live = np.arange(u.size)
-    one = np.ones(u.size, dtype=np.int64)
     while live.size:
-        live = live[_bernoulli_exp_unit_vec(one[live], one[live], rng) == 1]
+        live = live[_bernoulli_exp_one(live.size, rng)]
         v[live] += 1
     x = u + t * v
-    negative = (rng.words(x.size) >> _U64(63)).astype(bool)
+    negative = rng.bits(x.size)
     keep = ~(negative & (x == 0))
     return np.where(negative, -x, x)[keep]
 
@@ -261,7 +272,7 @@ def _discrete_gaussian_vec(a: int, b: int, t: int, n: int, rng: RandomSource) ->
     ok = np.zeros(y.size, dtype=bool)
     if narrow.size:
         d = np.abs(y[narrow]) * (b * t) - a
-        ok[narrow] = _bernoulli_exp_vec(d * d, np.full(narrow.size, den, dtype=np.int64), rng) == 1
+        ok[narrow] = _bernoulli_exp_vec(d * d, den, rng)
     for i in np.flatnonzero(wide):  # tails far beyond any sigma in use: Python integers
         ok[i] = bool(_accept(int(y[i]), a, b, t, rng))
     return y[ok]
