@@ -27,14 +27,18 @@ def ddg_rho(*, l2: float, l1: float, sigma_sq: float, n: int, dim: int) -> float
     ||x - x'||_2 <= l2 and ||x - x'||_1 <= l1.
 
     Kairouz, Liu & Steinke, "The Distributed Discrete Gaussian Mechanism for Federated Learning
-    with Secure Aggregation", ICML 2021 (arXiv:2102.06387), Theorem 1, in its Renyi form
-    (Proposition 14 / Eq. 17, the form Google's distributed_dp accounting uses): with
-    A = l2 / (sqrt(n) sigma), B = l1 / (sqrt(n) sigma), for every order alpha > 1
+    with Secure Aggregation", ICML 2021 (arXiv:2102.06387): Theorem 1 (privacy of the sum of n
+    i.i.d. discrete Gaussians, sigma >= 1/2) in its Renyi form, Proposition 14 / Eq. 17, which
+    is also the form the authors' own accounting code (google-research/federated,
+    distributed_dp) evaluates: with A = l2 / (sqrt(n) sigma), B = l1 / (sqrt(n) sigma), for every
+    order alpha > 1
         D_alpha <= min( alpha A^2/2 + tau d,
                         alpha/2 (A^2 + 2 B tau + tau^2 d),
                         alpha/2 (A + sqrt(d) tau)^2 ).
-    rho-zCDP asks D_alpha <= rho alpha; tau d <= alpha tau d, so rho is the minimum of
-    A^2/2 + tau d, (A^2 + 2 B tau + tau^2 d)/2 and (A + sqrt(d) tau)^2/2. Valid for sigma >= 1/2.
+    rho-zCDP asks D_alpha <= rho alpha for all alpha > 1; tau d <= alpha tau d, so rho is the
+    minimum of A^2/2 + tau d, (A^2 + 2 B tau + tau^2 d)/2 and (A + sqrt(d) tau)^2/2.
+    For n = 1, tau = 0 and this is the discrete Gaussian's A^2/2 (Canonne-Kamath-Steinke,
+    Theorem 4). For sigma >~ 4, tau underflows to 0 in floats; its true value is below 1e-300.
     """
     if n < 1 or dim < 1:
         raise ValueError("n and dim must be >= 1")
@@ -62,16 +66,18 @@ def round_rho(plan: NoisePlan, survivors: int, dim: int) -> float:
 
 
 def _epsilon_at(rho: float, log_inv_delta: float, alpha: float) -> float:
-    """Canonne, Kamath & Steinke, NeurIPS 2020, Corollary 13 solved for epsilon: rho-zCDP gives
-    (eps, delta)-DP with eps = alpha rho + (log(1/delta) + (alpha-1) log(1-1/alpha) - log(alpha))
-    / (alpha - 1), for any alpha > 1."""
-    return alpha * rho + (log_inv_delta + (alpha - 1) * math.log1p(-1 / alpha) - math.log(alpha)) / (alpha - 1)
+    """Canonne, Kamath & Steinke, NeurIPS 2020 (arXiv:2004.00010v4), Proposition 12 at order
+    alpha with Renyi divergence alpha rho (Corollary 13 for zCDP), solved for epsilon: rho-zCDP
+    gives (eps, delta)-DP with eps = alpha rho + log(1 - 1/alpha)
+    + (log(1/delta) - log(alpha)) / (alpha - 1), for any alpha > 1."""
+    return alpha * rho + math.log1p(-1 / alpha) + (log_inv_delta - math.log(alpha)) / (alpha - 1)
 
 
 def epsilon(rho: float, delta: float) -> float:
     """The smallest epsilon such that rho-zCDP implies (epsilon, delta)-DP that we can certify:
-    the minimum over orders alpha > 1 of Canonne-Kamath-Steinke's conversion (Corollary 13 of
-    "The Discrete Gaussian for Differential Privacy", NeurIPS 2020), never more than the classic
+    the minimum over orders alpha > 1 of Canonne-Kamath-Steinke's conversion (Proposition 12 /
+    Corollary 13 of "The Discrete Gaussian for Differential Privacy", NeurIPS 2020), never more
+    than the classic
     rho + 2 sqrt(rho log(1/delta)) (Bun & Steinke 2016, Proposition 1.3). Every alpha gives a
     valid bound, so an approximate minimizer is still an upper bound."""
     if not (0 < delta < 1):
@@ -84,7 +90,8 @@ def epsilon(rho: float, delta: float) -> float:
         return math.inf
     li = math.log(1 / delta)
     classic = rho + 2 * math.sqrt(rho * li)
-    # the objective is convex in alpha; golden-section search on log(alpha - 1)
+    # golden-section search on log(alpha - 1) (the objective is unimodal there; checked against
+    # a dense grid in tests/test_secagg_noise.py)
     f = lambda u: _epsilon_at(rho, li, 1 + math.exp(u))  # noqa: E731
     lo, hi = -12.0, 12.0 + max(0.0, math.log(li / rho + 1))
     ratio = (math.sqrt(5) - 1) / 2
