@@ -22,7 +22,9 @@ non-members the test split no member holds; the shadow models' data are the memb
 (never trained on by anyone), so the three sets are disjoint and from one distribution.
 
 ``privacy_experiment`` runs a real simulation (devnet, contract, peer processes) per epsilon and
-attacks each final model; it writes results.csv, results.json and the plots.
+attacks each final model; it also inverts one member's round-1 update as anyone fetches it (its
+CID from the chain's public update events, its bytes from the store; see ``inversion.py``), and
+writes results.csv, results.json and the plots.
 """
 from __future__ import annotations
 
@@ -38,7 +40,7 @@ from ..errors import ConfigError
 
 __all__ = ["roc_auc", "membership_advantage", "attack_metrics", "loss_threshold_scores", "lira_offline_scores",
            "per_example_losses", "true_label_logits", "chance_levels", "shadow_logits", "parse_epsilons", "privacy_experiment",
-           "plot_privacy", "PRIVACY_HEADERS", "privacy_rows"]
+           "plot_privacy", "PRIVACY_HEADERS", "privacy_rows", "invert_member_update"]
 
 
 # ---------------------------------------------------------------------------- metrics (NumPy)
@@ -215,6 +217,52 @@ def _attack(work: Path, summary: dict, *, shadows: int, seed: int) -> dict:
             "loss_auc": loss["auc"], "loss_advantage": loss["advantage"], "lira_auc": lr["auc"], "lira_advantage": lr["advantage"]}
 
 
+def _data_of(work: Path, task, member: int):
+    """(the member's training inputs, the test split no member holds), as the model sees them."""
+    from ..ml.data import load_shard, standardize
+
+    constants = (task.data.mean, task.data.std) if task.data else ((), ())
+    shard = standardize(load_shard(work / "shards" / f"peer-{member}.safetensors"), *constants)
+    test = standardize(load_shard(work / "test.safetensors"), *constants)
+    return shard.x, test.x
+
+
+def invert_member_update(work: Path, *, member: int = 0, round_: int = 1, k: int = 64, seed: int = 0) -> dict:
+    """The analytic update inversion (``inversion.py``) on member ``member``'s update of
+    ``round_`` in a finished simulation, fetched as anyone can: the run's chain is restarted from
+    its saved state, the update's CID read from its public update events (``public_updates``:
+    the revealed ones in a sealed task), its bytes from the store. Measured against the member's
+    training inputs and as many non-members (the test split)."""
+    from ..chain import ChainClient
+    from ..ledger.updates import public_updates
+    from ..protocol.task import Task
+    from ..store import EmbeddedStore
+    from .deployment import Deployment
+    from .devnet import Devnet
+    from .inversion import balanced, invert_artifact, reconstruction_metrics
+
+    dep = Deployment.load(work / "deployment.json")
+    task = Task.from_dict(dep.task)
+    peers = len(list((work / "shards").glob("peer-*.safetensors")))
+    devnet = Devnet(accounts=peers + 1, state_file=str(work / "anvil-state.json"))
+    try:
+        devnet.start()
+        chain = ChainClient(devnet.rpc_url, dep.contract, retry_seconds=10)
+        address = devnet.addresses[member + 1].lower()  # the simulation's member i holds account i + 1
+        found = [u for u in public_updates(chain, round_, from_block=dep.deploy_block) if u.peer.lower() == address]
+    finally:
+        devnet.stop()
+    if not found:
+        raise ConfigError(f"member {member} published no update in round {round_} of {work}")
+    data = EmbeddedStore(work / "store").get(found[0].cid, max_bytes=task.max_update_bytes)
+    train_x, test_x = _data_of(work, task, member)
+    members, nonmembers = balanced(train_x.reshape(len(train_x), -1), test_x.reshape(len(test_x), -1), seed=seed)
+    lo, hi = float(test_x.min()), float(test_x.max())  # the attacker's own data of the same distribution
+    inv = invert_artifact(data, task.model, k=k, max_bytes=task.max_update_bytes, clip=(lo, hi))
+    return {"inversion_member": member, "inversion_round": round_, "inversion_update": found[0].cid,
+            **reconstruction_metrics(inv.x, members, nonmembers)}
+
+
 def privacy_experiment(*, epsilons: list[float], dataset: str = "digits", peers: int = 4, rounds: int = 5, epochs: int = 5,
                        lr: float = 0.05, delta: float = 1e-5, clip: float = 1.0, shadows: int = 8, seed: int = 0,
                        out: Path, progress=print) -> tuple[list[dict], list[Path]]:
@@ -241,20 +289,22 @@ def privacy_experiment(*, epsilons: list[float], dataset: str = "digits", peers:
         if summary["rounds_finalized"] != rounds or summary["peer_failures"]:
             raise ConfigError(f"epsilon {name}: {summary['rounds_finalized']}/{rounds} rounds finalized, "
                               f"peer failures {summary['peer_failures']}; see {work / 'logs'}")
-        attacked = _attack(work, summary, shadows=shadows, seed=seed)
+        attacked = _attack(work, summary, shadows=shadows, seed=seed) | invert_member_update(work, seed=seed)
         spent = [e for e in (summary["privacy"] or {}).get("final_epsilon", []) if e is not None]
         row = {"epsilon": eps, "epsilon_spent_max": max(spent) if spent else None, "delta": None if dp is None else delta,
                "noise_multiplier": (summary["privacy"] or {}).get("noise_multiplier"), "accuracy": summary["final_test_accuracy"],
                "rounds_finalized": summary["rounds_finalized"], **attacked, "seconds": round(time.monotonic() - t0, 1)}
         results.append(row)
         progress(f"epsilon {name}: accuracy {row['accuracy']:.4f}, loss-threshold AUC {row['loss_auc']:.3f} adv {row['loss_advantage']:.3f}, "
-                 f"LiRA AUC {row['lira_auc']:.3f} adv {row['lira_advantage']:.3f} ({row['seconds']}s)")
+                 f"LiRA AUC {row['lira_auc']:.3f} adv {row['lira_advantage']:.3f}; inversion of member 0's round-1 update: "
+                 f"PSNR {row['inversion_psnr_mean']:.1f} dB, NN match {row['inversion_nn_match']:.3f}, "
+                 f"{row['inversion_distinct']} training examples recovered ({row['seconds']}s)")
         _write(results, out)
     return results, plot_privacy(results, out)
 
 
 PRIVACY_HEADERS = ["epsilon", "spent (max)", "accuracy", "vs no DP", "loss AUC", "loss adv", "LiRA AUC", "LiRA adv",
-                   "chance AUC/adv (95%)"]
+                   "chance AUC/adv (95%)", "inversion PSNR", "NN match", "recovered"]
 
 
 def privacy_rows(results: list[dict]) -> list[list[str]]:
@@ -265,12 +315,21 @@ def privacy_rows(results: list[dict]) -> list[list[str]]:
                      "-" if r["epsilon_spent_max"] is None else f"{r['epsilon_spent_max']:.3f}", f"{r['accuracy']:.4f}",
                      "-" if base is None or r["epsilon"] == math.inf else f"{100 * (r['accuracy'] - base):+.1f} pp",
                      f"{r['loss_auc']:.3f}", f"{r['loss_advantage']:.3f}", f"{r['lira_auc']:.3f}", f"{r['lira_advantage']:.3f}",
-                     f"{r['chance_auc95']:.3f}/{r['chance_advantage95']:.3f}"])
+                     f"{r['chance_auc95']:.3f}/{r['chance_advantage95']:.3f}", *_inversion_cells(r)])
     return rows
 
 
+def _inversion_cells(r: dict) -> list[str]:
+    if "inversion_nn_match" not in r:
+        return ["-", "-", "-"]
+    return [f"{r['inversion_psnr_mean']:.1f} dB", f"{r['inversion_nn_match']:.3f}",
+            f"{r['inversion_distinct']}/{r['inversion_reconstructions']}"]
+
+
 _CSV = ["epsilon", "epsilon_spent_max", "delta", "accuracy", "loss_auc", "loss_advantage", "lira_auc", "lira_advantage",
-        "chance_auc95", "chance_advantage95", "members", "nonmembers", "shadow_samples", "rounds_finalized", "seconds"]
+        "chance_auc95", "chance_advantage95", "members", "nonmembers", "shadow_samples", "rounds_finalized", "seconds",
+        "inversion_member", "inversion_round", "inversion_update", "inversion_psnr_mean", "inversion_psnr_median",
+        "inversion_nn_match", "inversion_distinct", "inversion_reconstructions", "inversion_members", "inversion_nonmembers"]
 
 
 def _write(results: list[dict], out: Path) -> None:
@@ -280,11 +339,12 @@ def _write(results: list[dict], out: Path) -> None:
         w = csv.writer(fh)
         w.writerow(_CSV)
         for r in results:
-            w.writerow(["inf" if r[k] == math.inf else ("" if r[k] is None else r[k]) for k in _CSV])
+            w.writerow(["inf" if r.get(k) == math.inf else ("" if r.get(k) is None else r[k]) for k in _CSV])
 
 
 def plot_privacy(results: list[dict], out: Path) -> list[Path]:
-    """accuracy-vs-epsilon.png and attack-vs-epsilon.png (no DP drawn at the right, as "inf")."""
+    """accuracy-vs-epsilon.png, attack-vs-epsilon.png and, when the results hold the update
+    inversion, inversion-vs-epsilon.png (no DP drawn at the right, as "inf")."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -318,6 +378,24 @@ def plot_privacy(results: list[dict], out: Path) -> list[Path]:
         ax.grid(alpha=0.3)
     a1.legend(fontsize=8)
     written.append(_save(fig, out / "attack-vs-epsilon.png"))
+    if all("inversion_nn_match" in r for r in results):
+        fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 3.6))
+        a1.plot(xs, [r["inversion_nn_match"] for r in ordered], marker="o", label="reconstructions nearest a training example")
+        a1.axhline(0.5, color="grey", ls="--", lw=1, label="chance")
+        a1.set_ylim(0, 1.05)
+        a1.set_ylabel("nearest-neighbour match rate")
+        a1.legend(fontsize=8)
+        a2.plot(xs, [r["inversion_psnr_mean"] for r in ordered], marker="o")
+        for x, r in zip(xs, ordered):
+            a2.annotate(f"{r['inversion_distinct']} recovered", (x, r["inversion_psnr_mean"]), fontsize=7,
+                        textcoords="offset points", xytext=(0, 6), ha="center")
+        a2.set_ylabel("PSNR to the nearest training example (dB)")
+        for ax in (a1, a2):
+            ax.set_xticks(range(len(labels)), labels)
+            ax.set_xlabel("privacy budget epsilon")
+            ax.grid(alpha=0.3)
+        fig.suptitle("analytic first-layer inversion of one member's round-1 update", fontsize=9)
+        written.append(_save(fig, out / "inversion-vs-epsilon.png"))
     return written
 
 
