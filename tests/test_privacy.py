@@ -272,7 +272,7 @@ def test_simulate_with_dp_finalizes_every_round_and_reports_epsilon(tmp_path):
 def test_privacy_plots_are_written(tmp_path):
     from fedchain.node.tools.privacy import plot_privacy, privacy_rows
 
-    results = [dict(epsilon=e, delta=1e-5, accuracy=a, loss_auc=0.52, lira_auc=0.55, loss_advantage=0.05, lira_advantage=0.06,
+    results = [dict(epsilon=e, epsilon_spent_max=None, delta=1e-5, accuracy=a, loss_auc=0.52, lira_auc=0.55, loss_advantage=0.05, lira_advantage=0.06,
                     chance_auc95=0.53, chance_advantage95=0.08) for e, a in ((math.inf, 0.9), (8, 0.88), (1, 0.3))]
     written = plot_privacy(results, tmp_path)
     assert [p.name for p in written] == ["accuracy-vs-epsilon.png", "attack-vs-epsilon.png"]
