@@ -19,8 +19,8 @@ from fedchain.node.ml.training import train_local
 from fedchain.node.protocol.artifact import encode
 from fedchain.node.protocol.fixedpoint import quantize
 from fedchain.node.protocol.task import ModelSpec, TrainConfig
-from fedchain.node.tools.inversion import (analytic_inversion, balanced, first_layer, invert_artifact, nearest, nn_match_rate,
-                                           psnr, reconstruction_metrics, update_tensors)
+from fedchain.node.tools.inversion import (analytic_inversion, balanced, first_layer, gradient_matching, invert_artifact, nearest,
+                                           nn_match_rate, psnr, reconstruction_metrics, update_tensors)
 
 SPEC = ModelSpec(16, 3, (32,))
 
@@ -59,12 +59,12 @@ def test_reconstruction_metrics_count_distinct_recovered_members():
     # Three exact copies of member 4, a close one of member 7, one blend of everything, one non-member.
     x = np.stack([members[4], members[4], members[4], members[7] + 0.01, members.mean(0), nonmembers[0]])
     got = reconstruction_metrics(x, members, nonmembers, data_range=1.0)
-    assert 4 / 6 <= got["inversion_nn_match"] <= 5 / 6  # the blend's nearest neighbour may be either
-    assert got["inversion_distinct"] == 2  # members 4 and 7; copies count once, the blend is far from all
-    assert got["inversion_reconstructions"] == 6 and got["inversion_members"] == 50
-    assert got["inversion_psnr_mean"] > 50  # exact copies count as 100 dB
+    assert 4 / 6 <= got["nn_match"] <= 5 / 6  # the blend's nearest neighbour may be either
+    assert got["distinct"] == 2  # members 4 and 7; copies count once, the blend is far from all
+    assert got["reconstructions"] == 6 and got["members"] == 50
+    assert got["psnr_mean"] > 50  # exact copies count as 100 dB
     empty = reconstruction_metrics(np.zeros((0, 16)), members, nonmembers)
-    assert empty["inversion_distinct"] == 0 and math.isnan(empty["inversion_nn_match"])
+    assert empty["distinct"] == 0 and math.isnan(empty["nn_match"])
 
 
 # ---------------------------------------------------------------------------- the attack
@@ -97,11 +97,21 @@ def test_one_example_one_step_is_recovered_exactly_float_and_fixed_point():
     assert np.max(np.abs(inv.x - x)) < 1e-4
     nonmembers = rng.uniform(0, 1, (1, 16))
     got = reconstruction_metrics(inv.x, x, nonmembers, data_range=1.0)
-    assert got["inversion_nn_match"] == 1.0 and got["inversion_distinct"] == 1 and got["inversion_psnr_mean"] > 60
+    assert got["nn_match"] == 1.0 and got["distinct"] == 1 and got["psnr_mean"] > 60
     # The same update in fixed point (int64, q * 2**-28) still gives the input away.
     fixed = invert_artifact(encode({k: quantize(v) for k, v in delta.items()}, {"kind": "update"}), SPEC, k=64)
     big = np.abs(fixed.bias) > 1e-3  # rows whose bias is far above the 2**-28 resolution
     assert big.any() and np.max(np.abs(fixed.x[big] - x)) < 1e-3
+
+
+def test_gradient_matching_recovers_one_example_from_one_step():
+    x = np.random.default_rng(5).uniform(0, 1, (1, 16)).astype(np.float32)
+    base = init_state(SPEC, seed=0)
+    delta, _ = train_local(SPEC, base, Dataset("one", x, np.array([2]), 3), TrainConfig(epochs=1, batch_size=1, lr=0.05), seed=0)
+    got = gradient_matching(SPEC, base, {k: v.numpy() for k, v in delta.items()}, batch=1, iterations=100, clip=(0.0, 1.0))
+    assert got.shape == (1, 16) and psnr(got, x, 1.0)[0] > 30
+    with pytest.raises(ValueError, match="zero"):
+        gradient_matching(SPEC, base, {k: np.zeros(tuple(v.shape)) for k, v in delta.items()}, batch=1, iterations=1)
 
 
 def test_random_int64_masked_updates_match_at_chance():
@@ -111,8 +121,8 @@ def test_random_int64_masked_updates_match_at_chance():
     members, nonmembers = rng.uniform(0, 1, (200, 16)), rng.uniform(0, 1, (200, 16))
     inv = invert_artifact(masked, SPEC, k=32, clip=(0.0, 1.0))
     got = reconstruction_metrics(inv.x, members, nonmembers, data_range=1.0)
-    assert got["inversion_reconstructions"] == 32
-    assert 0.25 <= got["inversion_nn_match"] <= 0.75 and got["inversion_distinct"] == 0 and got["inversion_psnr_mean"] < 15
+    assert got["reconstructions"] == 32
+    assert 0.25 <= got["nn_match"] <= 0.75 and got["distinct"] == 0 and got["psnr_mean"] < 15
 
 
 def test_hostile_bytes_are_refused_without_unpickling():

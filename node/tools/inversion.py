@@ -41,12 +41,11 @@ import numpy as np
 
 from ..errors import ArtifactInvalid, ConfigError
 
-__all__ = ["Inversion", "update_tensors", "first_layer", "analytic_inversion", "invert_artifact", "psnr", "nearest",
-           "nn_match_rate", "balanced", "reconstruction_metrics", "INVERSION_KEYS"]
+__all__ = ["Inversion", "update_tensors", "first_layer", "analytic_inversion", "invert_artifact", "gradient_matching", "psnr", "nearest",
+           "nn_match_rate", "balanced", "reconstruction_metrics", "METRIC_KEYS"]
 
 PSNR_THRESHOLD = 20.0  # dB: an RMSE of a tenth of the data's range
-INVERSION_KEYS = ["inversion_psnr_mean", "inversion_psnr_median", "inversion_nn_match", "inversion_distinct",
-                  "inversion_reconstructions", "inversion_members", "inversion_nonmembers"]
+METRIC_KEYS = ["psnr_mean", "psnr_median", "nn_match", "distinct", "reconstructions", "members", "nonmembers"]
 
 
 @dataclass(frozen=True)
@@ -123,6 +122,48 @@ def invert_artifact(data: bytes, spec, *, k: int = 64, max_bytes: int = 1 << 30,
     return inv
 
 
+def gradient_matching(spec, base: dict, update: dict[str, np.ndarray], *, batch: int = 8, iterations: int = 200,
+                      lr: float = 0.1, seed: int = 0, clip: tuple[float, float] | None = None) -> np.ndarray:
+    """Gradient matching (Zhu et al., "Deep Leakage from Gradients", NeurIPS 2019), with the
+    cosine distance of Geiping et al. ("Inverting Gradients", NeurIPS 2020) so that the unknown
+    learning rate, momentum and step count do not matter: ``batch`` dummy inputs and soft labels
+    are optimized (Adam) until the gradient of their loss at the round's ``base`` model points
+    along ``-update``. It reads the update as one virtual step, so a many-step update is matched
+    only roughly. Returns the dummy inputs, flattened (``batch`` x features)."""
+    import torch
+
+    from ..ml.models import build_model
+
+    gen = torch.Generator().manual_seed(seed)
+    model = build_model(spec)
+    model.load_state_dict(base)
+    model.eval()
+    named = [(n, p) for n, p in model.named_parameters()]
+    params = [p for _, p in named]
+    target = [-torch.as_tensor(np.asarray(update[n]), dtype=torch.float64) for n, _ in named]
+    t_norm = torch.sqrt(sum((t * t).sum() for t in target))
+    if not t_norm > 0:
+        raise ValueError("the update is zero: nothing to match")
+    shape = (batch, *spec.inputs) if isinstance(spec.inputs, tuple) else (batch, int(spec.inputs))
+    lo, hi = clip if clip is not None else (0.0, 1.0)
+    x = (lo + (hi - lo) * torch.rand(shape, generator=gen)).requires_grad_(True)
+    labels = torch.zeros(batch, spec.classes, requires_grad=True)
+    opt = torch.optim.Adam([x, labels], lr=lr * (hi - lo))
+    for _ in range(iterations):
+        opt.zero_grad()
+        out = model(x)
+        loss = -(torch.softmax(labels, 1) * torch.log_softmax(out, 1)).sum(1).mean()
+        grads = torch.autograd.grad(loss, params, create_graph=True)
+        dot = sum((g.double() * t).sum() for g, t in zip(grads, target))
+        g_norm = torch.sqrt(sum((g.double() * g.double()).sum() for g in grads)) + 1e-30
+        (1 - dot / (g_norm * t_norm)).backward()
+        opt.step()
+        if clip is not None:
+            with torch.no_grad():
+                x.clamp_(lo, hi)
+    return x.detach().double().numpy().reshape(batch, -1)
+
+
 # ---------------------------------------------------------------------------- metrics (pure NumPy)
 def _rows(a: np.ndarray) -> np.ndarray:
     """``a`` as float64 rows, one per example (images flattened)."""
@@ -181,15 +222,13 @@ def reconstruction_metrics(x: np.ndarray, members: np.ndarray, nonmembers: np.nd
     if data_range is None:
         both = np.concatenate([m, n])
         data_range = float(both.max() - both.min()) or 1.0
-    base = {"inversion_reconstructions": int(len(x)), "inversion_members": int(len(m)), "inversion_nonmembers": int(len(n))}
+    base = {"reconstructions": int(len(x)), "members": int(len(m)), "nonmembers": int(len(n))}
     if len(x) == 0:
-        return base | {"inversion_psnr_mean": float("nan"), "inversion_psnr_median": float("nan"),
-                       "inversion_nn_match": float("nan"), "inversion_distinct": 0}
+        return base | {"psnr_mean": float("nan"), "psnr_median": float("nan"), "nn_match": float("nan"), "distinct": 0}
     to_member = psnr(x, m[nearest(x, m)], data_range)
     union = nearest(x, np.concatenate([m, n]))
     is_member = union < len(m)
     close = psnr(x[is_member], m[union[is_member]], data_range) >= threshold if is_member.any() else np.zeros(0, bool)
     finite = np.where(np.isfinite(to_member), to_member, 100.0)  # an exact copy counts as 100 dB in the mean
-    return base | {"inversion_psnr_mean": float(finite.mean()), "inversion_psnr_median": float(np.median(finite)),
-                   "inversion_nn_match": float(is_member.mean()),
-                   "inversion_distinct": int(np.unique(union[is_member][close]).size)}
+    return base | {"psnr_mean": float(finite.mean()), "psnr_median": float(np.median(finite)), "nn_match": float(is_member.mean()),
+                   "distinct": int(np.unique(union[is_member][close]).size)}

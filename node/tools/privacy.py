@@ -227,19 +227,22 @@ def _data_of(work: Path, task, member: int):
     return shard.x, test.x
 
 
-def invert_member_update(work: Path, *, member: int = 0, round_: int = 1, k: int = 64, seed: int = 0) -> dict:
-    """The analytic update inversion (``inversion.py``) on member ``member``'s update of
-    ``round_`` in a finished simulation, fetched as anyone can: the run's chain is restarted from
-    its saved state, the update's CID read from its public update events (``public_updates``:
-    the revealed ones in a sealed task), its bytes from the store. Measured against the member's
-    training inputs and as many non-members (the test split)."""
+def invert_member_update(work: Path, *, member: int = 0, round_: int = 1, k: int = 64, matching_batch: int = 8,
+                         seed: int = 0) -> dict:
+    """Both update inversions (``inversion.py``) on member ``member``'s update of ``round_`` in a
+    finished simulation, fetched as anyone can: the run's chain is restarted from its saved
+    state, the update's CID read from its public update events (``public_updates``: the revealed
+    ones in a sealed task) and the round's base model from the round history, the bytes from the
+    store. Measured against the member's training inputs and as many non-members (the test
+    split). Keys: ``inversion_*`` (analytic, first layer), ``matching_*`` (gradient matching)."""
     from ..chain import ChainClient
-    from ..ledger.updates import public_updates
+    from ..ledger.history import round_history
+    from ..ledger.updates import load_model, public_updates
     from ..protocol.task import Task
     from ..store import EmbeddedStore
     from .deployment import Deployment
     from .devnet import Devnet
-    from .inversion import balanced, invert_artifact, reconstruction_metrics
+    from .inversion import balanced, gradient_matching, invert_artifact, reconstruction_metrics, update_tensors
 
     dep = Deployment.load(work / "deployment.json")
     task = Task.from_dict(dep.task)
@@ -250,17 +253,22 @@ def invert_member_update(work: Path, *, member: int = 0, round_: int = 1, k: int
         chain = ChainClient(devnet.rpc_url, dep.contract, retry_seconds=10)
         address = devnet.addresses[member + 1].lower()  # the simulation's member i holds account i + 1
         found = [u for u in public_updates(chain, round_, from_block=dep.deploy_block) if u.peer.lower() == address]
+        base_cid = next((r.base_model for r in round_history(chain, from_block=dep.deploy_block) if r.round == round_), None)
     finally:
         devnet.stop()
-    if not found:
+    if not found or base_cid is None:
         raise ConfigError(f"member {member} published no update in round {round_} of {work}")
-    data = EmbeddedStore(work / "store").get(found[0].cid, max_bytes=task.max_update_bytes)
+    store = EmbeddedStore(work / "store")
+    data = store.get(found[0].cid, max_bytes=task.max_update_bytes)
     train_x, test_x = _data_of(work, task, member)
     members, nonmembers = balanced(train_x.reshape(len(train_x), -1), test_x.reshape(len(test_x), -1), seed=seed)
     lo, hi = float(test_x.min()), float(test_x.max())  # the attacker's own data of the same distribution
-    inv = invert_artifact(data, task.model, k=k, max_bytes=task.max_update_bytes, clip=(lo, hi))
+    analytic = invert_artifact(data, task.model, k=k, max_bytes=task.max_update_bytes, clip=(lo, hi)).x
+    matched = gradient_matching(task.model, load_model(store, base_cid, task), update_tensors(data, max_bytes=task.max_update_bytes),
+                                batch=matching_batch, seed=seed, clip=(lo, hi))
     return {"inversion_member": member, "inversion_round": round_, "inversion_update": found[0].cid,
-            **reconstruction_metrics(inv.x, members, nonmembers)}
+            **{f"inversion_{key}": v for key, v in reconstruction_metrics(analytic, members, nonmembers).items()},
+            **{f"matching_{key}": v for key, v in reconstruction_metrics(matched, members, nonmembers).items()}}
 
 
 def privacy_experiment(*, epsilons: list[float], dataset: str = "digits", peers: int = 4, rounds: int = 5, epochs: int = 5,
@@ -298,7 +306,8 @@ def privacy_experiment(*, epsilons: list[float], dataset: str = "digits", peers:
         progress(f"epsilon {name}: accuracy {row['accuracy']:.4f}, loss-threshold AUC {row['loss_auc']:.3f} adv {row['loss_advantage']:.3f}, "
                  f"LiRA AUC {row['lira_auc']:.3f} adv {row['lira_advantage']:.3f}; inversion of member 0's round-1 update: "
                  f"PSNR {row['inversion_psnr_mean']:.1f} dB, NN match {row['inversion_nn_match']:.3f}, "
-                 f"{row['inversion_distinct']} training examples recovered ({row['seconds']}s)")
+                 f"{row['inversion_distinct']} training examples recovered; gradient matching: PSNR {row['matching_psnr_mean']:.1f} dB, "
+                 f"NN match {row['matching_nn_match']:.3f} ({row['seconds']}s)")
         _write(results, out)
     return results, plot_privacy(results, out)
 
@@ -329,7 +338,8 @@ def _inversion_cells(r: dict) -> list[str]:
 _CSV = ["epsilon", "epsilon_spent_max", "delta", "accuracy", "loss_auc", "loss_advantage", "lira_auc", "lira_advantage",
         "chance_auc95", "chance_advantage95", "members", "nonmembers", "shadow_samples", "rounds_finalized", "seconds",
         "inversion_member", "inversion_round", "inversion_update", "inversion_psnr_mean", "inversion_psnr_median",
-        "inversion_nn_match", "inversion_distinct", "inversion_reconstructions", "inversion_members", "inversion_nonmembers"]
+        "inversion_nn_match", "inversion_distinct", "inversion_reconstructions", "inversion_members", "inversion_nonmembers",
+        "matching_psnr_mean", "matching_psnr_median", "matching_nn_match", "matching_distinct", "matching_reconstructions"]
 
 
 def _write(results: list[dict], out: Path) -> None:
@@ -380,12 +390,15 @@ def plot_privacy(results: list[dict], out: Path) -> list[Path]:
     written.append(_save(fig, out / "attack-vs-epsilon.png"))
     if all("inversion_nn_match" in r for r in results):
         fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 3.6))
-        a1.plot(xs, [r["inversion_nn_match"] for r in ordered], marker="o", label="reconstructions nearest a training example")
+        attacks = [("inversion", "analytic (first layer)")] + ([("matching", "gradient matching")]
+                                                               if all("matching_nn_match" in r for r in results) else [])
+        for key, label in attacks:
+            a1.plot(xs, [r[f"{key}_nn_match"] for r in ordered], marker="o", label=label)
+            a2.plot(xs, [r[f"{key}_psnr_mean"] for r in ordered], marker="o", label=label)
         a1.axhline(0.5, color="grey", ls="--", lw=1, label="chance")
         a1.set_ylim(0, 1.05)
-        a1.set_ylabel("nearest-neighbour match rate")
+        a1.set_ylabel("share of reconstructions nearest a member")
         a1.legend(fontsize=8)
-        a2.plot(xs, [r["inversion_psnr_mean"] for r in ordered], marker="o")
         for x, r in zip(xs, ordered):
             a2.annotate(f"{r['inversion_distinct']} recovered", (x, r["inversion_psnr_mean"]), fontsize=7,
                         textcoords="offset points", xytext=(0, 6), ha="center")
