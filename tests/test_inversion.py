@@ -60,7 +60,7 @@ def test_reconstruction_metrics_count_distinct_recovered_members():
     x = np.stack([members[4], members[4], members[4], members[7] + 0.01, members.mean(0), nonmembers[0]])
     got = reconstruction_metrics(x, members, nonmembers, data_range=1.0)
     assert 4 / 6 <= got["nn_match"] <= 5 / 6  # the blend's nearest neighbour may be either
-    assert got["distinct"] == 2  # members 4 and 7; copies count once, the blend is far from all
+    assert got["distinct"] == 2 and got["distinct_nonmembers"] == 1  # members 4 and 7 (copies count once), non-member 0
     assert got["reconstructions"] == 6 and got["members"] == 50
     assert got["psnr_mean"] > 50  # exact copies count as 100 dB
     empty = reconstruction_metrics(np.zeros((0, 16)), members, nonmembers)
@@ -122,7 +122,7 @@ def test_random_int64_masked_updates_match_at_chance():
     inv = invert_artifact(masked, SPEC, k=32, clip=(0.0, 1.0))
     got = reconstruction_metrics(inv.x, members, nonmembers, data_range=1.0)
     assert got["reconstructions"] == 32
-    assert 0.25 <= got["nn_match"] <= 0.75 and got["distinct"] == 0 and got["psnr_mean"] < 15
+    assert 0.25 <= got["nn_match"] <= 0.75 and got["distinct"] == 0 == got["distinct_nonmembers"] and got["psnr_mean"] < 15
 
 
 def test_hostile_bytes_are_refused_without_unpickling():

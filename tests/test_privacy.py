@@ -277,9 +277,10 @@ def test_privacy_plots_are_written(tmp_path):
     written = plot_privacy(results, tmp_path)
     assert [p.name for p in written] == ["accuracy-vs-epsilon.png", "attack-vs-epsilon.png"]
     assert all(p.read_bytes().startswith(b"\x89PNG") for p in written)
-    inverted = [r | dict(inversion_nn_match=m, inversion_psnr_mean=p, inversion_distinct=d, inversion_reconstructions=64)
+    inverted = [r | dict(inversion_nn_match=m, inversion_psnr_mean=p, inversion_distinct=d, inversion_reconstructions=64,
+                         inversion_nn_chance95=0.6225)
                 for r, (m, p, d) in zip(results, ((0.7, 14.0, 5), (0.5, 6.0, 0), (0.5, 5.0, 0)))]
     (tmp_path / "inv").mkdir()
     written = plot_privacy(inverted, tmp_path / "inv")
     assert [p.name for p in written] == ["accuracy-vs-epsilon.png", "attack-vs-epsilon.png", "inversion-vs-epsilon.png"]
-    assert privacy_rows(inverted)[0][-3:] == ["14.0 dB", "0.700", "5/64"] and privacy_rows(results)[0][-3:] == ["-", "-", "-"]
+    assert privacy_rows(inverted)[0][-3:] == ["14.0 dB", "0.700 (0.623)", "5/64 (-)"] and privacy_rows(results)[0][-3:] == ["-", "-", "-"]

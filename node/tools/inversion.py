@@ -26,7 +26,8 @@ Quality against the member's actual training set:
   distribution is a training example; 0.5 is chance, 1.0 means every reconstruction singles out a
   training example.
 * **Distinct members recovered**: training examples that are the nearest neighbour of some
-  reconstruction at a PSNR of at least the threshold.
+  reconstruction at a PSNR of at least the threshold (20 dB: an RMSE of a tenth of the range);
+  the same count of non-members is the false-alarm baseline.
 
 ``invert_artifact`` takes any update artifact's bytes: float32 deltas as published today, or
 int64 tensors (fixed point ``q * 2**-28``, as a masked update under secure aggregation is
@@ -45,7 +46,8 @@ __all__ = ["Inversion", "update_tensors", "first_layer", "analytic_inversion", "
            "nn_match_rate", "balanced", "reconstruction_metrics", "METRIC_KEYS"]
 
 PSNR_THRESHOLD = 20.0  # dB: an RMSE of a tenth of the data's range
-METRIC_KEYS = ["psnr_mean", "psnr_median", "nn_match", "distinct", "reconstructions", "members", "nonmembers"]
+METRIC_KEYS = ["psnr_mean", "psnr_median", "nn_match", "distinct", "distinct_nonmembers", "reconstructions", "members",
+               "nonmembers"]
 
 
 @dataclass(frozen=True)
@@ -224,11 +226,14 @@ def reconstruction_metrics(x: np.ndarray, members: np.ndarray, nonmembers: np.nd
         data_range = float(both.max() - both.min()) or 1.0
     base = {"reconstructions": int(len(x)), "members": int(len(m)), "nonmembers": int(len(n))}
     if len(x) == 0:
-        return base | {"psnr_mean": float("nan"), "psnr_median": float("nan"), "nn_match": float("nan"), "distinct": 0}
+        return base | {"psnr_mean": float("nan"), "psnr_median": float("nan"), "nn_match": float("nan"), "distinct": 0,
+                       "distinct_nonmembers": 0}
     to_member = psnr(x, m[nearest(x, m)], data_range)
-    union = nearest(x, np.concatenate([m, n]))
+    union = nearest(x, np.concatenate([m, n]))  # indices >= len(m) are non-members
     is_member = union < len(m)
-    close = psnr(x[is_member], m[union[is_member]], data_range) >= threshold if is_member.any() else np.zeros(0, bool)
+    cand = np.concatenate([m, n])
+    close = psnr(x, cand[union], data_range) >= threshold
     finite = np.where(np.isfinite(to_member), to_member, 100.0)  # an exact copy counts as 100 dB in the mean
     return base | {"psnr_mean": float(finite.mean()), "psnr_median": float(np.median(finite)), "nn_match": float(is_member.mean()),
-                   "distinct": int(np.unique(union[is_member][close]).size)}
+                   "distinct": int(np.unique(union[is_member & close]).size),
+                   "distinct_nonmembers": int(np.unique(union[~is_member & close]).size)}
