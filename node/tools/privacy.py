@@ -417,7 +417,7 @@ def plot_privacy(results: list[dict], out: Path) -> list[Path]:
             a1.plot(xs, [r[f"{key}_nn_match"] for r in ordered], marker="o", label=label)
             a2.plot(xs, [r[f"{key}_psnr_mean"] for r in ordered], marker="o", label=label)
         a1.axhline(0.5, color="grey", ls=":", lw=1)
-        a1.axhline(max(r["inversion_nn_chance95"] for r in results), color="grey", ls="--", lw=1, label="chance (95%)")
+        a1.axhline(max(r["inversion_nn_chance95"] for r in results), color="grey", ls="--", lw=1, label="chance (95%, analytic)")
         a1.set_ylim(0, 1.05)
         a1.set_ylabel("share of reconstructions nearest a member")
         a1.legend(fontsize=8)
@@ -429,7 +429,7 @@ def plot_privacy(results: list[dict], out: Path) -> list[Path]:
             ax.set_xticks(range(len(labels)), labels)
             ax.set_xlabel("privacy budget epsilon")
             ax.grid(alpha=0.3)
-        fig.suptitle("analytic first-layer inversion of one member's round-1 update", fontsize=9)
+        fig.suptitle("inverting every member's round-1 update (nearest neighbours among its training set and as many non-members)", fontsize=9)
         written.append(_save(fig, out / "inversion-vs-epsilon.png"))
     return written
 
