@@ -267,6 +267,14 @@ def test_simulate_with_dp_finalizes_every_round_and_reports_epsilon(tmp_path):
         assert per_round[1][peer] > 7.5  # the budget was computed to be spent over the task's 2 rounds
     log = (tmp_path / "w" / "logs" / "peer-0.log").read_text()
     assert '"dp_spent"' in log and len(list((tmp_path / "w" / "state").glob("*/privacy-*.json"))) == 3  # accounts kept on disk
+    # experiment privacy's update inversion, on the same finished run: every member's round-1
+    # update found through the restarted chain's public events, fetched from the store, attacked.
+    from fedchain.node.tools.privacy import invert_published_updates
+
+    inv = invert_published_updates(tmp_path / "w", matching_batch=2)
+    assert inv["inversion_updates"] == 3 and [p["member"] for p in inv["inversion_per_member"]] == [0, 1, 2]
+    assert inv["inversion_reconstructions"] > 0 and 0 <= inv["inversion_nn_match"] <= 1 and inv["matching_reconstructions"] == 6
+    assert len({p["update"] for p in inv["inversion_per_member"]}) == 3
 
 
 def test_privacy_plots_are_written(tmp_path):

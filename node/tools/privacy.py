@@ -272,7 +272,7 @@ def invert_published_updates(work: Path, *, round_: int = 1, k: int = 64, matchi
                 f"{attack}_distinct": sum(r["distinct"] for r in rows),
                 f"{attack}_distinct_nonmembers": sum(r["distinct_nonmembers"] for r in rows),
                 f"{attack}_nn_chance95": 0.5 + 1.96 * math.sqrt(0.25 / n) if n else math.nan,
-                f"{attack}_per_member": [{"member": p["member"], **p[attack]} for p in per]}
+                f"{attack}_per_member": [{"member": p["member"], "update": p["update"], **p[attack]} for p in per]}
     return out
 
 
