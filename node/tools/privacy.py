@@ -22,7 +22,7 @@ non-members the test split no member holds; the shadow models' data are the memb
 (never trained on by anyone), so the three sets are disjoint and from one distribution.
 
 ``privacy_experiment`` runs a real simulation (devnet, contract, peer processes) per epsilon and
-attacks each final model; it also inverts one member's round-1 update as anyone fetches it (its
+attacks each final model; it also inverts every member's round-1 update as anyone fetches it (its
 CID from the chain's public update events, its bytes from the store; see ``inversion.py``), and
 writes results.csv, results.json and the plots.
 """
@@ -333,8 +333,7 @@ def privacy_experiment(*, epsilons: list[float], dataset: str = "digits", peers:
 
 
 PRIVACY_HEADERS = ["epsilon", "spent (max)", "accuracy", "vs no DP", "loss AUC", "loss adv", "LiRA AUC", "LiRA adv",
-                   "chance AUC/adv (95%)", "inversion PSNR", "NN match (chance)",
-                   "recovered (non-members)"]
+                   "chance AUC/adv (95%)", "inversion PSNR", "NN match (chance)", "recovered (non-members)"]
 
 
 def privacy_rows(results: list[dict]) -> list[list[str]]:
