@@ -267,13 +267,28 @@ def test_simulate_with_dp_finalizes_every_round_and_reports_epsilon(tmp_path):
         assert per_round[1][peer] > 7.5  # the budget was computed to be spent over the task's 2 rounds
     log = (tmp_path / "w" / "logs" / "peer-0.log").read_text()
     assert '"dp_spent"' in log and len(list((tmp_path / "w" / "state").glob("*/privacy-*.json"))) == 3  # accounts kept on disk
+    # experiment privacy's update inversion, on the same finished run: every member's round-1
+    # update found through the restarted chain's public events, fetched from the store, attacked.
+    from fedchain.node.tools.privacy import invert_published_updates
+
+    inv = invert_published_updates(tmp_path / "w", matching_batch=2)
+    assert inv["inversion_updates"] == 3 and [p["member"] for p in inv["inversion_per_member"]] == [0, 1, 2]
+    assert inv["inversion_reconstructions"] > 0 and 0 <= inv["inversion_nn_match"] <= 1 and inv["matching_reconstructions"] == 6
+    assert len({p["update"] for p in inv["inversion_per_member"]}) == 3
 
 
 def test_privacy_plots_are_written(tmp_path):
-    from fedchain.node.tools.privacy import plot_privacy
+    from fedchain.node.tools.privacy import plot_privacy, privacy_rows
 
-    results = [dict(epsilon=e, delta=1e-5, accuracy=a, loss_auc=0.52, lira_auc=0.55, loss_advantage=0.05, lira_advantage=0.06,
+    results = [dict(epsilon=e, epsilon_spent_max=None, delta=1e-5, accuracy=a, loss_auc=0.52, lira_auc=0.55, loss_advantage=0.05, lira_advantage=0.06,
                     chance_auc95=0.53, chance_advantage95=0.08) for e, a in ((math.inf, 0.9), (8, 0.88), (1, 0.3))]
     written = plot_privacy(results, tmp_path)
     assert [p.name for p in written] == ["accuracy-vs-epsilon.png", "attack-vs-epsilon.png"]
     assert all(p.read_bytes().startswith(b"\x89PNG") for p in written)
+    inverted = [r | dict(inversion_nn_match=m, inversion_psnr_mean=p, inversion_distinct=d, inversion_reconstructions=64,
+                         inversion_nn_chance95=0.6225)
+                for r, (m, p, d) in zip(results, ((0.7, 14.0, 5), (0.5, 6.0, 0), (0.5, 5.0, 0)))]
+    (tmp_path / "inv").mkdir()
+    written = plot_privacy(inverted, tmp_path / "inv")
+    assert [p.name for p in written] == ["accuracy-vs-epsilon.png", "attack-vs-epsilon.png", "inversion-vs-epsilon.png"]
+    assert privacy_rows(inverted)[0][-3:] == ["14.0 dB", "0.700 (0.623)", "5/64 (-)"] and privacy_rows(results)[0][-3:] == ["-", "-", "-"]
