@@ -315,6 +315,12 @@ def simulate(peers, rounds, dataset, data_source, label, task_kind, missing, cat
         dp = summary["privacy"]
         spent = ", ".join(f"{i}={e:.3f}" if e is not None else f"{i}=-" for i, e in enumerate(dp["final_epsilon"]))
         click.echo(f"differential privacy: epsilon spent per peer (delta {dp['delta']:g}, budget {dp['epsilon_budget'] or '-'}): {spent}")
+    if summary.get("secure_aggregation"):
+        sa = summary["secure_aggregation"]
+        eps = "no differential privacy (the bucket sums are released without noise)" if sa["final_epsilon"] is None \
+            else f"distributed DP epsilon {sa['final_epsilon']:.3f} at delta {sa['delta']:g} (noise multiplier {sa['noise_multiplier']})"
+        click.echo(f"secure aggregation: threshold {sa['threshold']}, {sa['buckets']} bucket(s), {sa['dropped']} dropout(s), "
+                   f"{sa['recovered']} recovered; {eps}")
     if summary["backdoor_success_rate"] is not None:
         click.echo(f"backdoor attack success rate: {summary['backdoor_success_rate']:.4f}")
     if summary["malicious_peers"]:
@@ -369,9 +375,9 @@ def rounds_show(number, deployment, rpc, store_spec, as_json):
     update's author reports having spent)."""
     from fedchain.node.tools.operations import round_detail
 
-    rec, members, privacy = round_detail(deployment, number, rpc, store_spec)
+    rec, members, privacy, secure = round_detail(deployment, number, rpc, store_spec)
     if as_json:
-        emit_json(rec.to_dict() | ({"privacy": privacy} if privacy else {}))
+        emit_json(rec.to_dict() | ({"privacy": privacy} if privacy else {}) | ({"secure_aggregation": secure} if secure else {}))
         return
     click.echo(f"round {rec.round}: {rec.status} (blocks {rec.start_block}..{rec.end_block or ''})")
     click.echo(f"base model: {rec.base_model}")
@@ -385,6 +391,17 @@ def rounds_show(number, deployment, rpc, store_spec, as_json):
                       + ([dp.get(s["peer"].lower(), "-")] if privacy else []) for s in rec.submissions]))
     click.echo("")
     click.echo(table(["voter", "voted for", "included", "weight"], [[v["peer"], v["model"], v["included"], v["weight"]] for v in rec.votes]))
+    if secure:
+        click.echo("")
+        if "pending" in secure:
+            click.echo(f"secure aggregation: {secure['pending']}")
+        else:
+            click.echo(f"secure aggregation: threshold {secure['threshold']}, buckets {secure['buckets']}, "
+                       f"{secure['reveals']} holders revealed shares")
+            click.echo(f"  survivors (masked update unmasked in their bucket sum): {secure['survivors'] or '-'}")
+            for d in secure["dropped"]:
+                how = "mask seed recovered from the holders' shares" if d in secure["recovered"] else "NOT recovered: its bucket was lost"
+                click.echo(f"  dropped out: {d} ({how})")
 
 
 @cli.command()
@@ -550,12 +567,15 @@ def experiment_robustness(datasets, rules, attacks, fractions, peers, rounds, se
 @click.option("--shadows", type=click.IntRange(2, 256), default=8, show_default=True, help="Shadow models of the LiRA attack.")
 @click.option("--seed", type=click.IntRange(0, 2**32 - 1), default=0, show_default=True, help="Seed of every run and of the attack.")
 @click.option("--out", "out_dir", default="runs/privacy", show_default=True, type=click.Path(file_okay=False), help="Folder for results.csv, results.json, the plots and the runs.")
-def experiment_privacy(epsilons, dataset, peers, rounds, epochs, lr, dp_delta, dp_clip, shadows, seed, out_dir):
-    """Sample-level DP vs membership inference: accuracy and attack success per epsilon (real networks)."""
+@click.option("--secure-aggregation", "secure", is_flag=True, help="Run every epsilon once more under secure aggregation, attacking the masked updates.")
+def experiment_privacy(epsilons, dataset, peers, rounds, epochs, lr, dp_delta, dp_clip, shadows, seed, out_dir, secure):
+    """Sample-level DP vs membership inference and update inversion: accuracy and attack success per epsilon,
+    optionally under secure aggregation too (real networks)."""
     from fedchain.node.tools.privacy import PRIVACY_HEADERS, parse_epsilons, privacy_experiment, privacy_rows
 
     results, plots = privacy_experiment(epsilons=parse_epsilons(epsilons), dataset=dataset, peers=peers, rounds=rounds, epochs=epochs,
-                                        lr=lr, delta=dp_delta, clip=dp_clip, shadows=shadows, seed=seed, out=Path(out_dir), progress=click.echo)
+                                        lr=lr, delta=dp_delta, clip=dp_clip, shadows=shadows, seed=seed, out=Path(out_dir), progress=click.echo,
+                                        secure=secure)
     click.echo("")
     click.echo(table(PRIVACY_HEADERS, privacy_rows(results)))
     click.echo(f"\nwrote {Path(out_dir) / 'results.csv'}, {Path(out_dir) / 'results.json'} and {', '.join(str(p) for p in plots)}")

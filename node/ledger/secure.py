@@ -7,6 +7,7 @@ a dealer whose shares turn out inconsistent, its bucket); it never ends the read
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -24,7 +25,7 @@ from ..protocol.task import Task
 from ..store import ArtifactStore
 from .updates import collect_updates, fetch_with_retry
 
-__all__ = ["SecureRound", "identity_keys", "read_secure_round", "secure_inputs", "recorded_inputs", "RECORD_MAX_BYTES", "view_head"]
+__all__ = ["SecureRound", "identity_keys", "read_secure_round", "secure_inputs", "recorded_inputs", "secure_summary", "round_dp_rho", "float_dim", "RECORD_MAX_BYTES", "view_head"]
 
 RECORD_MAX_BYTES = 1 << 20  # a share bundle or an unmask reveal: ~100 bytes per member, 256 members at most
 NOT_UNMASKED = "secure aggregation could not unmask this member's bucket"
@@ -35,8 +36,8 @@ def view_head(chain: ChainClient) -> int:
     return chain.block_number() - chain.confirmations
 
 
-def identity_keys(chain: ChainClient, index: dict[str, int], *, deploy_block: int, start_block: int,
-                  submit_blocks: int) -> dict[int, bytes]:
+def identity_keys(chain: ChainClient, index: dict[str, int], *, deploy_block: int, round_: int, start_block: int,
+                  task: Task) -> dict[int, bytes]:
     """The holders of a round that started at ``start_block``: member -> identity key (its first
     kind-1 record of round 0) for the keys on record before the round's key cutoff
     (``protocol.secure.key_cutoff``). ``NotVisibleYet`` until the cutoff is settled in view."""
@@ -45,7 +46,8 @@ def identity_keys(chain: ChainClient, index: dict[str, int], *, deploy_block: in
         member = index.get(str(ev.args.peer).lower())
         if member is not None and member not in first:
             first[member] = (bytes(ev.args.digest), ev.blockNumber)
-    cutoff = key_cutoff(start_block, submit_blocks, [b for _, b in first.values()], len(index))
+    cutoff = key_cutoff(round_, start_block, task.submit_blocks, task.secure_aggregation.stage_blocks,
+                        [b for _, b in first.values()], len(index))
     if view_head(chain) < cutoff - 1:
         raise E.NotVisibleYet(f"{len(first)} of {len(index)} identity keys on record; keys count until block {cutoff}")
     return {m: key for m, (key, block) in first.items() if block < cutoff and usable_key(key)}
@@ -108,7 +110,7 @@ def read_secure_round(
     sa = task.secure_aggregation
     st = stages(start_block, task.submit_blocks, sa.stage_blocks)
     index = {m.lower(): i for i, m in enumerate(members)}
-    holders = identity_keys(chain, index, deploy_block=deploy_block, start_block=start_block, submit_blocks=task.submit_blocks)
+    holders = identity_keys(chain, index, deploy_block=deploy_block, round_=round_, start_block=start_block, task=task)
     rnd = SecureRound(round_, st, holders)
     subs = chain.events("UpdateSubmitted", from_block=start_block, round=round_)
     if expected is not None and len(subs) < expected:
@@ -165,7 +167,7 @@ def masked_records(chain: ChainClient, rnd: SecureRound, index: dict[str, int], 
 
 
 def fetch_masked(store: ArtifactStore, task: Task, task_cid: str, rnd: SecureRound, recs: dict[int, tuple[str, int]],
-                 members: list[str], schema: Schema, base_cid: str, *, fetch_retry_until: float) -> tuple[dict, set[int], list[Exclusion]]:
+                 members: list[str], schema: Schema, base_cid: str, *, fetch_retry_until: float = 0.0) -> tuple[dict, set[int], list[Exclusion]]:
     """(valid masked artifacts, dealers whose record could not be fetched, exclusions of invalid ones)."""
     valid, missing, excluded = {}, set(), []
     for member, (cid, _) in sorted(recs.items()):
@@ -271,3 +273,59 @@ def recorded_inputs(chain: ChainClient, store: ArtifactStore, task: Task, task_c
                              members=members, deploy_block=chain.config()["deploy_block"])
     return collect_updates(chain, store, task, task_cid, round_, base_cid, schema=schema, from_block=start_block,
                            members=members, sealed=sealed)
+
+
+def secure_summary(chain: ChainClient, store: ArtifactStore, task: Task, task_cid: str, round_: int, *, start_block: int,
+                   members: list[str], deploy_block: int, base_cid: str) -> dict:
+    """What happened in a secure-aggregation round, for ``rounds show``: the dealers, buckets,
+    survivors, dropped dealers and whether each one's mask seed was recovered, and how many
+    holders recorded reveals. Reads only records; raises ``NotVisibleYet`` while they are not in view."""
+    from ..ml.models import schema_of
+    from ..secagg.bundles import decode_unmask, reconstruct
+
+    index = {m.lower(): i for i, m in enumerate(members)}
+    rnd = read_secure_round(chain, store, task, task_cid, round_, start_block=start_block, members=members,
+                            deploy_block=deploy_block)
+    recs = masked_records(chain, rnd, index, start_block=start_block)
+    valid, missing, _ = fetch_masked(store, task, task_cid, rnd, recs, members, schema_of(task.model), base_cid)
+    reveals = _first_records(chain, round_, KIND_UNMASK, index, from_block=start_block, before=rnd.stages.unmasking_ends)
+    reveals = {m: v for m, v in reveals.items() if m in rnd.holders}
+    unmasks = []
+    for holder, (cid, _) in sorted(reveals.items()):
+        try:
+            unmasks.append(decode_unmask(store.get(cid, max_bytes=RECORD_MAX_BYTES), max_bytes=RECORD_MAX_BYTES,
+                                         task=task_cid, round_=round_, peer=members[holder], holder=holder, members=len(members)))
+        except Exception:  # noqa: BLE001 - an unusable reveal is simply not counted
+            continue
+    dropped = sorted(set(rnd.dealers) - set(valid) - missing)
+    seeds = reconstruct(rnd.dealers, unmasks, {d: "mask" for d in dropped}) if dropped else {}
+    return {"dealers": sorted(rnd.dealers), "holders": sorted(rnd.holders), "threshold": task.secure_aggregation.threshold,
+            "buckets": [list(b) for b in rnd.buckets], "survivors": sorted(valid), "dropped": dropped,
+            "recovered": sorted(d for d in dropped if seeds.get(d) is not None), "reveals": len(unmasks),
+            "masking_ends": rnd.stages.masking_ends, "unmasking_ends": rnd.stages.unmasking_ends,
+            "dp_rho": round_dp_rho(task, [list(b) for b in rnd.buckets], sorted(valid))}
+
+
+def float_dim(task: Task) -> int:
+    """How many floating-point values a model of ``task`` has (the noised coordinates)."""
+    from ..ml.models import schema_of
+
+    return sum(math.prod(shape) for shape, dtype in schema_of(task.model).values() if dtype == "F32")
+
+
+def round_dp_rho(task: Task, buckets: list[list[int]], survivors: list[int]) -> float | None:
+    """Distributed DP: the zCDP rho a member spends in a round whose buckets and survivors these
+    were: each bucket sum is released with its survivors' share of the noise (planned for the
+    bucket's size), a member is in one bucket, so the round costs the worst bucket's rho. None
+    when the task adds no noise or nothing was released."""
+    from ..secagg.accountant import round_rho
+    from ..secagg.noise import plan_noise
+
+    sa = task.secure_aggregation
+    if sa is None or sa.noise_multiplier is None:
+        return None
+    dim = float_dim(task)
+    alive = set(survivors)
+    rhos = [round_rho(plan_noise(clip=sa.clip, noise_multiplier=sa.noise_multiplier, members=len(b), dim=dim),
+                      len(alive & set(b)), dim) for b in buckets if alive & set(b)]
+    return max(rhos) if rhos else None

@@ -70,6 +70,9 @@ class Plugin:
     def vote(self, ctx: VoteContext, honest: Ballot) -> Ballot | None:
         return None
 
+    def submitted(self, ctx: UpdateContext) -> None:
+        """Called once this member's submission of ``ctx.round`` is on chain."""
+
 
 class Pipeline:
     """Plugins composed in order; an empty pipeline is the honest peer."""
@@ -104,6 +107,10 @@ class Pipeline:
             if chosen is not None:
                 return chosen
         return None
+
+    def submitted(self, ctx: UpdateContext) -> None:
+        for p in self.plugins:
+            p.submitted(ctx)
 
 
 class ClipUpdate(Plugin):

@@ -485,6 +485,7 @@ class Peer:
             recorded = cid_to_digest(cid)
         t3 = time.perf_counter()
         receipt = self.chain.submit(r, recorded, previous)
+        self.pipeline.submitted(ctx)
         t4 = time.perf_counter()
         self._timing(r, "store", (t1 - t0) + (t3 - t2))
         self._timing(r, "train", t2 - t1)

@@ -82,8 +82,8 @@ class SecureMember:
         """Members given shares in ``round_``: identity keys on record before its key cutoff."""
         if round_ not in self._holders:
             p = self.peer
-            self._holders[round_] = identity_keys(p.chain, self.index, deploy_block=p.deploy_block,
-                                                  start_block=p.round_start_block(round_), submit_blocks=p.task.submit_blocks)
+            self._holders[round_] = identity_keys(p.chain, self.index, deploy_block=p.deploy_block, round_=round_,
+                                                  start_block=p.round_start_block(round_), task=p.task)
         return self._holders[round_]
 
     # ------------------------------------------------------------ the stages

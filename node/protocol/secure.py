@@ -50,12 +50,16 @@ class Stages:
     unmasking_ends: int
 
 
-def key_cutoff(start_block: int, submit_blocks: int, identity_blocks: list[int], members: int) -> int:
-    """Members publish their identity key when they start. Those on record before this block
-    receive shares in a round that started at ``start_block``: the block after every member's key
-    is on record, or half-way through the submission window, whichever comes first.
+def key_cutoff(round_: int, start_block: int, submit_blocks: int, stage_blocks: int, identity_blocks: list[int],
+               members: int) -> int:
+    """Members publish their identity key when they start; those on record before this block
+    receive shares in the round. Round 1: the block after every member's key is on record, or
+    ``stage_blocks`` before its submission window closes (time left to deal), whichever comes
+    first. Later rounds: the round's start (a member that was late joins from the next round).
     ``identity_blocks``: the blocks of the identity records in view."""
-    latest = start_block + max(1, submit_blocks // 2)
+    if round_ > 1:
+        return start_block
+    latest = start_block + max(1, submit_blocks - stage_blocks)
     if len(identity_blocks) >= members:
         return min(latest, max(identity_blocks) + 1)
     return latest

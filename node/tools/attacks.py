@@ -666,4 +666,16 @@ class Absent(Plugin):
         return ABSTAIN
 
 
-ATTACKS.update({cls.name: cls for cls in (FrontRunner, Absent)})
+class Dropout(Plugin):
+    """A member that fails mid-round: its process ends right after its first submission is on
+    chain (under secure aggregation: after dealing its shares, before masking), as a crashed
+    machine would. The other members must still finalize the round without it."""
+
+    name = "dropout"
+
+    def submitted(self, ctx):
+        ctx.peer.log("dropping_out", ctx.round, reason="attack dropout: the process ends now")
+        os._exit(3)
+
+
+ATTACKS.update({cls.name: cls for cls in (FrontRunner, Absent, Dropout)})

@@ -456,9 +456,10 @@ def rounds(deployment: str, rpc: str | None = None, store: str | None = None, lo
 
 
 def round_detail(deployment: str, number: int, rpc: str | None = None, store: str | None = None
-                 ) -> tuple[RoundRecord, list[str], dict[str, dict]]:
-    """One round, the member list (to show who was included), and in a DP task the privacy each
-    valid update reports: {member: {"epsilon", "noise_multiplier"}} (from the store)."""
+                 ) -> tuple[RoundRecord, list[str], dict[str, dict], dict | None]:
+    """One round, the member list (to show who was included), in a DP task the privacy each
+    valid update reports: {member: {"epsilon", "noise_multiplier"}} (from the store), and in a
+    secure-aggregation task what ``ledger.secure.secure_summary`` says of the round (else None)."""
     from ..ledger.privacy import round_privacy
 
     dep, chain = open_deployment(deployment, rpc)
@@ -469,7 +470,18 @@ def round_detail(deployment: str, number: int, rpc: str | None = None, store: st
         task = Task.from_bytes(st.get(dep.task_cid, max_bytes=TASK_MAX_BYTES))
         privacy = {m: {"epsilon": p.epsilon, "noise_multiplier": p.noise_multiplier}
                    for m, p in round_privacy(chain, st, task, dep.task_cid, rec, members_).items()}
-    return rec, [m.lower() for m in members_], privacy
+    secure = None
+    if Task.from_dict(dep.task).secure_aggregation is not None:
+        from ..ledger.secure import secure_summary
+
+        st = open_store(store or dep.store)
+        task = Task.from_bytes(st.get(dep.task_cid, max_bytes=TASK_MAX_BYTES))
+        try:
+            secure = secure_summary(chain, st, task, dep.task_cid, number, start_block=rec.start_block, members=members_,
+                                    deploy_block=chain.config()["deploy_block"], base_cid=rec.base_model)
+        except E.NotVisibleYet as exc:
+            secure = {"pending": str(exc)}
+    return rec, [m.lower() for m in members_], privacy, secure
 
 
 def members(deployment: str, rpc: str | None = None) -> list[dict]:

@@ -240,6 +240,8 @@ def invert_published_updates(work: Path, *, round_: int = 1, k: int = 64, matchi
     from ..chain import ChainClient
     from ..ledger.history import round_history
     from ..ledger.updates import load_model, public_updates
+    from ..protocol.cid import digest_to_cid
+    from ..protocol.secure import KIND_MASKED
     from ..protocol.task import Task
     from ..store import EmbeddedStore
     from .deployment import Deployment
@@ -252,8 +254,13 @@ def invert_published_updates(work: Path, *, round_: int = 1, k: int = 64, matchi
     try:
         devnet.start()
         chain = ChainClient(devnet.rpc_url, dep.contract, retry_seconds=10)
-        published = {u.peer.lower(): u.cid for u in public_updates(chain, round_, from_block=dep.deploy_block)}
-        base_cid = next((r.base_model for r in round_history(chain, from_block=dep.deploy_block) if r.round == round_), None)
+        if task.secure_aggregation is not None:  # what is public of an update: the masked artifact
+            published = {str(ev.args.peer).lower(): digest_to_cid(bytes(ev.args.digest)) for ev in chain.events(
+                "Published", from_block=dep.deploy_block, round=round_, kind=KIND_MASKED)}
+        else:
+            published = {u.peer.lower(): u.cid for u in public_updates(chain, round_, from_block=dep.deploy_block)}
+        record = next((r for r in round_history(chain, from_block=dep.deploy_block) if r.round == round_), None)
+        base_cid = record.base_model if record else None
         accounts = [a.lower() for a in devnet.addresses[1 : peers + 1]]  # the simulation's member i holds account i + 1
     finally:
         devnet.stop()
@@ -264,6 +271,8 @@ def invert_published_updates(work: Path, *, round_: int = 1, k: int = 64, matchi
     base = load_model(store, base_cid, task)
     per = [_invert_one(work, task, store, base, i, cid, k=k, matching_batch=matching_batch, seed=seed) for i, cid in targets]
     out: dict = {"inversion_round": round_, "inversion_updates": len(per)}
+    if record is not None and record.model:
+        out["update_step_cosine_max"] = max(abs(_step_cosine(store, task, base, record.model, cid)) for _, cid in targets)
     for attack in ("inversion", "matching"):
         rows = [p[attack] for p in per]
         n = sum(r["reconstructions"] for r in rows)
@@ -274,6 +283,25 @@ def invert_published_updates(work: Path, *, round_: int = 1, k: int = 64, matchi
                 f"{attack}_nn_chance95": 0.5 + 1.96 * math.sqrt(0.25 / n) if n else math.nan,
                 f"{attack}_per_member": [{"member": p["member"], "update": p["update"], **p[attack]} for p in per]}
     return out
+
+
+def _step_cosine(store, task, base, model_cid: str, update_cid: str) -> float:
+    """Cosine between a published update (as its tensors read: float deltas, or a masked update's
+    int64 values) and the round's actual step (its finalized model minus its base), over every
+    floating-point coordinate in canonical order."""
+    import torch
+
+    from ..ledger.updates import load_model
+    from ..protocol.artifact import decode
+    from ..protocol.fixedpoint import quantize
+
+    new = load_model(store, model_cid, task)
+    names = [n for n in sorted(base) if base[n].is_floating_point()]
+    step = torch.cat([(quantize(new[n].reshape(-1)) - quantize(base[n].reshape(-1))).double() for n in names])
+    art = decode(store.get(update_cid, max_bytes=task.max_update_bytes), max_bytes=task.max_update_bytes)
+    vec = torch.cat([art.tensors[n].reshape(-1).double() for n in names])
+    denom = float(vec.norm() * step.norm())
+    return float(vec @ step) / denom if denom else 0.0
 
 
 def _invert_one(work: Path, task, store, base, member: int, cid: str, *, k: int, matching_batch: int, seed: int) -> dict:
@@ -293,24 +321,28 @@ def _invert_one(work: Path, task, store, base, member: int, cid: str, *, k: int,
 
 def privacy_experiment(*, epsilons: list[float], dataset: str = "digits", peers: int = 4, rounds: int = 5, epochs: int = 5,
                        lr: float = 0.05, delta: float = 1e-5, clip: float = 1.0, shadows: int = 8, seed: int = 0,
-                       out: Path, progress=print) -> tuple[list[dict], list[Path]]:
+                       out: Path, progress=print, secure: bool = False) -> tuple[list[dict], list[Path]]:
     """One simulation per epsilon (``inf``: no DP), each attacked by both attacks; writes
-    results.csv, results.json and the plots in ``out``. Returns (results, files written)."""
+    results.csv, results.json and the plots in ``out``. Returns (results, files written).
+    ``secure``: every epsilon once more under secure aggregation (one bucket, fedavg-plain), where
+    the update an attacker can fetch is the masked one."""
     from ..protocol.task import PrivacyConfig
+    from .operations import SecureOptions
     from .simulate import SimulationConfig, run_simulation
 
     if not 2 <= shadows <= 256:
         raise ConfigError(f"--shadows must be between 2 and 256, got {shadows}")
     out.mkdir(parents=True, exist_ok=True)
     results: list[dict] = []
-    for eps in epsilons:
-        name = "inf" if eps == math.inf else f"{eps:g}"
-        work = out / "runs" / f"eps-{name}"
+    for eps, masked in [(e, False) for e in epsilons] + ([(e, True) for e in epsilons] if secure else []):
+        name = ("inf" if eps == math.inf else f"{eps:g}") + (" + secure aggregation" if masked else "")
+        work = out / "runs" / f"eps-{name.split()[0]}{'-secagg' if masked else ''}"
         if (work / "deployment.json").exists():
             raise ConfigError(f"{work} already holds a run: choose another --out")
         dp = None if eps == math.inf else PrivacyConfig(delta=delta, max_grad_norm=clip, epsilon=eps)
         cfg = SimulationConfig(peers=peers, rounds=rounds, dataset=dataset, seed=seed, epochs=epochs, lr=lr, holdout=0.2,
-                               workdir=str(work), dp=dp, block_time=1.0)
+                               workdir=str(work), dp=dp, block_time=1.0, **(
+                                   {"secure": SecureOptions(), "update_reveal_blocks": 0, "rule": "fedavg-plain"} if masked else {}))
         t0 = time.monotonic()
         progress(f"epsilon {name}: simulating {peers} peers, {rounds} rounds on {dataset}")
         summary = run_simulation(cfg, progress=lambda msg: None)
@@ -319,7 +351,7 @@ def privacy_experiment(*, epsilons: list[float], dataset: str = "digits", peers:
                               f"peer failures {summary['peer_failures']}; see {work / 'logs'}")
         attacked = _attack(work, summary, shadows=shadows, seed=seed) | invert_published_updates(work, seed=seed)
         spent = [e for e in (summary["privacy"] or {}).get("final_epsilon", []) if e is not None]
-        row = {"epsilon": eps, "epsilon_spent_max": max(spent) if spent else None, "delta": None if dp is None else delta,
+        row = {"epsilon": eps, "secure_aggregation": masked, "epsilon_spent_max": max(spent) if spent else None, "delta": None if dp is None else delta,
                "noise_multiplier": (summary["privacy"] or {}).get("noise_multiplier"), "accuracy": summary["final_test_accuracy"],
                "rounds_finalized": summary["rounds_finalized"], **attacked, "seconds": round(time.monotonic() - t0, 1)}
         results.append(row)
@@ -337,12 +369,14 @@ PRIVACY_HEADERS = ["epsilon", "spent (max)", "accuracy", "vs no DP", "loss AUC",
 
 
 def privacy_rows(results: list[dict]) -> list[list[str]]:
-    base = next((r["accuracy"] for r in results if r["epsilon"] == math.inf), None)
+    base = next((r["accuracy"] for r in results if r["epsilon"] == math.inf and not r.get("secure_aggregation")), None)
     rows = []
     for r in results:
-        rows.append(["inf (no DP)" if r["epsilon"] == math.inf else f"{r['epsilon']:g}",
+        setting = "inf (no DP)" if r["epsilon"] == math.inf else f"{r['epsilon']:g}"
+        rows.append([setting + (" + secure agg." if r.get("secure_aggregation") else ""),
                      "-" if r["epsilon_spent_max"] is None else f"{r['epsilon_spent_max']:.3f}", f"{r['accuracy']:.4f}",
-                     "-" if base is None or r["epsilon"] == math.inf else f"{100 * (r['accuracy'] - base):+.1f} pp",
+                     "-" if base is None or (r["epsilon"] == math.inf and not r.get("secure_aggregation"))
+                     else f"{100 * (r['accuracy'] - base):+.1f} pp",
                      f"{r['loss_auc']:.3f}", f"{r['loss_advantage']:.3f}", f"{r['lira_auc']:.3f}", f"{r['lira_advantage']:.3f}",
                      f"{r['chance_auc95']:.3f}/{r['chance_advantage95']:.3f}", *_inversion_cells(r)])
     return rows
@@ -355,7 +389,7 @@ def _inversion_cells(r: dict) -> list[str]:
             f"{r['inversion_distinct']}/{r['inversion_reconstructions']} ({r.get('inversion_distinct_nonmembers', '-')})"]
 
 
-_CSV = ["epsilon", "epsilon_spent_max", "delta", "accuracy", "loss_auc", "loss_advantage", "lira_auc", "lira_advantage",
+_CSV = ["epsilon", "secure_aggregation", "update_step_cosine_max", "epsilon_spent_max", "delta", "accuracy", "loss_auc", "loss_advantage", "lira_auc", "lira_advantage",
         "chance_auc95", "chance_advantage95", "members", "nonmembers", "shadow_samples", "rounds_finalized", "seconds",
         "inversion_round", "inversion_updates", "inversion_reconstructions", "inversion_psnr_mean", "inversion_nn_match",
         "inversion_nn_chance95", "inversion_distinct", "inversion_distinct_nonmembers", "matching_reconstructions", "matching_psnr_mean", "matching_nn_match",
@@ -380,6 +414,7 @@ def plot_privacy(results: list[dict], out: Path) -> list[Path]:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    results = [r for r in results if not r.get("secure_aggregation")] or results  # one point per epsilon
     finite = sorted({r["epsilon"] for r in results if r["epsilon"] != math.inf})
     labels = [f"{e:g}" for e in finite] + (["no DP"] if any(r["epsilon"] == math.inf for r in results) else [])
     pos = {e: i for i, e in enumerate(finite)} | {math.inf: len(finite)}

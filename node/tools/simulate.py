@@ -145,7 +145,11 @@ def gas_report(chain: ChainClient, from_block: int, members: list[str]) -> dict:
             sender = tx["from"].lower()
             # Per round: what a peer's submit and vote cost. The once-per-task final settle and
             # the occasional advance are reported by kind only.
-            if sender in member_set and "round" in args and kind in ("submit", "revealUpdate", "vote", "commitVote", "revealVote"):
+            # Secure aggregation's masked updates and reveals (publish, round > 0) count too; the
+            # once-per-task identity key (round 0) is reported by kind only.
+            if sender in member_set and "round" in args and (
+                    kind in ("submit", "revealUpdate", "vote", "commitVote", "revealVote")
+                    or (kind == "publish" and int(args["round"]) > 0)):
                 per_peer_round[(sender, int(args["round"]))] += receipt["gasUsed"]
     values = list(per_peer_round.values())
     return {
@@ -353,6 +357,7 @@ def _observe(cfg, progress, work, store, task, test, dep, dep_path, chain, procs
     peers = [{**row, "malicious": row["index"] in cfg.malicious_peers()} for row in participation(chain, history)]
     federated = _federated(chain, store, task, dep, history, members, work / "logs")
     privacy = _privacy(chain, store, task, dep, history, members, work / "logs")
+    secure = _secure(chain, store, task, dep, history, members)
     rounds = []
     for rec in history:
         rounds.append({
@@ -362,6 +367,7 @@ def _observe(cfg, progress, work, store, task, test, dep, dep_path, chain, procs
             "federated_metric": federated[rec.round].to_dict() if rec.round in federated else None,
             "wall_seconds": round(round_wall.get(rec.round, 0.0), 3), "seconds": timings.get(rec.round, {}),
             **({"dp_epsilon": privacy["per_round"].get(rec.round, {})} if privacy else {}),
+            **({"secure_aggregation": secure["per_round"].get(rec.round)} if secure else {}),
         })
     return {
         "peers": cfg.peers, "rounds_requested": cfg.rounds, "dataset": cfg.dataset, "partition": cfg.partition,
@@ -374,7 +380,7 @@ def _observe(cfg, progress, work, store, task, test, dep, dep_path, chain, procs
         "alpha": cfg.alpha if cfg.partition != "iid" else None, "seed": cfg.seed, "rule": cfg.rule,
         "attack": cfg.attack, "malicious_fraction": cfg.malicious, "commit_reveal": cfg.commit_reveal,
         "update_reveal_blocks": task.update_reveal_blocks, "malicious_peers": sorted(cfg.malicious_peers()),
-        "backdoor_success_rate": backdoor_asr, "privacy": privacy,
+        "backdoor_success_rate": backdoor_asr, "privacy": privacy, "secure_aggregation": secure,
         "rounds_finalized": sum(1 for r in history if r.status == "finalized"),
         "rounds_failed": sum(1 for r in history if r.status == "failed"),
         "final_model": final_cid, "final_model_round": final_round, "final_test_accuracy": final_acc,
@@ -383,6 +389,32 @@ def _observe(cfg, progress, work, store, task, test, dep, dep_path, chain, procs
         "wall_seconds": round(time.monotonic() - t_start, 2), "workdir": str(work), "contract": dep.contract,
         "deployment": str(dep_path),
     }
+
+
+def _secure(chain, store, task, dep, history, members) -> dict | None:
+    """A secure-aggregation task's rounds: dealers, survivors, dropouts and their recovery, and,
+    with distributed DP, the epsilon every member has spent by each round (zCDP composed over
+    rounds; None without noise: secure aggregation alone hides updates but gives no DP)."""
+    sa = task.secure_aggregation
+    if sa is None:
+        return None
+    from ..ledger.secure import secure_summary
+    from ..secagg.accountant import total_epsilon
+
+    per_round, rhos = {}, []
+    for rec in history:
+        if rec.status != "finalized":
+            continue
+        summary = secure_summary(chain, store, task, dep.task_cid, rec.round, start_block=rec.start_block, members=members,
+                                 deploy_block=dep.deploy_block, base_cid=rec.base_model)
+        if summary["dp_rho"] is not None:
+            rhos.append(summary["dp_rho"])
+        summary["dp_epsilon"] = total_epsilon(rhos, sa.delta) if rhos else None
+        per_round[rec.round] = summary
+    return {"threshold": sa.threshold, "buckets": sa.buckets, "clip": sa.clip, "noise_multiplier": sa.noise_multiplier,
+            "delta": sa.delta, "final_epsilon": total_epsilon(rhos, sa.delta) if rhos else None,
+            "dropped": sum(len(x["dropped"]) for x in per_round.values()),
+            "recovered": sum(len(x["recovered"]) for x in per_round.values()), "per_round": per_round}
 
 
 def _federated(chain, store, task, dep, history, members, logdir: Path) -> dict:

@@ -1,0 +1,111 @@
+"""Secure aggregation through the CLI on a real anvil, with a member that crashes mid-round.
+
+Four `fedchain node run` processes; member 3 runs `--attack dropout`: its process ends right
+after it dealt its shares in round 1, before masking. The three others must unmask round 1 with
+member 3's mask seed reconstructed from their shares, finalize it without member 3, and finish
+round 2 (where member 3 is a silent holder) after the unmasking stage's deadline. One
+module-scoped run serves every check; each test only reads.
+"""
+import json
+import math
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from fedchain.node.protocol.artifact import decode
+from fedchain.node.tools.devnet import Devnet
+
+from _support import clean_env, run_cli, wait_all
+
+PEERS = 4
+ROUNDS = 2
+DROPOUT = 3
+
+pytestmark = pytest.mark.timeout(900)
+
+
+@pytest.fixture(scope="module")
+def secure_net(tmp_path_factory):
+    work = tmp_path_factory.mktemp("secagg")
+    # One block a second: the masking and unmasking deadlines must pass even when nobody sends.
+    with Devnet(accounts=PEERS + 2, block_time=1) as net:
+        env = clean_env(FEDCHAIN_KEY=net.keys[0])
+        r = run_cli(["data", "split", "--peers", str(PEERS), "--out", str(work / "shards")], env=env)
+        assert r.returncode == 0, r.stderr
+        # The peers start first and wait for the deployment file, so that their start-up time does
+        # not eat into round 1's submission window.
+        procs = []
+        for i in range(PEERS):
+            penv = clean_env(FEDCHAIN_KEY=net.keys[i + 1], FEDCHAIN_DEPLOYMENT=str(work / "deployment.json"))
+            extra = ["--attack", "dropout"] if i == DROPOUT else []
+            with open(work / f"peer-{i}.log", "w") as log:
+                procs.append(subprocess.Popen(
+                    [sys.executable, "-m", "fedchain.cli.main", "node", "run", "--data", str(work / "shards" / f"peer-{i}.safetensors"),
+                     "--json-log", "--poll", "0.2", "--state-dir", str(work / "state"), "--wait-deployment", "300", *extra],
+                    env=penv, stdout=log, stderr=subprocess.STDOUT))
+        r = run_cli(["deploy", "--rpc", net.rpc_url, "--members", ",".join(net.addresses[1: PEERS + 1]),
+                     "--rounds", str(ROUNDS), "--epochs", "2", "--store", str(work / "store"),
+                     "--submit-blocks", "30", "--vote-blocks", "24", "--secure-aggregation", "--threshold", "3",
+                     "--stage-blocks", "5", "-o", str(work / "deployment.json")], env=env)
+        assert r.returncode == 0, r.stderr
+        wait_all(procs, 600)
+        logs = [(work / f"peer-{i}.log").read_text() for i in range(PEERS)]
+        assert [p.returncode for p in procs] == [0, 0, 0, 3], [log[-3000:] for log in logs]
+        yield {"work": work, "net": net, "env": clean_env(FEDCHAIN_DEPLOYMENT=str(work / "deployment.json")), "logs": logs}
+
+
+def _rounds(net):
+    r = run_cli(["rounds", "list", "--json"], env=net["env"])
+    assert r.returncode == 0, r.stderr
+    return json.loads(r.stdout)
+
+
+def test_every_round_finalizes_without_the_member_that_crashed(secure_net):
+    rounds = _rounds(secure_net)
+    assert [x["status"] for x in rounds] == ["finalized"] * ROUNDS
+    assert [x["included_count"] for x in rounds] == [PEERS - 1, PEERS - 1]
+    assert all(not (int(x["included"], 16) >> DROPOUT) & 1 for x in rounds)
+    assert all({v["model"] for v in x["votes"]} == {x["model"]} for x in rounds)
+
+
+def test_round_show_names_the_dropout_and_its_recovery(secure_net):
+    r = run_cli(["rounds", "show", "1", "--json"], env=secure_net["env"])
+    assert r.returncode == 0, r.stderr
+    sa = json.loads(r.stdout)["secure_aggregation"]
+    assert sa["dealers"] == [0, 1, 2, 3]
+    assert sa["survivors"] == [0, 1, 2]
+    assert sa["dropped"] == [DROPOUT] and sa["recovered"] == [DROPOUT]
+    assert sa["reveals"] >= 3 and sa["buckets"] == [[0, 1, 2, 3]]
+    r = run_cli(["rounds", "show", "1"], env=secure_net["env"])
+    assert "dropped out: 3 (mask seed recovered" in r.stdout, r.stdout
+
+
+def test_verify_rebuilds_every_round_from_masked_updates_and_reveals(secure_net):
+    r = run_cli(["verify", "--json"], env=secure_net["env"])
+    assert r.returncode == 0, r.stdout + r.stderr
+    audits = json.loads(r.stdout)
+    assert [a["verified"] for a in audits] == [True] * ROUNDS, audits
+
+
+def test_a_masked_update_in_the_store_is_uncorrelated_with_the_round_step(secure_net):
+    """What the store holds for member 0 in round 1 looks like noise next to the model's actual step."""
+    from fedchain.node.protocol.fixedpoint import quantize, state_to_vector
+    from fedchain.node.protocol.secure import masked_vector
+
+    work, env = secure_net["work"], secure_net["env"]
+    masked_cid = next(json.loads(line)["cid"] for line in secure_net["logs"][0].splitlines()
+                      if line.startswith("{") and json.loads(line).get("event") == "masked" and json.loads(line)["round"] == 1)
+    rec = _rounds(secure_net)[0]
+    models = {}
+    for name, cid in (("base", rec["base_model"]), ("new", rec["model"])):
+        out = work / f"{name}.safetensors"
+        assert run_cli(["store", "get", cid, "-o", str(out), "--store", str(work / "store")], env=env).returncode == 0
+        models[name] = decode(out.read_bytes(), max_bytes=1 << 26).tensors
+    step = (quantize(state_to_vector(models["new"])) - quantize(state_to_vector(models["base"]))).double().numpy()
+    out = work / "masked.safetensors"
+    assert run_cli(["store", "get", masked_cid, "-o", str(out), "--store", str(work / "store")], env=env).returncode == 0
+    masked = masked_vector(decode(out.read_bytes(), max_bytes=1 << 26)).double().numpy()
+    cosine = float(masked @ step / (np.linalg.norm(masked) * np.linalg.norm(step)))
+    assert abs(cosine) < 5 / math.sqrt(step.size), cosine  # five standard deviations of a random direction
