@@ -73,6 +73,10 @@ class Plugin:
     def submitted(self, ctx: UpdateContext) -> None:
         """Called once this member's submission of ``ctx.round`` is on chain."""
 
+    def publish_masked(self, data: bytes, ctx: UpdateContext) -> bytes | None:
+        """Secure aggregation: other bytes to record as the masked update, or None to keep ``data``."""
+        return None
+
 
 class Pipeline:
     """Plugins composed in order; an empty pipeline is the honest peer."""
@@ -111,6 +115,11 @@ class Pipeline:
     def submitted(self, ctx: UpdateContext) -> None:
         for p in self.plugins:
             p.submitted(ctx)
+
+    def publish_masked(self, data: bytes, ctx: UpdateContext) -> bytes:
+        for p in self.plugins:
+            data = p.publish_masked(data, ctx) or data
+        return data
 
 
 class ClipUpdate(Plugin):

@@ -18,19 +18,22 @@ from ..ledger.secure import (RECORD_MAX_BYTES, fetch_masked, identity_keys, mask
 from ..protocol.artifact import decode, encode
 from ..protocol.cid import cid_to_digest
 from ..protocol.fixedpoint import FRAC_BITS, clip_to_norm, exact_sq_norm, quantize
+from .pipeline import UpdateContext
 from ..protocol.secure import KIND_IDENTITY, KIND_MASKED, KIND_UNMASK, masked_metadata, stages
 
 __all__ = ["SecureMember", "update_vector"]
 
 
-def update_vector(delta: dict[str, torch.Tensor], clip: float) -> torch.Tensor:
+def update_vector(delta: dict[str, torch.Tensor], clip: float | None) -> torch.Tensor:
     """The update as one int64 vector in canonical order: floating tensors in fixed point, clipped
-    together to L2 norm ``clip`` with exact integer arithmetic; integer buffers as they are."""
+    together to L2 norm ``clip`` (None: not clipped) with exact integer arithmetic; integer
+    buffers as they are."""
     names = sorted(delta)
     floats = [n for n in names if delta[n].is_floating_point()]
     q = quantize(torch.cat([delta[n].reshape(-1) for n in floats])) if floats else torch.zeros(0, dtype=torch.int64)
-    bound = int(clip * (1 << FRAC_BITS))
-    q = clip_to_norm(q, exact_sq_norm(q), bound * bound)
+    if clip is not None:
+        bound = int(clip * (1 << FRAC_BITS))
+        q = clip_to_norm(q, exact_sq_norm(q), bound * bound)
     parts, pos = [], 0
     for n in names:
         if delta[n].is_floating_point():
@@ -147,7 +150,9 @@ class SecureMember:
             return False
         bucket = next(b for b in rnd.buckets if self.me in b)
         art = decode(plain, max_bytes=p.task.max_update_bytes)
-        q = update_vector(art.tensors, self.sa.clip)
+        # Nobody can check the clipping of a masked update: an attacking member skips it.
+        honest = all(getattr(plugin, "clips_under_masking", True) for plugin in p.pipeline.plugins)
+        q = update_vector(art.tensors, self.sa.clip if honest else None)
         if self.sa.noise_multiplier is not None:
             q = self._noise(q, len(bucket), art.tensors)
         mask_seed, self_seed = round_seeds(bytes(p.chain.account.key), p.chain.contract.address, round_)
@@ -161,6 +166,7 @@ class SecureMember:
             pos += n
         extra = {k: v for k, v in art.metadata.items() if k.startswith(("eval_", "dp_"))}
         data = encode(tensors, masked_metadata(p.task_cid, round_, art.metadata["base"], p.address, extra))
+        data = p.pipeline.publish_masked(data, UpdateContext(round_, art.metadata["base"], {}, dict(art.metadata), p))
         cid = p.store.add(data, pin=True)
         receipt = p.chain.publish(round_, KIND_MASKED, cid_to_digest(cid))
         p.metrics.inc("gas_used_total", receipt["gasUsed"])

@@ -590,7 +590,9 @@ def make_attack(name: str | None, *, colluders=(), channel: Collusion | None = N
         cls = ATTACKS[name]
     except KeyError:
         raise ConfigError(f"unknown attack {name!r} (known: {', '.join(ATTACKS)})") from None
-    return [cls(colluders, channel=channel) if getattr(cls, "takes_colluders", False) else cls()]
+    plugin = cls(colluders, channel=channel) if getattr(cls, "takes_colluders", False) else cls()
+    plugin.clips_under_masking = False  # under secure aggregation an attacker does not clip what nobody can check
+    return [plugin]
 
 
 def malicious_indices(peers: int, attack: str | None, fraction: float) -> list[int]:
@@ -678,4 +680,18 @@ class Dropout(Plugin):
         os._exit(3)
 
 
-ATTACKS.update({cls.name: cls for cls in (FrontRunner, Absent, Dropout)})
+class BadMask(Plugin):
+    """Secure aggregation: records a masked update that is not one (float tensors of the wrong
+    shape), hoping to make the bucket sum unrecoverable. Validators treat it like a dropout: the
+    holders reveal its mask seed instead of its self seed, and the others' sum is unmasked."""
+
+    name = "badmask"
+
+    def publish_masked(self, data, ctx):
+        from ..protocol.artifact import encode
+        from ..protocol.secure import masked_metadata
+
+        return encode({"garbage": torch.ones(3)}, masked_metadata(ctx.peer.task_cid, ctx.round, ctx.base_cid, ctx.peer.address))
+
+
+ATTACKS.update({cls.name: cls for cls in (FrontRunner, Absent, Dropout, BadMask)})

@@ -27,7 +27,7 @@ from ..ml.data import Dataset, load_dataset, load_shard, partition, save_shard, 
 from ..ml.importers import ImportOptions, import_source, with_holdout
 from .deployment import deploy_task
 from .devnet import Devnet, die_with_parent, free_port
-from ..aggregation import pin_rule
+from ..aggregation import check_secure_rule, pin_rule
 from ..errors import ConfigError, FedChainError
 from ..ledger.history import participation, round_history
 from ..protocol.task import PrivacyConfig, TrainConfig
@@ -238,7 +238,7 @@ def _task(cfg: SimulationConfig, ds, train, parts=None) -> Task:
             mean, std = feature_stats(Dataset(train.name, train.x[parts[who]], train.y[parts[who]], train.classes))
         schema = DataSchema(inputs=ds.inputs, classes=ds.classes, kind=kind, mean=mean, std=std,
                             feature_names=tuple(ds.info.get("feature_names", ())), label_names=tuple(ds.info.get("label_names", ())))
-    return pin_rule(Task(
+    task = pin_rule(Task(
         name=f"{cfg.dataset}-{model_label(cfg.model)}", dataset=cfg.dataset,
         model=model_spec(cfg.model, ds.inputs, ds.classes, tuple(cfg.hidden)),
         train=TrainConfig(epochs=cfg.epochs, lr=cfg.lr, optimizer=cfg.optimizer, kind=kind, dp=cfg.dp), rule=cfg.rule,
@@ -247,6 +247,8 @@ def _task(cfg: SimulationConfig, ds, train, parts=None) -> Task:
         reveal_blocks=cfg.vote_blocks if cfg.commit_reveal else 0, update_reveal_blocks=cfg.update_reveal_blocks,
         data=schema, secure_aggregation=cfg.secure.config(cfg.peers) if cfg.secure is not None else None,
     ))
+    check_secure_rule(task, cfg.peers)
+    return task
 
 
 def _resume(cfg: SimulationConfig, progress) -> dict:
