@@ -402,6 +402,9 @@ def rounds_show(number, deployment, rpc, store_spec, as_json):
             for d in secure["dropped"]:
                 how = "mask seed recovered from the holders' shares" if d in secure["recovered"] else "NOT recovered: its bucket was lost"
                 click.echo(f"  dropped out: {d} ({how})")
+            if secure.get("dp_rho") is not None:
+                click.echo(f"  distributed DP: this round costs each member zCDP rho {secure['dp_rho']:.4f} "
+                           f"(epsilon {secure['dp_epsilon_round']:.3f} at delta {secure['delta']:g} for the round alone)")
 
 
 @cli.command()

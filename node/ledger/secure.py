@@ -303,7 +303,15 @@ def secure_summary(chain: ChainClient, store: ArtifactStore, task: Task, task_ci
             "buckets": [list(b) for b in rnd.buckets], "survivors": sorted(valid), "dropped": dropped,
             "recovered": sorted(d for d in dropped if seeds.get(d) is not None), "reveals": len(unmasks),
             "masking_ends": rnd.stages.masking_ends, "unmasking_ends": rnd.stages.unmasking_ends,
-            "dp_rho": round_dp_rho(task, [list(b) for b in rnd.buckets], sorted(valid))}
+            "dp_rho": (rho := round_dp_rho(task, [list(b) for b in rnd.buckets], sorted(valid))),
+            "dp_epsilon_round": None if rho is None else _epsilon(rho, task.secure_aggregation.delta),
+            "delta": task.secure_aggregation.delta}
+
+
+def _epsilon(rho: float, delta: float) -> float:
+    from ..secagg.accountant import epsilon
+
+    return epsilon(rho, delta)
 
 
 def float_dim(task: Task) -> int:
