@@ -149,7 +149,8 @@ def ref_fedavg(rows, weights):
     counts = [sum(1 for j in every if j == i or (g[i][j] > 0 and g[i][j] ** 2 * 16**2 >= 15**2 * g[i][i] * g[j][j]))
               for i in every]
     scale = math.lcm(*counts)
-    ref = _ref_clipped_mean(rows, [w * (scale // m) for w, m in zip(weights, counts)], every)
+    base = weights if sum(weights) > 0 else [1] * len(rows)
+    ref = _ref_clipped_mean(rows, [w * (scale // m) for w, m in zip(base, counts)], every)
     keep = [i for i in every if _dot(rows[i], ref) > 0] if len(rows) > 2 and any(ref) else every
     if not keep or keep == every:
         return mean, every

@@ -62,7 +62,8 @@ def _distinct_weights(rows: torch.Tensor, weights: list[int]) -> list[int] | Non
     if max(counts) == 1:
         return None
     scale = math.lcm(*counts)
-    return [w * (scale // m) for w, m in zip(weights, counts)]
+    base = weights if sum(weights) > 0 else [1] * len(weights)  # the mean's fallback, applied first
+    return [w * (scale // m) for w, m in zip(base, counts)]
 
 
 def fedavg_clipped(rows: torch.Tensor, weights: list[int], *, clip_sq: int = 0, exclude_opposed: bool = False) -> Aggregate:
