@@ -833,9 +833,9 @@ contract FedChain {
 
     /// @dev Whether a late vote (or reveal) for the round before `clock.round` arrives after the
     /// open round's submission window: only then does agreement earn LATE_AGREEMENT_REWARD. An
-    /// honest member settles its previous round's vote before it submits, so it always lands
-    /// earlier; a vote cannot be put off past the window either, since once the member submits for
-    /// the open round its late vote is refused.
+    /// honest member sends its vote (or reveal) for the previous round before it submits for the
+    /// open one, so it lands earlier; and a plain vote is refused once its member has submitted for
+    /// the open round.
     /// @param clock The open round, the one after the voted round.
     function _isTardy(Clock memory clock) internal view returns (bool) {
         return block.number >= clock.startBlock + _submitBlocks;
