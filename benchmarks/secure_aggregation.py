@@ -28,8 +28,8 @@ from fedchain.node.tools.privacy import invert_published_updates
 from fedchain.node.tools.simulate import SimulationConfig, run_simulation
 
 
-def run(peers: int, rounds: int, epochs: int, protocol: str, work: Path) -> dict:
-    cfg = SimulationConfig(peers=peers, rounds=rounds, epochs=epochs, block_time=1.0,
+def run(peers: int, rounds: int, epochs: int, protocol: str, work: Path, dataset: str = "digits") -> dict:
+    cfg = SimulationConfig(peers=peers, rounds=rounds, epochs=epochs, block_time=1.0, dataset=dataset,
                            update_reveal_blocks=20 if protocol == "sealed" else 0, rule="fedavg-plain", workdir=str(work),
                            secure=SecureOptions() if protocol == "secure aggregation" else None, timeout=1800)
     summary = run_simulation(cfg, progress=lambda msg: None)
@@ -46,15 +46,17 @@ def main() -> None:
     ap.add_argument("--peers", type=int, default=16)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--epochs", type=int, default=2)
+    ap.add_argument("--dataset", default="digits", help="digits (4,810 parameters with the default MLP) or mnist (50,890)")
     ap.add_argument("--out", default=None, help="Folder for the two runs (default: a temporary one).")
     args = ap.parse_args()
     out = Path(args.out or tempfile.mkdtemp(prefix="fedchain-secagg-bench-"))
-    plain = run(args.peers, args.rounds, args.epochs, "plain", out / "plain")
-    sealed = run(args.peers, args.rounds, args.epochs, "sealed", out / "sealed")
-    secure = run(args.peers, args.rounds, args.epochs, "secure aggregation", out / "secure")
+    plain = run(args.peers, args.rounds, args.epochs, "plain", out / "plain", args.dataset)
+    sealed = run(args.peers, args.rounds, args.epochs, "sealed", out / "sealed", args.dataset)
+    secure = run(args.peers, args.rounds, args.epochs, "secure aggregation", out / "secure", args.dataset)
     attack = invert_published_updates(out / "secure")
     result = {
         "machine": f"{platform.machine()} {platform.processor() or ''}".strip(), "peers": args.peers, "rounds": args.rounds,
+        "dataset": args.dataset,
         "plain": plain, "sealed": sealed, "secure": secure,
         "round_time_ratio": round(secure["round_seconds_mean"] / plain["round_seconds_mean"], 3),
         "round_time_ratio_vs_sealed": round(secure["round_seconds_mean"] / sealed["round_seconds_mean"], 3),

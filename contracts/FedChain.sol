@@ -46,10 +46,15 @@ contract FedChain {
     uint32 public constant MAX_REPUTATION = 10_000;
     /// @notice Gain when a member's update is part of the finalized aggregate.
     uint32 public constant INCLUSION_REWARD = 100;
-    /// @notice Gain when a member voted for the candidate that was finalized.
+    /// @notice Gain when a member voted in time for the candidate that was finalized: before the
+    /// round finalized, or after it while the next round's submission window is still open. Which
+    /// agreeing votes happened to form the first quorum is a race that a colluding team can win by
+    /// voting first; it must not pay, so a vote that lands in the same window pays the same.
     uint32 public constant AGREEMENT_REWARD = 50;
-    /// @notice Gain for a vote that agrees with the winner but arrived after the round finalized:
-    /// copying an announced winner pays less than computing it.
+    /// @notice Gain for a vote that agrees with the winner but arrived only after the next round's
+    /// submission window closed. An honest member votes for round r before it submits for round
+    /// r + 1 (the contract refuses the vote afterwards), so only a member that also missed that
+    /// window gets here; voting this late still pays more than not voting.
     uint32 public constant LATE_AGREEMENT_REWARD = 25;
     /// @notice A member that took part in none of this many consecutive rounds is dormant: it
     /// weighs nothing and is left out of the quorum's total until it takes part again.
@@ -100,7 +105,7 @@ contract FedChain {
         uint32 activeRound; // the last round in which the member took part (0: deployment)
         uint32 weightRound; // the round whose start `weight` records
         uint32 weight; // vote weight in `weightRound`: reputation at its start, 0 if dormant then
-        bool lateVote; // the vote of `votedRound` arrived after that round finalized
+        bool lateVote; // the vote of `votedRound` arrived after that round finalized and the next round's submission window closed
         bytes19 seal; // leading bytes of the unrevealed update commitment of `submittedRound`; zero once revealed
     }
 
@@ -399,10 +404,12 @@ contract FedChain {
 
     /// @notice Vote for the aggregate this member computed; finalizes the round on quorum.
     /// @dev A vote for the round that was just finalized is still recorded (it arrived in the
-    /// same block as, or after, the deciding vote): it adds nothing to the tally, and it is settled
-    /// like a timely vote except that agreement earns LATE_AGREEMENT_REWARD. If the member's round
-    /// was already settled (by anyone), the late vote is settled at once, so settling first and
-    /// voting afterwards neither forfeits nor escapes its effect.
+    /// same block as, or after, the deciding vote): it adds nothing to the tally. While the next
+    /// round's submission window is open it is settled exactly like a timely vote (agreement earns
+    /// AGREEMENT_REWARD), so a member gains nothing by racing to be in the deciding quorum; after
+    /// that window agreement earns LATE_AGREEMENT_REWARD (`_isTardy`). Dissent is halved either way.
+    /// If the member's round was already settled (by anyone), the late vote is settled at once, so
+    /// settling first and voting afterwards neither forfeits nor escapes its effect.
     /// @param round The open round, or the just-finalized one.
     /// @param model Digest of the aggregate model artifact.
     /// @param included Bitmap of member indices whose updates the aggregate includes.
@@ -426,7 +433,7 @@ contract FedChain {
         _participate(m, msg.sender, clock.round, round, previous);
         m.votedRound = uint32(round);
         m.voteKey = bytes12(key);
-        m.lateVote = late;
+        m.lateVote = late && _isTardy(clock);
         if (late && m.settledRound >= round) _settleLateVote(m, msg.sender, round, clock.round);
         _members[msg.sender] = m;
         _count(clock, round, key, model, included, m.weight, late);
@@ -463,7 +470,8 @@ contract FedChain {
     /// @notice Reveal a committed vote; counts like `vote` and finalizes the round on quorum.
     /// A vote never revealed counts as dissent when the round is settled.
     /// @dev As with `vote`, a reveal for the just-finalized round is late: recorded for
-    /// reputation only, at the late rate, and settled at once if the round already was.
+    /// reputation only (at the full rate while the next round's submission window is open, at the
+    /// late rate after it), and settled at once if the round already was.
     /// @param round The round of the commitment: the open round, or the just-finalized one.
     /// @param model Digest of the aggregate model artifact committed to.
     /// @param included Bitmap of member indices committed to.
@@ -487,7 +495,7 @@ contract FedChain {
         uint256 touched = _touch(m, msg.sender, clock.round, act);
         if (touched != act) _activity = touched;
         m.voteKey = bytes12(key);
-        m.lateVote = late;
+        m.lateVote = late && _isTardy(clock);
         if (late && m.settledRound >= round) _settleLateVote(m, msg.sender, round, clock.round);
         _members[msg.sender] = m;
         // The commit checkpointed the member's weight of its round: m.weight is it.
@@ -840,6 +848,16 @@ contract FedChain {
         return round != 0 && round + 1 == clock.round && _statusOf(round) == Status.Finalized;
     }
 
+    /// @dev Whether a late vote (or reveal) for the round before `clock.round` arrives after the
+    /// open round's submission window: only then does agreement earn LATE_AGREEMENT_REWARD. An
+    /// honest member sends its vote (or reveal) for the previous round before it submits for the
+    /// open one, so it lands earlier; and a plain vote is refused once its member has submitted for
+    /// the open round.
+    /// @param clock The open round, the one after the voted round.
+    function _isTardy(Clock memory clock) internal view returns (bool) {
+        return block.number >= clock.startBlock + _submitBlocks;
+    }
+
     /// @dev Emits the vote and, unless it is late, adds `weight` to the candidate and finalizes
     /// the round if that reaches the quorum.
     function _count(
@@ -935,11 +953,12 @@ contract FedChain {
         return act;
     }
 
-    /// @dev Applies a late vote for the finalized `round` at once, the round being settled already.
+    /// @dev Applies a late vote for the finalized `round` at once, the round being settled already:
+    /// agreement earns what `_settleInto` would have paid for it.
     function _settleLateVote(Member memory m, address peer, uint256 round, uint256 current) internal {
         (, bytes20 winner) = _outcome(round);
         uint256 rep = m.reputation;
-        if (m.voteKey == bytes12(winner)) rep += LATE_AGREEMENT_REWARD;
+        if (m.voteKey == bytes12(winner)) rep += m.lateVote ? LATE_AGREEMENT_REWARD : AGREEMENT_REWARD;
         else rep /= 2;
         if (rep > MAX_REPUTATION) rep = MAX_REPUTATION;
         uint256 act = _activity;

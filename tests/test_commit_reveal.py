@@ -132,7 +132,8 @@ def test_an_outsider_cannot_settle_a_vote_as_dissent_before_its_late_reveal(depl
     assert (info.reputation, info.settled_round) == (1000, 0)
     late.reveal_vote(1, out.model, out.included, salts[3])
     d.outsider.settle(late.address, out)
-    assert d.outsider.member_info(late.address).reputation == 1000 + 100 + 25  # the late rate
+    # Revealed inside round 2's submission window: paid like the reveals that finalized.
+    assert d.outsider.member_info(late.address).reputation == 1000 + 100 + 50
 
 
 def test_a_late_reveal_after_the_member_settled_its_round_is_applied_at_once(deploy):
@@ -144,4 +145,4 @@ def test_a_late_reveal_after_the_member_settled_its_round_is_applied_at_once(dep
     late.submit(2, os.urandom(32), out)  # its own choice: the unrevealed vote counts as dissent
     assert d.outsider.member_info(late.address).reputation == (1000 + 100) // 2
     late.reveal_vote(1, out.model, out.included, salts[3])
-    assert d.outsider.member_info(late.address).reputation == (1000 + 100) // 2 + 25
+    assert d.outsider.member_info(late.address).reputation == (1000 + 100) // 2 + 50

@@ -846,42 +846,68 @@ def test_vote_after_finalization_is_recorded_late_but_changes_nothing(deploy):
         d.clients[4].vote(1, win.model, win.included, NONE)
 
 
-def test_late_votes_pay_less_than_timely_ones_and_dissent_is_halved(deploy):
-    d = deploy(4)
+def test_an_agreeing_vote_after_finalization_pays_in_full_until_the_next_submission_window_closes(deploy):
+    # The deciding quorum is a race a colluding team wins by voting first (issue 9: attackers at
+    # 1900 over honest peers at 1750). A vote that lands while the next round's submission window
+    # is open pays like a deciding one; only after that window does agreement pay the late rate.
+    d = deploy(4, submit_blocks=8, vote_blocks=8)
     submit_all(d, 1)
     out = Outcome(digest(), bits(0, 1, 2, 3))
     for i in (0, 1, 2):
         d.clients[i].vote(1, out.model, out.included, NONE)
     assert view(d).is_finalized(1)
-    d.clients[3].vote(1, out.model, out.included, NONE)  # late but agreeing: settled on its next step
-    assert rep(d, 3) == 1000
-    submit_all(d, 2, out)
-    assert reps(d) == [1150, 1150, 1150, 1125]
-    out2 = Outcome(digest(), bits(0, 1, 2, 3))
+    submit_all(d, 2, out, who=(0, 1, 2))
+    land_next_tx_in(d, view(d).round_state().submit_deadline - 1)  # round 2's last submission block
+    d.clients[3].vote(1, out.model, out.included, NONE)  # late but in time
+    d.outsider.settle(d.members[3], out)
+    assert reps(d) == [1150, 1150, 1150, 1150]  # 1000 + 100 + 50, as the deciding voters
+    out2 = Outcome(digest(), bits(0, 1, 2))
     for i in (0, 1, 2):
         d.clients[i].vote(2, out2.model, out2.included, out)
     assert view(d).is_finalized(2)
-    d.clients[3].vote(2, digest(), out2.included, out2)  # late and dissenting
-    submit_all(d, 3, out2)
-    assert reps(d) == [1300, 1300, 1300, (1125 + 100) // 2]
+    land_next_tx_in(d, view(d).round_state().submit_deadline)  # the first block after round 3's window
+    d.clients[3].vote(2, out2.model, out2.included, NONE)  # agreeing, but later than an honest peer votes
+    for i in range(4):
+        d.outsider.settle(d.members[i], out2)
+    assert reps(d) == [1300, 1300, 1300, 1150 + 25]
     assert_total_tracks_members(d)
 
 
-def test_a_late_vote_settled_by_an_outsider_first_still_pays_only_the_late_rate(deploy):
-    # The issue: settled by an outsider right after finalization, a late copier ended at 1100
-    # (no vote effect at all) or could be paid like a timely voter. Now: 1125 either way.
+def test_a_late_dissenting_vote_is_halved_even_inside_the_window(deploy):
     d = deploy(4)
+    submit_all(d, 1)
+    out = Outcome(digest(), bits(0, 1, 2, 3))
+    for i in (0, 1, 2):
+        d.clients[i].vote(1, out.model, out.included, NONE)
+    d.clients[3].vote(1, digest(), out.included, NONE)  # late and dissenting
+    submit_all(d, 2, out)
+    assert reps(d) == [1150, 1150, 1150, (1000 + 100) // 2]
+    assert_total_tracks_members(d)
+
+
+def test_a_late_vote_settled_by_an_outsider_first_pays_what_it_would_have_paid_unsettled(deploy):
+    # Settled by an outsider right after finalization, a late voter once ended at 1100 (no vote
+    # effect at all). Settling first changes nothing: in time, it earns the full reward at once;
+    # after the next submission window, the late rate at once.
+    d = deploy(4, submit_blocks=8, vote_blocks=8)
     submit_all(d, 1)
     out = Outcome(digest(), bits(0, 1, 2, 3))
     for i in (0, 1, 2):
         d.clients[i].vote(1, out.model, out.included, NONE)
     d.outsider.settle(d.members[3], out)
     assert rep(d, 3) == 1100
-    d.clients[3].vote(1, out.model, out.included, NONE)
-    assert rep(d, 3) == 1125
+    receipt = d.clients[3].vote(1, out.model, out.included, NONE)
+    assert [(e.previous, e.current) for e in logs(d, receipt, "ReputationChanged")] == [(1100, 1150)]
     submit_all(d, 2, out)
-    assert reps(d) == [1150, 1150, 1150, 1125]
-    assert rep(d, 3) < rep(d, 0)
+    assert reps(d) == [1150, 1150, 1150, 1150]
+    out2 = Outcome(digest(), bits(0, 1, 2, 3))
+    for i in (0, 1, 2):
+        d.clients[i].vote(2, out2.model, out2.included, out)
+    d.outsider.settle(d.members[3], out2)
+    land_next_tx_in(d, view(d).round_state().submit_deadline + 1)
+    receipt = d.clients[3].vote(2, out2.model, out2.included, NONE)
+    assert [(e.previous, e.current) for e in logs(d, receipt, "ReputationChanged")] == [(1250, 1275)]
+    assert_total_tracks_members(d)
 
 
 def test_settling_oneself_then_late_voting_for_a_bogus_model_is_halved(deploy):
@@ -917,7 +943,7 @@ def test_late_vote_is_refused_once_it_is_no_longer_the_just_finalized_round(depl
 
 
 def test_votes_are_weighted_by_reputation_at_the_round_start_not_headcount(deploy):
-    # Quorum 1/2. Round 1: 0, 1 finalize; 2 agrees late (+25), 3 dissents late (halved twice).
+    # Quorum 1/2. Round 1: 0, 1 finalize; 2 agrees late, in time (+50), 3 dissents late (halved twice).
     d = deploy(4, quorum_bps=5000)
     submit_all(d, 1)
     out1 = Outcome(digest(), bits(0, 1, 2))
@@ -928,31 +954,31 @@ def test_votes_are_weighted_by_reputation_at_the_round_start_not_headcount(deplo
     d.clients[3].vote(1, digest(), out1.included, out1)
     # Round 2 started before those settlements: every weight is 1000 of a 4000 snapshot.
     submit_all(d, 2, out1)
-    assert reps(d) == [1150, 1150, 1125, 250]
+    assert reps(d) == [1150, 1150, 1150, 250]
     out2 = Outcome(digest(), bits(0, 1, 2, 3))
     for i in (0, 1):
         receipt = d.clients[i].vote(2, out2.model, out2.included, out1)
         assert logs(d, receipt, "VoteCast")[0].weight == 1000
     fin = logs(d, receipt, "RoundFinalized")[0]
     assert (fin.weight, fin.totalReputation) == (2000, 4000)
-    # Round 3 counts the settled reputations: 1150 + 1150 + 1125 + 250 = 3675.
+    # Round 3 counts the settled reputations: 1150 + 1150 + 1150 + 250 = 3700.
     submit_all(d, 3, out2)
-    assert view(d).round_state().total_reputation == 3675
-    # Two of four members - half the headcount - but 1400 of 3675: not finalized.
+    assert view(d).round_state().total_reputation == 3700
+    # Two of four members - half the headcount - but 1400 of 3700: not finalized.
     minority = Outcome(digest(), bits(3))
     for i in (0, 3):
         receipt = d.clients[i].vote(3, minority.model, minority.included, out2)
-        assert logs(d, receipt, "VoteCast")[0].weight == [1150, 1150, 1125, 250][i]
+        assert logs(d, receipt, "VoteCast")[0].weight == [1150, 1150, 1150, 250][i]
     assert view(d).candidate_weight(3, minority.model, minority.included) == 1400
     assert not view(d).is_finalized(3)
-    with reverts(E.QuorumNotReached, "FedChainQuorumNotReached", 3, 1400, 1838):
+    with reverts(E.QuorumNotReached, "FedChainQuorumNotReached", 3, 1400, 1850):
         d.outsider.finalize(3, minority.model, minority.included)
-    # Two other members - the same headcount - carry 2275 of 3675 and finalize.
+    # Two other members - the same headcount - carry 2300 of 3700 and finalize.
     majority = Outcome(digest(), bits(0, 1, 2, 3))
     d.clients[1].vote(3, majority.model, majority.included, out2)
     receipt = d.clients[2].vote(3, majority.model, majority.included, out2)
     fin = logs(d, receipt, "RoundFinalized")[0]
-    assert (fin.weight, fin.totalReputation) == (2275, 3675)
+    assert (fin.weight, fin.totalReputation) == (2300, 3700)
     assert view(d).global_model() == (3, outcome_key(majority))
 
 

@@ -141,10 +141,17 @@ def _ref_clipped_mean(rows, weights, idx):
 
 def ref_fedavg(rows, weights):
     # The default: clipped FedAvg without the rows whose inner product with the clipped mean of
-    # every row is not positive (FLTrust's sign test); no row agreeing means no evidence.
+    # every row is not positive (FLTrust's sign test); no row agreeing means no evidence. In that
+    # reference each row weighs weight / (number of rows at a cosine >= 15/16 to it, itself included).
     every = list(range(len(rows)))
     mean = _ref_clipped_mean(rows, weights, every)
-    keep = [i for i in every if _dot(rows[i], mean) > 0] if len(rows) > 2 and any(mean) else every
+    g = [[_dot(a, b) for b in rows] for a in rows]
+    counts = [sum(1 for j in every if j == i or (g[i][j] > 0 and g[i][j] ** 2 * 16**2 >= 15**2 * g[i][i] * g[j][j]))
+              for i in every]
+    scale = math.lcm(*counts)
+    base = weights if sum(weights) > 0 else [1] * len(rows)
+    ref = _ref_clipped_mean(rows, [w * (scale // m) for w, m in zip(base, counts)], every)
+    keep = [i for i in every if _dot(rows[i], ref) > 0] if len(rows) > 2 and any(ref) else every
     if not keep or keep == every:
         return mean, every
     return _ref_clipped_mean(rows, weights, keep), keep

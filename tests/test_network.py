@@ -67,10 +67,10 @@ def test_round_show_lists_updates_and_votes(network):
 def test_reputation_rose_for_every_honest_peer(network):
     peers = json.loads(run_cli(["peers", "--json"], env=network["env"]).stdout)
     assert len(peers) == PEERS
-    # included (+100) and agreeing in both rounds, settled at the end: +50 for a vote before the
-    # round finalized, +25 for one that landed after (late agreement pays less); never less
-    assert all(1000 + 2 * 125 <= p["reputation"] <= 1000 + 2 * 150 for p in peers), [p["reputation"] for p in peers]
-    assert any(p["reputation"] == 1300 for p in peers)  # the votes that finalized were on time
+    # included (+100) and agreeing in both rounds, settled at the end: +50 for every agreeing vote,
+    # whether it was among those that finalized the round or landed after them, before the next
+    # round's submission window closed (issue 9: the deciding quorum is a race)
+    assert all(p["reputation"] == 1000 + 2 * 150 for p in peers), [p["reputation"] for p in peers]
     assert all(p["submitted"] == ROUNDS and p["included"] == ROUNDS for p in peers)
 
 

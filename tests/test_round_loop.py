@@ -320,8 +320,8 @@ def test_a_late_vote_lands_before_the_next_submission_and_is_rewarded(net):
     assert n.step(2) == (LATE_VOTE, 1, "sent")
     votes = n.votes(1)
     assert n.observer.is_outcome(1, *votes[n.members[2].lower()])  # it agrees with the outcome
-    assert n.step(2) == (SUBMIT, 2, "sent")  # settles round 1: included +100, agreed late +25
-    assert n.rep(2) == 1125  # copying an announced winner pays less than computing it in time
+    assert n.step(2) == (SUBMIT, 2, "sent")  # settles round 1: included +100, agreed in time +50
+    assert n.rep(2) == 1150  # not being in the deciding quorum costs nothing
     assert n.step(0) == (SUBMIT, 2, "sent")
     assert n.rep(0) == 1150
 
@@ -477,7 +477,7 @@ def test_a_late_voter_behind_the_head_waits_for_the_rounds_end_and_agrees(net):
     n.mine(3)
     assert n.step(2) == (LATE_VOTE, 1, "sent")
     assert n.step(2) == (SUBMIT, 2, "sent")
-    assert n.rep(2) == 1125
+    assert n.rep(2) == 1150
 
 
 def test_a_peer_behind_the_head_settles_its_last_round_once_the_outcome_is_in_view(net):
@@ -539,7 +539,7 @@ def test_a_slow_honest_revealer_reveals_late_before_submitting_and_is_not_halved
     assert n.step(2) == (REVEAL, 1, "sent")  # the late reveal comes before the next submission
     assert n.observer.is_outcome(1, *n.votes(1)[n.members[2].lower()])
     assert n.step(2) == (SUBMIT, 2, "sent")
-    assert n.rep(2) == 1125  # included (+100) and agreeing late (+25): not halved as a dissenter
+    assert n.rep(2) == 1150  # included (+100) and agreeing late, in time (+50): not halved as a dissenter
 
 
 def test_a_restarted_revealer_recomputes_its_vote_behind_the_head_and_reveals_late(net):
@@ -560,7 +560,7 @@ def test_a_restarted_revealer_recomputes_its_vote_behind_the_head_and_reveals_la
     assert again.last_step == (REVEAL, 1, "sent")  # the same salt and ballot: it matches
     assert again.step(again.chain.round_state()) is True
     assert again.last_step == (SUBMIT, 2, "sent")
-    assert n.rep(2) == 1125
+    assert n.rep(2) == 1150
 
 
 def test_a_restarted_peer_whose_reveal_is_not_in_view_yet_does_not_reveal_again(net):
@@ -589,7 +589,7 @@ def test_the_last_rounds_late_reveal_lands_before_the_peer_calls_the_task_comple
     assert not done.is_alive()
     assert [e for e, _, _ in n.logs[2].records][-2:] == ["settled", "task_complete"]
     assert n.logs[2].events("voted")[-1][1]["revealed"] is True
-    assert n.rep(2) == 1125
+    assert n.rep(2) == 1150
 
 
 # ------------------------------------------------------------------------------- whole networks

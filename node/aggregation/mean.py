@@ -10,7 +10,12 @@ from ..protocol.fixedpoint import FRAC_BITS, LIMIT, WEIGHT_BITS, normalized_weig
 from ._exact import ONE, Aggregate, check_rows, combine, exact_products, exact_sq_norms, lower_median, scaled, weighted_sum
 from .base import AggregationRule
 
-__all__ = ["agreeing_with", "fedavg_clipped", "plain_fedavg", "FedAvg", "PlainFedAvg"]
+__all__ = ["agreeing_with", "near_parallel", "fedavg_clipped", "plain_fedavg", "FedAvg", "PlainFedAvg"]
+
+# Updates at a cosine of at least 15/16 (about 20 degrees) are near-parallel: they count as one in
+# the reference of the sign test. Honest digits updates measured at most 0.895 on IID shards and
+# 0.711 under Dirichlet(0.5) label skew; the colluders' near-copies of one vector, above 0.9999.
+PARALLEL_COS = (15, 16)
 
 
 def agreeing_with(rows: torch.Tensor, reference: torch.Tensor) -> list[int]:
@@ -24,6 +29,18 @@ def agreeing_with(rows: torch.Tensor, reference: torch.Tensor) -> list[int]:
     return keep or list(range(rows.shape[0]))
 
 
+def near_parallel(gram: list[list[int]], cos: tuple[int, int] = PARALLEL_COS) -> list[tuple[int, ...]]:
+    """For each row, the rows (itself included) whose cosine with it is at least ``p/q``, from the
+    exact Gram matrix: ``G[i][j] > 0`` and ``G[i][j]**2 * q**2 >= p**2 * G[i][i] * G[j][j]``, in
+    integers, so every peer finds the same. A zero row is near-parallel to nothing but itself."""
+    p, q = cos
+    n = len(gram)
+    return [
+        tuple(j for j in range(n) if j == i or (gram[i][j] > 0 and gram[i][j] ** 2 * q * q >= p * p * gram[i][i] * gram[j][j]))
+        for i in range(n)
+    ]
+
+
 def _clip_factors(norms: list[int], bound: int) -> list[int]:
     # clip_to_norm's factor, floor(2**20 * sqrt(bound) / norm); 2**20 (identity) when unclipped.
     return [ONE if (q <= bound or q == 0) else math.isqrt((bound << (2 * WEIGHT_BITS)) // q) for q in norms]
@@ -35,6 +52,18 @@ def _clipped_mean(rows: torch.Tensor, keep: list[int], weights: list[int], norms
     kept_weights = [weights[i] for i in keep]
     w = normalized_weights(kept_weights) if sum(kept_weights) > 0 else normalized_weights([1] * len(keep))
     return combine(rows, keep, w, scaled(factors))
+
+
+def _distinct_weights(rows: torch.Tensor, weights: list[int]) -> list[int] | None:
+    """Each row's weight divided by the number of rows near-parallel to it (itself included), as
+    integers over a common denominator, so that a set of near-copies weighs as one row; ``None``
+    when no two rows are near-parallel."""
+    counts = [len(m) for m in near_parallel(exact_products(rows))]
+    if max(counts) == 1:
+        return None
+    scale = math.lcm(*counts)
+    base = weights if sum(weights) > 0 else [1] * len(weights)  # the mean's fallback, applied first
+    return [w * (scale // m) for w, m in zip(base, counts)]
 
 
 def fedavg_clipped(rows: torch.Tensor, weights: list[int], *, clip_sq: int = 0, exclude_opposed: bool = False) -> Aggregate:
@@ -58,6 +87,18 @@ def fedavg_clipped(rows: torch.Tensor, weights: list[int], *, clip_sq: int = 0, 
     Dirichlet(0.5) label skew it excluded up to four honest updates a round (an honest update
     trained on few classes often points away from the median) and let IPM through.
 
+    In the reference, near-parallel updates count once (``near_parallel``: cosine at least
+    ``PARALLEL_COS``, exactly): each update's weight is divided by the number of updates
+    near-parallel to it, itself included, as FoolsGold (Fung et al., "The Limitations of Federated
+    Learning in Sybil Settings", RAID 2020) discounts updates that are alike. Colluders sending one
+    vector as near-copies otherwise carry the reference they are tested against: with sealed
+    updates, a round-1 IPM crafted from the colluders' own label-skewed updates was at a positive
+    angle to a mean it made up 3/10 of, and honest updates were excluded in its place. Without a
+    near-parallel pair the reference is the round's clipped mean, bit for bit. The aggregate itself
+    keeps every kept update's full weight. The previous round's global step was tried as a reference
+    an attacker cannot steer and rejected: on Dirichlet(0.5) digits, label-skewed honest updates are
+    at up to -0.38 cosine to it and would have been excluded.
+
     Bit-identical to clipping each row with ``fixedpoint.clip_to_norm`` and then taking the
     weighted mean, but done in one blocked pass.
     """
@@ -68,7 +109,9 @@ def fedavg_clipped(rows: torch.Tensor, weights: list[int], *, clip_sq: int = 0, 
     mean = _clipped_mean(rows, every, weights, norms, clip_sq)
     if not exclude_opposed or n <= 2:
         return Aggregate(mean, tuple(every))
-    keep = agreeing_with(rows, mean)
+    distinct = _distinct_weights(rows, weights)
+    reference = mean if distinct is None else _clipped_mean(rows, every, distinct, norms, clip_sq)
+    keep = agreeing_with(rows, reference)
     if keep == every:
         return Aggregate(mean, tuple(every))
     return Aggregate(_clipped_mean(rows, keep, weights, norms, clip_sq), tuple(keep))

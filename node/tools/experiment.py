@@ -142,8 +142,9 @@ def run_trial(cfg: TrialConfig, devnet: Devnet, workdir: Path, *, datasets_cache
             st = observer.round_state()
             if st.round == r and st.phase is Phase.UPDATE_REVEAL:  # someone did not reveal: the window runs out
                 devnet.mine(max(st.submit_deadline + task.update_reveal_blocks - observer.block_number(), 1))
-        # A colluding team votes as soon as voting opens: the first quorum of votes is timely and
-        # the rest late (LATE_AGREEMENT_REWARD), so the vote order must not handicap the attackers.
+        # A colluding team votes as soon as voting opens: the first quorum of votes finalizes and the
+        # rest land after it (paid the same inside the next submission window), so the vote order
+        # must not handicap the attackers.
         for p in (peers if channel is None else team_peers + honest_peers):
             state = observer.round_state()
             try:
