@@ -34,6 +34,7 @@ from ..ml.training import train_local
 from ..protocol.artifact import encode
 from ..protocol.cid import cid_to_digest, digest_to_cid
 from ..protocol.round import RoundInputs, update_metadata
+from ..protocol.secure import stages
 from ..protocol.task import Task
 from ..store import ArtifactStore
 from .evaluation import HoldoutEvaluation
@@ -361,6 +362,10 @@ class Peer:
         elif state.phase is Phase.UPDATE_REVEAL:
             what = f"{state.reveals} of {state.submissions} sealed updates revealed; voting opens once all are, or at block " \
                    f"{state.submit_deadline + self.update_reveal_blocks}"
+        elif self.secure is not None and state.phase is Phase.VOTING and me.voted_round != state.round:
+            st = stages(state.start_block, self.task.submit_blocks, self.task.secure_aggregation.stage_blocks)
+            what = f"the other members' secure-aggregation records: masked updates until block {st.masking_ends}, " \
+                   f"reveals until block {st.unmasking_ends} (or until all are in), then votes"
         else:
             what = f"votes of the other members ({state.submissions} of {n} updates submitted); " \
                    f"voting window closes in {max(state.vote_deadline - head, 0)} blocks"

@@ -116,9 +116,7 @@ class SecureMember:
                 self.masked.add(round_)
             elif head < st.masking_ends - 1:
                 return "mask"
-        masked = {str(ev.args.peer).lower() for ev in p.chain.events(
-            "Published", from_block=p.round_start_block(round_), round=round_, kind=KIND_MASKED) if ev.blockNumber < st.masking_ends}
-        if head < st.masking_ends - 1 and len(masked) < submissions:
+        if head < st.masking_ends - 1 and len(self._recorders(round_, KIND_MASKED, st.masking_ends)) < submissions:
             return "wait"
         holders = self.holders(round_)
         if self.me in holders and round_ not in self.unmasked:
@@ -126,11 +124,15 @@ class SecureMember:
                 self.unmasked.add(round_)
             elif head < st.unmasking_ends - 1:
                 return "unmask"
-        unmasks = {str(ev.args.peer).lower() for ev in p.chain.events(
-            "Published", from_block=p.round_start_block(round_), round=round_, kind=KIND_UNMASK) if ev.blockNumber < st.unmasking_ends}
-        if head < st.unmasking_ends - 1 and len({self.index[a] for a in unmasks if a in self.index} & set(holders)) < len(holders):
+        if head < st.unmasking_ends - 1 and len(self._recorders(round_, KIND_UNMASK, st.unmasking_ends) & set(holders)) < len(holders):
             return "wait"
         return "vote"
+
+    def _recorders(self, round_: int, kind: int, before: int) -> set[int]:
+        """The members with a ``kind`` record of ``round_`` in a block before ``before``."""
+        p = self.peer
+        evs = p.chain.events("Published", from_block=p.round_start_block(round_), round=round_, kind=kind)
+        return {self.index[a] for a in (str(ev.args.peer).lower() for ev in evs if ev.blockNumber < before) if a in self.index}
 
     def mask(self, round_: int, submissions: int, plain: bytes | None) -> bool:
         """Record this member's masked update of ``round_``; False when it has none to mask."""
