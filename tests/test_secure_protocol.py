@@ -9,7 +9,7 @@ import torch
 from fedchain.node.aggregation import aggregate_round, bucket_delta, check_secure_rule
 from fedchain.node.errors import ArtifactInvalid, ConfigError
 from fedchain.node.protocol.artifact import decode, encode
-from fedchain.node.protocol.fixedpoint import dequantize, quantize
+from fedchain.node.protocol.fixedpoint import dequantize
 from fedchain.node.protocol.round import Bucket, Contribution, RoundInputs
 from fedchain.node.protocol.secure import (assign_buckets, key_cutoff, masked_metadata, needed_reveals, stages,
                                            validate_masked)
