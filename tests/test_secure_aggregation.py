@@ -1,12 +1,13 @@
-"""Secure aggregation through the CLI on a real anvil, with a member that crashes mid-round and
-one that records garbage as its masked update.
+"""Secure aggregation through the CLI on a real anvil, with a member that crashes mid-round, one
+that records garbage as its masked update and one that records a masked update nobody can fetch.
 
-Five `fedchain node run` processes. Member 3 runs `--attack dropout`: its process ends right after
-it dealt its shares in round 1, before masking. Member 4 runs `--attack badmask`: its masked
-update is not one. The three honest members must unmask each round with the mask seeds of
-members 3 and 4 reconstructed from the holders' shares, finalize it without them, and finish
-round 2 (where member 3 is a silent holder) after the unmasking stage's deadline. One
-module-scoped run serves every check; each test only reads.
+Six `fedchain node run` processes, threshold 4. Member 3 runs `--attack dropout`: its process ends
+right after it dealt its shares in round 1, before masking. Member 4 runs `--attack badmask`: its
+masked update is not one. Member 5 runs `--attack withhold`: it never puts its masked update in
+the store. The three honest members must unmask each round with the mask seeds of members 3, 4
+and 5 reconstructed from the holders' shares, finalize it without them, and finish round 2
+(where member 3 is a silent holder) after the unmasking stage's deadline. One module-scoped run
+serves every check; each test only reads.
 """
 import json
 import math
@@ -21,9 +22,9 @@ from fedchain.node.tools.devnet import Devnet
 
 from _support import clean_env, run_cli, wait_all
 
-PEERS = 5
+PEERS = 6
 ROUNDS = 2
-DROPOUT, BADMASK = 3, 4
+DROPOUT, BADMASK, WITHHOLD = 3, 4, 5
 HONEST = 3
 
 pytestmark = pytest.mark.timeout(900)
@@ -42,7 +43,7 @@ def secure_net(tmp_path_factory):
         procs = []
         for i in range(PEERS):
             penv = clean_env(FEDCHAIN_KEY=net.keys[i + 1], FEDCHAIN_DEPLOYMENT=str(work / "deployment.json"))
-            extra = {DROPOUT: ["--attack", "dropout"], BADMASK: ["--attack", "badmask"]}.get(i, [])
+            extra = {DROPOUT: ["--attack", "dropout"], BADMASK: ["--attack", "badmask"], WITHHOLD: ["--attack", "withhold"]}.get(i, [])
             with open(work / f"peer-{i}.log", "w") as log:
                 procs.append(subprocess.Popen(
                     [sys.executable, "-m", "fedchain.cli.main", "node", "run", "--data", str(work / "shards" / f"peer-{i}.safetensors"),
@@ -50,12 +51,12 @@ def secure_net(tmp_path_factory):
                     env=penv, stdout=log, stderr=subprocess.STDOUT))
         r = run_cli(["deploy", "--rpc", net.rpc_url, "--members", ",".join(net.addresses[1: PEERS + 1]),
                      "--rounds", str(ROUNDS), "--epochs", "2", "--store", str(work / "store"),
-                     "--submit-blocks", "30", "--vote-blocks", "24", "--secure-aggregation", "--threshold", "3",
+                     "--submit-blocks", "30", "--vote-blocks", "24", "--secure-aggregation", "--threshold", "4",
                      "--stage-blocks", "5", "-o", str(work / "deployment.json")], env=env)
         assert r.returncode == 0, r.stderr
         wait_all(procs, 600)
         logs = [(work / f"peer-{i}.log").read_text() for i in range(PEERS)]
-        assert [p.returncode for p in procs] == [0, 0, 0, 3, 0], [log[-3000:] for log in logs]
+        assert [p.returncode for p in procs] == [0, 0, 0, 3, 0, 0], [log[-3000:] for log in logs]
         yield {"work": work, "net": net, "env": clean_env(FEDCHAIN_DEPLOYMENT=str(work / "deployment.json")), "logs": logs}
 
 
@@ -76,15 +77,16 @@ def test_round_show_names_the_dropout_and_its_recovery(secure_net):
     r = run_cli(["rounds", "show", "1", "--json"], env=secure_net["env"])
     assert r.returncode == 0, r.stderr
     sa = json.loads(r.stdout)["secure_aggregation"]
-    assert sa["dealers"] == [0, 1, 2, 3, 4]
+    assert sa["dealers"] == [0, 1, 2, 3, 4, 5]
     assert sa["survivors"] == [0, 1, 2]
-    assert sa["dropped"] == [DROPOUT, BADMASK] and sa["recovered"] == [DROPOUT, BADMASK]
-    assert sa["reveals"] >= 3 and sa["buckets"] == [[0, 1, 2, 3, 4]]
+    assert sa["dropped"] == [DROPOUT, BADMASK, WITHHOLD] and sa["recovered"] == [DROPOUT, BADMASK, WITHHOLD]
+    assert sa["reveals"] >= 4 and sa["buckets"] == [[0, 1, 2, 3, 4, 5]]
     r = run_cli(["rounds", "show", "1"], env=secure_net["env"])
-    assert "dropped out: 3 (mask seed recovered" in r.stdout and "dropped out: 4 (mask seed recovered" in r.stdout, r.stdout
+    assert all(f"dropped out: {m} (mask seed recovered" in r.stdout for m in (DROPOUT, BADMASK, WITHHOLD)), r.stdout
     excluded = {json.loads(line)["member"]: json.loads(line)["reason"] for line in secure_net["logs"][0].splitlines()
                 if line.startswith("{") and json.loads(line).get("event") == "excluded" and json.loads(line)["round"] == 1}
     assert "masked update invalid" in excluded[BADMASK] and "dropped out" in excluded[DROPOUT], excluded
+    assert "dropped out" in excluded[WITHHOLD], excluded
 
 
 def test_verify_rebuilds_every_round_from_masked_updates_and_reveals(secure_net):

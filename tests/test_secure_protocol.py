@@ -122,17 +122,19 @@ def test_settings_and_rules_that_cannot_run_under_masking_are_refused():
         SecureAggregation(threshold=1)
     with pytest.raises(ConfigError, match="more than the 3 members"):
         SecureAggregation(threshold=4).check_members(3)
+    with pytest.raises(ConfigError, match="more than half of the 4 members"):
+        SecureAggregation(threshold=2).check_members(4)
     with pytest.raises(ConfigError, match="buckets of at least two"):
-        SecureAggregation(threshold=2, buckets=3).check_members(5)
+        SecureAggregation(threshold=3, buckets=3).check_members(5)
     with pytest.raises(ConfigError, match="replaces sealed updates"):
         Task(name="t", dataset="digits", model=TASK.model, update_reveal_blocks=20, secure_aggregation=SecureAggregation(threshold=2))
     with pytest.raises(ConfigError, match="voting window"):
         Task(name="t", dataset="digits", model=TASK.model, vote_blocks=20, secure_aggregation=SecureAggregation(threshold=2))
-    median = Task(name="t", dataset="digits", model=TASK.model, rule="median", secure_aggregation=SecureAggregation(threshold=2))
+    median = Task(name="t", dataset="digits", model=TASK.model, rule="median", secure_aggregation=SecureAggregation(threshold=3))
     with pytest.raises(ConfigError, match="needs individual updates"):
         check_secure_rule(median, 4)
     check_secure_rule(Task(name="t", dataset="digits", model=TASK.model, rule="median",
-                           secure_aggregation=SecureAggregation(threshold=2, buckets=2)), 4)
+                           secure_aggregation=SecureAggregation(threshold=3, buckets=2)), 4)
     assert Task.from_bytes(TASK.to_bytes()) == TASK
     plain = Task(name="t", dataset="digits", model=TASK.model)
     assert "secure_aggregation" not in json.loads(plain.to_bytes())  # other tasks keep their JSON and CIDs

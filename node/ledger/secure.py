@@ -124,7 +124,11 @@ def read_secure_round(
         try:
             data = fetch_with_retry(store, cid, fetch_retry_until, max_bytes=RECORD_MAX_BYTES)
         except (E.ArtifactNotFound, E.StoreUnavailable) as exc:
-            raise E.NotVisibleYet(f"the share bundle of member {member} ({cid}) cannot be fetched yet: {exc}") from None
+            if view_head(chain) < st.masking_ends - 1 - sa.stage_blocks // 2:
+                raise E.NotVisibleYet(f"the share bundle of member {member} ({cid}) cannot be fetched yet: {exc}") from None
+            # Half the masking stage is gone and nobody here could fetch it: mask without it.
+            rnd.excluded.append(Exclusion(member, cid, "share bundle never became available"))
+            continue
         except E.StoreError as exc:  # over budget, or not what its CID says
             rnd.excluded.append(Exclusion(member, cid, f"share bundle unusable: {exc}"))
             continue
@@ -192,10 +196,13 @@ def fetch_masked(store: ArtifactStore, task: Task, task_cid: str, rnd: SecureRou
     return valid, missing, excluded
 
 
-def reveals_owed(rnd: SecureRound, valid: dict, missing: set[int]) -> dict[int, str]:
-    """What an honest holder reveals this round: per dealer one kind, nothing for a dealer whose
-    masked update it could not fetch (revealing either kind could then expose that update)."""
-    return {d: k for d, k in needed_reveals(sorted(rnd.dealers), set(valid)).items() if d not in missing}
+def reveals_owed(rnd: SecureRound, valid: dict) -> dict[int, str]:
+    """What an honest holder reveals this round: per dealer one kind, the self-mask share of a
+    dealer whose valid masked update it fetched, the mask share of every other dealer (none on
+    record, an invalid one, or one it could not fetch). Holders that fetched differently may
+    reveal different kinds, but with a threshold above half the holders at most one kind reaches
+    it, so no dealer's two seeds are ever both reconstructed."""
+    return needed_reveals(sorted(rnd.dealers), set(valid))
 
 
 def secure_inputs(
@@ -221,8 +228,6 @@ def secure_inputs(
                               f"the masking stage ends at block {rnd.stages.masking_ends}")
     valid, missing, bad = fetch_masked(store, task, task_cid, rnd, recs, members, schema, base_cid,
                                        fetch_retry_until=fetch_retry_until)
-    if missing:
-        raise E.NotVisibleYet(f"masked updates of members {sorted(missing)} cannot be fetched yet")
     inputs.excluded += bad
     unmask_recs = _first_records(chain, round_, KIND_UNMASK, index, from_block=start_block, before=rnd.stages.unmasking_ends)
     unmask_recs = {m: v for m, v in unmask_recs.items() if m in rnd.holders}
@@ -238,28 +243,37 @@ def secure_inputs(
                                          peer=members[holder], holder=holder, members=len(members)))
         except Exception:  # noqa: BLE001 - a holder's unusable reveal only loses its shares
             continue
-    needed = needed_reveals(sorted(rnd.dealers), set(valid))
-    seeds = reconstruct(rnd.dealers, unmasks, needed)
-    for k, bucket in enumerate(rnd.buckets):
-        survivors = [m for m in bucket if m in valid]
-        dropped = [m for m in bucket if m not in valid]
+    # The reveals on record decide, not this reader's own fetches: with a threshold above half the
+    # holders, at most one of a dealer's two seeds can be reconstructed. A self seed makes the
+    # dealer a survivor, a mask seed a dropout; neither leaves its bucket unresolved.
+    selfs = reconstruct(rnd.dealers, unmasks, {d: "self" for d in rnd.dealers})
+    masks = reconstruct(rnd.dealers, unmasks, {d: "mask" for d in rnd.dealers})
+    late = sorted(d for d in rnd.dealers if selfs.get(d) is not None and d in missing)
+    if late:
+        raise E.NotVisibleYet(f"masked updates of members {late} were unmasked by the holders but cannot be fetched here yet")
+    for bucket in rnd.buckets:
+        survivors = [m for m in bucket if selfs.get(m) is not None and m in valid]
+        dropped = [m for m in bucket if selfs.get(m) is None and masks.get(m) is not None]
         if not survivors:
             continue
-        if any(seeds.get(m) is None for m in bucket):
+        if len(survivors) + len(dropped) < len(bucket):
             inputs.excluded += [Exclusion(m, valid[m][0], NOT_UNMASKED) for m in survivors]
             continue
         vectors = {m: masked_vector(valid[m][1]).numpy().view(np.uint64) for m in survivors}
-        total = unmask_sum(vectors, self_seeds={m: seeds[m] for m in survivors}, dropped={m: seeds[m] for m in dropped},
+        total = unmask_sum(vectors, self_seeds={m: selfs[m] for m in survivors}, dropped={m: masks[m] for m in dropped},
                            mask_publics={m: rnd.dealers[m].mask_public for m in bucket}, task=task_cid, round_=round_)
         inputs.buckets.append(Bucket(tuple(survivors), torch.from_numpy(np.asarray(total, dtype=np.int64).copy()),
                                      ",".join(valid[m][0] for m in survivors)))
-    for m in sorted(valid):
+    counted = {m for b in inputs.buckets for m in b.members}
+    for m in sorted(counted):
         cid, art = valid[m]
         evaluation = parse_evaluation(art.metadata, round_=round_, kind=task.train.kind, classes=task.model.classes)
         privacy = parse_privacy(art.metadata, task.train.dp)
         inputs.contributions.append(Contribution(m, cid, {}, 1, 1, m, evaluation, privacy))
-    for m in sorted(set(rnd.dealers) - set(valid) - {x.member for x in inputs.excluded}):
-        inputs.excluded.append(Exclusion(m, rnd.dealer_cids[m], "dropped out: no valid masked update in the masking stage"))
+    for m in sorted(set(rnd.dealers) - counted - {x.member for x in inputs.excluded}):
+        reason = "dropped out: no valid masked update in the masking stage, or none the holders could fetch" \
+            if masks.get(m) is not None else NOT_UNMASKED
+        inputs.excluded.append(Exclusion(m, valid[m][0] if m in valid else rnd.dealer_cids[m], reason))
     return inputs.sort()
 
 
@@ -297,13 +311,15 @@ def secure_summary(chain: ChainClient, store: ArtifactStore, task: Task, task_ci
                                          task=task_cid, round_=round_, peer=members[holder], holder=holder, members=len(members)))
         except Exception:  # noqa: BLE001 - an unusable reveal is simply not counted
             continue
-    dropped = sorted(set(rnd.dealers) - set(valid) - missing)
+    selfs = reconstruct(rnd.dealers, unmasks, {d: "self" for d in rnd.dealers})
+    survivors = sorted(d for d in rnd.dealers if selfs.get(d) is not None and (d in valid or d in missing))
+    dropped = sorted(set(rnd.dealers) - set(survivors))
     seeds = reconstruct(rnd.dealers, unmasks, {d: "mask" for d in dropped}) if dropped else {}
     return {"dealers": sorted(rnd.dealers), "holders": sorted(rnd.holders), "threshold": task.secure_aggregation.threshold,
-            "buckets": [list(b) for b in rnd.buckets], "survivors": sorted(valid), "dropped": dropped,
+            "buckets": [list(b) for b in rnd.buckets], "survivors": survivors, "dropped": dropped,
             "recovered": sorted(d for d in dropped if seeds.get(d) is not None), "reveals": len(unmasks),
             "masking_ends": rnd.stages.masking_ends, "unmasking_ends": rnd.stages.unmasking_ends,
-            "dp_rho": (rho := round_dp_rho(task, [list(b) for b in rnd.buckets], sorted(valid))),
+            "dp_rho": (rho := round_dp_rho(task, [list(b) for b in rnd.buckets], survivors)),
             "dp_epsilon_round": None if rho is None else _epsilon(rho, task.secure_aggregation.delta),
             "delta": task.secure_aggregation.delta}
 

@@ -169,12 +169,28 @@ class SecureMember:
         extra = {k: v for k, v in art.metadata.items() if k.startswith(("eval_", "dp_"))}
         data = encode(tensors, masked_metadata(p.task_cid, round_, art.metadata["base"], p.address, extra))
         data = p.pipeline.publish_masked(data, UpdateContext(round_, art.metadata["base"], {}, dict(art.metadata), p))
-        cid = p.store.add(data, pin=True)
+        if all(getattr(plugin, "pins_masked", True) for plugin in p.pipeline.plugins):
+            cid = p.store.add(data, pin=True)
+        else:  # an attacker that records a masked update nobody can fetch
+            cid = p.store.cid_of(data)
         receipt = p.chain.publish(round_, KIND_MASKED, cid_to_digest(cid))
         p.metrics.inc("gas_used_total", receipt["gasUsed"])
         p.log("masked", round_, cid=cid, bucket=list(bucket), gas=receipt["gasUsed"])
         p._forget_sealed(round_)
         return True
+
+    def _fetch_deadline(self, end_block: int) -> float:
+        """A monotonic-clock deadline for fetches that must finish well before block ``end_block``:
+        half the time its remaining blocks take at the chain's recent pace, within the peer's fetch timeout."""
+        p = self.peer
+        head = p.chain.block_number()
+        try:
+            recent = p.chain.w3.eth.get_block(head)["timestamp"] - p.chain.w3.eth.get_block(max(head - 10, 0))["timestamp"]
+            pace = max(recent / max(min(head, 10), 1), 0.1)
+        except Exception:  # noqa: BLE001 - no timestamps: assume a block a second
+            pace = 1.0
+        left = max(end_block - head - 2, 0) * pace / 2
+        return time.monotonic() + max(0.5, min(p.fetch_timeout, left))
 
     def _noise(self, q: torch.Tensor, bucket_size: int, like: dict[str, torch.Tensor]) -> torch.Tensor:
         """Distributed DP: this member's share of the bucket's discrete Gaussian noise, on the
@@ -201,9 +217,11 @@ class SecureMember:
         recs = masked_records(p.chain, rnd, self.index, start_block=p.round_start_block(round_))
         if not rnd.masking_done:
             raise E.NotVisibleYet(f"{len(recs)} of {len(rnd.dealers)} masked updates in view; masking ends at block {rnd.stages.masking_ends}")
+        # A masked update this holder cannot fetch gets its mask share revealed, so do not wait for
+        # one past half of what is left of the unmasking stage.
         valid, missing, _ = fetch_masked(p.store, p.task, p.task_cid, rnd, recs, p.members, p.schema, p.base_of(round_),
-                                         fetch_retry_until=time.monotonic() + p.fetch_timeout)
-        owed = reveals_owed(rnd, valid, missing)
+                                         fetch_retry_until=self._fetch_deadline(rnd.stages.unmasking_ends))
+        owed = reveals_owed(rnd, valid)
         keys = {}
         for dealer, kind in owed.items():
             mask_key, self_key = pair_keys(self._identity, rnd.holders[dealer], task=p.task_cid, round_=round_,

@@ -158,8 +158,8 @@ class SecureAggregation:
     Privacy-Preserving Machine Learning", CCS 2017, double masking): members publish masked
     updates, and only the sum of each bucket is ever revealed.
 
-    ``threshold``: Shamir threshold t; any t members' reveals unmask a round, t - 1 colluding
-    members learn nothing. ``buckets``: members are split at random, after the submission window,
+    ``threshold``: Shamir threshold t, more than half the members; any t members' reveals unmask a
+    round, t - 1 colluding members learn nothing. ``buckets``: members are split at random, after the submission window,
     into this many buckets; each bucket's sum is unmasked and the task's rule runs over the bucket
     means (Karimireddy, He & Jaggi, "Byzantine-Robust Learning on Heterogeneous Datasets via
     Bucketing", ICLR 2022). ``stage_blocks``: the length of the masking stage and of the
@@ -195,9 +195,14 @@ class SecureAggregation:
 
     def check_members(self, members: int) -> None:
         """Raise ``ConfigError`` unless ``members`` members can run this: every bucket of at least
-        two (a bucket of one would reveal that member's update) and a threshold they can reach."""
+        two (a bucket of one would reveal that member's update), and a threshold they can reach
+        that is more than half of them (so at most one of a dealer's two seeds can be revealed)."""
         if self.threshold > members:
             raise ConfigError(f"the secure-aggregation threshold {self.threshold} is more than the {members} members")
+        if 2 * self.threshold <= members:
+            raise ConfigError(f"the secure-aggregation threshold must be more than half of the {members} members, got "
+                              f"{self.threshold} (with half or fewer, holders that saw a masked update differently could "
+                              "reveal both of its seeds)")
         if members < 2 * self.buckets:
             raise ConfigError(f"{members} members cannot fill {self.buckets} buckets of at least two "
                               "(a bucket of one would reveal that member's update)")

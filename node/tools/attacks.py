@@ -694,4 +694,13 @@ class BadMask(Plugin):
         return encode({"garbage": torch.ones(3)}, masked_metadata(ctx.peer.task_cid, ctx.round, ctx.base_cid, ctx.peer.address))
 
 
-ATTACKS.update({cls.name: cls for cls in (FrontRunner, Absent, Dropout, BadMask)})
+class Withhold(Plugin):
+    """Secure aggregation: records the digest of its masked update but never puts the update in
+    the store, so nobody can fetch it. The holders cannot fetch it either, so they reveal its mask
+    seed; the others' sum is unmasked without it."""
+
+    name = "withhold"
+    pins_masked = False
+
+
+ATTACKS.update({cls.name: cls for cls in (FrontRunner, Absent, Dropout, BadMask, Withhold)})
