@@ -102,8 +102,10 @@ def read_secure_round(
     """The round's holders, dealers (with their validated share bundles) and buckets.
 
     ``expected``: the submissions the chain counts for the open round (fewer in view raises
-    ``NotVisibleYet``). A bundle that cannot be fetched raises ``NotVisibleYet`` too: nobody can
-    mask against a member whose bundle it has not seen, so peers wait for it rather than guess.
+    ``NotVisibleYet``). A bundle that cannot be fetched raises ``NotVisibleYet`` too, until half
+    the masking stage is gone: nobody can mask against a member whose bundle it has not seen.
+    After that its dealer is left out. (A bundle withheld from some readers and shown to others
+    splits their views; one pinned only after the round is read differently by a later auditor.)
     """
     from ..secagg.bundles import decode_bundle
 
