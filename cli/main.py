@@ -386,7 +386,8 @@ def rounds_show(number, deployment, rpc, store_spec, as_json):
     click.echo("")
     unrevealed = "(never revealed)" if rec.status != "open" else "(sealed)"
     dp = {m: f"{p['epsilon']:.4f}" for m, p in privacy.items()}
-    click.echo(table(["peer", "update CID", "reputation", "included"] + (["epsilon spent"] if privacy else []),
+    submitted = "share bundle CID" if secure else "update CID"  # under secure aggregation the update is never published
+    click.echo(table(["peer", submitted, "reputation", "included"] + (["epsilon spent"] if privacy else []),
                      [[s["peer"], s["cid"] or unrevealed, "-" if s["reputation"] is None else s["reputation"], ("yes" if (rec.included >> members.index(s["peer"].lower())) & 1 else "no") if rec.model else "-"]
                       + ([dp.get(s["peer"].lower(), "-")] if privacy else []) for s in rec.submissions]))
     click.echo("")
