@@ -335,6 +335,18 @@ def test_non_member_cannot_submit(deploy):
         d.outsider.submit(1, digest(), NONE)
 
 
+def test_publish_records_a_members_digest_and_refuses_outsiders_and_zero(deploy):
+    """Secure aggregation's records: a log bound to the sender, nothing stored."""
+    d = deploy(2)
+    receipt = d.clients[1].publish(3, 2, b"\x07" * 32)
+    ev = d.clients[1].contract.events.Published().process_receipt(receipt)[0]
+    assert (ev.args.round, ev.args.peer, ev.args.kind, bytes(ev.args.digest)) == (3, d.members[1], 2, b"\x07" * 32)
+    with reverts(E.NotMember, "FedChainNotMember", d.outsider.address):
+        d.outsider.publish(0, 1, b"\x01" * 32)
+    with reverts(E.ContractError, "FedChainZeroDigest"):
+        d.clients[0].publish(1, 2, b"\x00" * 32)
+
+
 def test_non_member_cannot_vote(deploy):
     d = deploy(2)
     submit_all(d, 1)
