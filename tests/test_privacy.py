@@ -25,7 +25,7 @@ from fedchain.node.protocol.privacy import PrivacySpent, budget_micro, epsilon_t
 from fedchain.node.protocol.round import update_metadata, validate_update
 from fedchain.node.protocol.task import ModelSpec, PrivacyConfig, Task, TrainConfig
 from fedchain.node.tools.operations import privacy_config
-from fedchain.node.tools.privacy import (attack_metrics, chance_levels, lira_offline_scores, membership_advantage, parse_epsilons,
+from fedchain.node.tools.privacy import (attack_metrics, chance_levels, crossfit_advantage, lira_offline_scores, membership_advantage, parse_epsilons,
                                          roc_auc)
 
 DP = PrivacyConfig(delta=1e-5, max_grad_norm=1.0, epsilon=8.0)
@@ -227,6 +227,21 @@ def test_chance_levels_bound_what_guessing_reaches():
     trials = [attack_metrics(rng.normal(size=300), rng.normal(size=200)) for _ in range(200)]
     assert np.mean([t["advantage"] <= chance["advantage"] for t in trials]) >= 0.9
     assert np.mean([abs(t["auc"] - 0.5) <= chance["auc"] - 0.5 for t in trials]) >= 0.9
+
+
+def test_crossfit_advantage_is_unbiased_where_the_best_threshold_is_not():
+    rng = np.random.default_rng(3)
+    null = [(membership_advantage(m, n), crossfit_advantage(m, n, seed=i))
+            for i, (m, n) in enumerate((rng.normal(size=600), rng.normal(size=200)) for _ in range(150))]
+    best, cv = np.array(null).T
+    mean = chance_levels(600, 200)["advantage_mean"]
+    assert abs(best.mean() - mean) < 0.15 * mean  # guessing's average with the threshold fitted on the scored samples
+    assert abs(cv.mean()) < 0.01 and cv.min() < 0  # fitted elsewhere: centred on 0
+    separated = crossfit_advantage(rng.normal(1.5, 1, 600), rng.normal(0, 1, 200), seed=0)
+    assert separated == pytest.approx(2 * 0.7734 - 1, abs=0.08)  # equal-variance Gaussians 1.5 apart: 2 Phi(0.75) - 1
+    assert crossfit_advantage(np.arange(20.0) + 100, np.arange(30.0)) == 1.0  # sets apart: apart on the held-out halves too
+    with pytest.raises(ValueError):
+        crossfit_advantage([1.0], [0.0, 1.0])
 
 
 def test_offline_lira_finds_planted_members():
