@@ -362,9 +362,12 @@ def _invert_one(work: Path, task, store, base, member: int, cid: str, *, k: int,
 
 def privacy_experiment(*, epsilons: list[float], dataset: str = "digits", peers: int = 4, rounds: int = 5, epochs: int = 5,
                        lr: float = 0.05, delta: float = 1e-5, clip: float = 1.0, shadows: int = 8, seed: int = 0,
-                       out: Path, progress=print, secure: bool = False) -> tuple[list[dict], list[Path]]:
+                       out: Path, progress=print, secure: bool = False, model: str = "mlp",
+                       batch_size: int = 32) -> tuple[list[dict], list[Path]]:
     """One simulation per epsilon (``inf``: no DP), each attacked by both attacks; writes
     results.csv, results.json and the plots in ``out``. Returns (results, files written).
+    ``model``, ``batch_size``, ``lr``, ``epochs`` and ``rounds`` are the same in every run, the
+    one without DP included, so each epsilon is compared with like.
     ``secure``: every epsilon once more under secure aggregation (one bucket, fedavg-plain), where
     the update an attacker can fetch is the masked one."""
     from ..protocol.task import PrivacyConfig
@@ -381,18 +384,20 @@ def privacy_experiment(*, epsilons: list[float], dataset: str = "digits", peers:
         if (work / "deployment.json").exists():
             raise ConfigError(f"{work} already holds a run: choose another --out")
         dp = None if eps == math.inf else PrivacyConfig(delta=delta, max_grad_norm=clip, epsilon=eps)
-        cfg = SimulationConfig(peers=peers, rounds=rounds, dataset=dataset, seed=seed, epochs=epochs, lr=lr, holdout=0.2,
+        cfg = SimulationConfig(peers=peers, rounds=rounds, dataset=dataset, seed=seed, epochs=epochs, lr=lr, holdout=0.2, model=model, batch_size=batch_size,
                                workdir=str(work), dp=dp, block_time=1.0, **(
                                    {"secure": SecureOptions(), "update_reveal_blocks": 0, "rule": "fedavg-plain"} if masked else {}))
         t0 = time.monotonic()
-        progress(f"epsilon {name}: simulating {peers} peers, {rounds} rounds on {dataset}")
+        progress(f"epsilon {name}: simulating {peers} peers, {rounds} rounds of {epochs} epochs on {dataset} ({model}, batch {batch_size}, "
+                 f"lr {lr:g}{'' if dp is None else f', clip {clip:g}'})")
         summary = run_simulation(cfg, progress=lambda msg: None)
         if summary["rounds_finalized"] != rounds or summary["peer_failures"]:
             raise ConfigError(f"epsilon {name}: {summary['rounds_finalized']}/{rounds} rounds finalized, "
                               f"peer failures {summary['peer_failures']}; see {work / 'logs'}")
         attacked = _attack(work, summary, shadows=shadows, seed=seed) | invert_published_updates(work, seed=seed)
         spent = [e for e in (summary["privacy"] or {}).get("final_epsilon", []) if e is not None]
-        row = {"epsilon": eps, "secure_aggregation": masked, "epsilon_spent_max": max(spent) if spent else None, "delta": None if dp is None else delta,
+        row = {"epsilon": eps, "secure_aggregation": masked, "model": model, "batch_size": batch_size, "lr": lr, "epochs": epochs,
+               "rounds": rounds, "clip": None if dp is None else clip, "seed": seed, "epsilon_spent_max": max(spent) if spent else None, "delta": None if dp is None else delta,
                "noise_multiplier": (summary["privacy"] or {}).get("noise_multiplier"), "accuracy": summary["final_test_accuracy"],
                "rounds_finalized": summary["rounds_finalized"], **attacked, "seconds": round(time.monotonic() - t0, 1)}
         results.append(row)
@@ -430,7 +435,7 @@ def _inversion_cells(r: dict) -> list[str]:
             f"{r['inversion_distinct']}/{r['inversion_reconstructions']} ({r.get('inversion_distinct_nonmembers', '-')})"]
 
 
-_CSV = ["epsilon", "secure_aggregation", "update_step_cosine_max", "epsilon_spent_max", "delta", "accuracy", "loss_auc", "loss_advantage", "lira_auc", "lira_advantage",
+_CSV = ["epsilon", "secure_aggregation", "model", "batch_size", "lr", "epochs", "rounds", "clip", "seed", "update_step_cosine_max", "epsilon_spent_max", "delta", "accuracy", "loss_auc", "loss_advantage", "lira_auc", "lira_advantage",
         "loss_advantage_cv", "lira_advantage_cv", "chance_auc95", "chance_advantage95", "chance_advantage_mean", "members", "nonmembers", "shadow_samples", "rounds_finalized", "seconds",
         "inversion_round", "inversion_updates", "inversion_reconstructions", "inversion_psnr_mean", "inversion_nn_match",
         "inversion_nn_chance95", "inversion_distinct", "inversion_distinct_nonmembers", "matching_reconstructions", "matching_psnr_mean", "matching_nn_match",
