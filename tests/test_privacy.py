@@ -267,6 +267,20 @@ def test_epsilon_lists():
 
 # ---------------------------------------------------------------------------- one small network
 @pytest.mark.timeout(400)
+def test_a_simulation_pins_its_model_and_batch_size_and_the_default_task_is_unchanged():
+    from fedchain.node.ml.data import load_dataset, train_test_split
+    from fedchain.node.tools.simulate import SimulationConfig, _task
+
+    ds = load_dataset("digits")
+    train, _ = train_test_split(ds, seed=0)
+    dp = PrivacyConfig(delta=1e-5, max_grad_norm=3.0, epsilon=8.0)
+    task = _task(SimulationConfig(model="logreg", batch_size=64, dp=dp), ds, train)
+    assert task.model.arch == "logreg" and task.train.batch_size == 64 and task.train.dp == dp
+    assert _task(SimulationConfig(), ds, train).train.to_dict() == TrainConfig(epochs=5).to_dict()  # batch 32, as before
+    with pytest.raises(ConfigError, match="batch size"):
+        SimulationConfig(batch_size=0)
+
+
 def test_simulate_with_dp_finalizes_every_round_and_reports_epsilon(tmp_path):
     r = run_cli(["simulate", "--peers", "3", "--rounds", "2", "--epochs", "1", "--block-time", "0", "--dp-epsilon", "8",
                  "--workdir", str(tmp_path / "w"), "--json"], timeout=380)
