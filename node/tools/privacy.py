@@ -17,7 +17,9 @@ final global model (public: every finalized model is in the store):
 
 Both are measured by the ROC AUC over members and non-members and by the membership advantage
 ``max over thresholds of TPR - FPR`` (Yeom et al.'s advantage; 0 for an attacker no better than
-chance, 1 for a perfect one). Members are the training samples of the members' shards,
+chance, 1 for a perfect one), and by the same advantage cross-fitted (``crossfit_advantage``: the
+threshold fitted on half the samples and scored on the other half, so that guessing scores 0 on
+average rather than ``chance_levels``' ``advantage_mean``). Members are the training samples of the members' shards,
 non-members the test split no member holds; the shadow models' data are the members' holdouts
 (never trained on by anyone), so the three sets are disjoint and from one distribution.
 
