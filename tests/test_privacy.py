@@ -321,3 +321,4 @@ def test_privacy_plots_are_written(tmp_path):
     written = plot_privacy(inverted, tmp_path / "inv")
     assert [p.name for p in written] == ["accuracy-vs-epsilon.png", "attack-vs-epsilon.png", "inversion-vs-epsilon.png"]
     assert privacy_rows(inverted)[0][-3:] == ["14.0 dB", "0.700 (0.623)", "5/64 (-)"] and privacy_rows(results)[0][-3:] == ["-", "-", "-"]
+    assert privacy_rows(results)[0][8] == "-" and privacy_rows([results[1] | dict(loss_advantage_cv=0.01, lira_advantage_cv=-0.02)])[0][8] == "0.010/-0.020"

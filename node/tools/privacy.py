@@ -413,7 +413,7 @@ def privacy_experiment(*, epsilons: list[float], dataset: str = "digits", peers:
 
 
 PRIVACY_HEADERS = ["epsilon", "spent (max)", "accuracy", "vs no DP", "loss AUC", "loss adv", "LiRA AUC", "LiRA adv",
-                   "chance AUC/adv (95%)", "inversion PSNR", "NN match (chance)", "recovered (non-members)"]
+                   "adv cross-fitted (loss/LiRA)", "chance AUC/adv (95%)", "inversion PSNR", "NN match (chance)", "recovered (non-members)"]
 
 
 def privacy_rows(results: list[dict]) -> list[list[str]]:
@@ -426,6 +426,7 @@ def privacy_rows(results: list[dict]) -> list[list[str]]:
                      "-" if base is None or (r["epsilon"] == math.inf and not r.get("secure_aggregation"))
                      else f"{100 * (r['accuracy'] - base):+.1f} pp",
                      f"{r['loss_auc']:.3f}", f"{r['loss_advantage']:.3f}", f"{r['lira_auc']:.3f}", f"{r['lira_advantage']:.3f}",
+                     f"{r['loss_advantage_cv']:.3f}/{r['lira_advantage_cv']:.3f}" if "lira_advantage_cv" in r else "-",
                      f"{r['chance_auc95']:.3f}/{r['chance_advantage95']:.3f}", *_inversion_cells(r)])
     return rows
 
