@@ -143,7 +143,8 @@ def ref_fedavg(rows, weights):
     # The default: clipped FedAvg without the rows opposed to the clipped mean of every row with
     # evidence: a non-positive inner product d and a cosine of at most -1/2 (4 d^2 >= |row|^2 |ref|^2)
     # or a pull back of at least half the reference (2 f d <= -|ref|^2 2^20, f the row's clip
-    # factor); every row opposed means no evidence. In that reference each row weighs
+    # factor), or, for one of a set of near-copies, a non-positive d alone; every row opposed means
+    # no evidence. In that reference each row weighs
     # weight / (number of rows at a cosine >= 15/16 to it, itself included).
     every = list(range(len(rows)))
     mean = _ref_clipped_mean(rows, weights, every)
@@ -159,7 +160,7 @@ def ref_fedavg(rows, weights):
 
     def opposed(i):
         d = _dot(rows[i], ref)
-        return d <= 0 and (4 * d * d >= g[i][i] * rr or 2 * factor[i] * d <= -rr * (1 << 20))
+        return d <= 0 and (counts[i] > 1 or 4 * d * d >= g[i][i] * rr or 2 * factor[i] * d <= -rr * (1 << 20))
 
     keep = [i for i in every if not opposed(i)] if len(rows) > 2 and any(ref) else every
     if not keep or keep == every:
