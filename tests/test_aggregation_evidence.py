@@ -76,6 +76,21 @@ def test_a_label_skewed_honest_update_just_past_90_degrees_is_kept():
         assert make_rule("fedavg", {"opposed_cos": 0, "opposed_pull": 0}).combine(rows, [1] * 10).included == tuple(range(9)), seed
 
 
+def test_near_copies_are_excluded_on_the_bare_sign():
+    # The same weakly opposed update as above, sent by three colluders as near-copies: no
+    # independent honest peers send near-parallel updates, so a non-positive product is enough.
+    rows = _t([[-2, 2, 2, 2, 1], [-2, 2, 2, 2, 1], [0, 5, 0, 0, 0], [1, -4, 4, 4, 4]])
+    ref = _t([2, 0, 0, 0, 0])
+    assert agreeing_with(rows, ref, cos=(1, 2), pull=(64, 1)) == [0, 1, 2, 3]
+    assert agreeing_with(rows, ref, cos=(1, 2), pull=(64, 1), alike=[True, True, False, False]) == [2, 3]
+    assert agreeing_with(rows, ref, cos=(1, 2), pull=(64, 1), alike=[False, False, True, True]) == [0, 1, 3]
+    for seed in range(4):
+        honest = _skewed(7, 0.3, seed)
+        lone = _past_90_degrees(honest, -0.35)
+        copies = [colluder_perturbation(lone, k, 1) for k in ("0xa", "0xb", "0xc")]
+        assert make_rule("fedavg").combine(_rows(np.vstack([honest, *copies])), [1] * 10).included == tuple(range(7)), seed
+
+
 def test_ipm_crafted_from_a_public_round_and_sign_flips_are_still_excluded():
     for seed in range(4):
         honest = _skewed(7, 0.3, seed)
