@@ -114,8 +114,8 @@ def fedavg_clipped(
     bound in fixed-point units; 0 clips to the lower median of the (kept) updates' norms.
 
     ``exclude_opposed``: the clipped, weighted mean of every update is the reference; the updates
-    whose inner product with it is not positive are excluded, and the mean is recomputed over the
-    rest (clip bound included). This is the sign test of FLTrust (Cao et al., "FLTrust:
+    opposed to it (below) are excluded, and the mean is recomputed over the rest (clip bound
+    included). At its core is the sign test of FLTrust (Cao et al., "FLTrust:
     Byzantine-robust Federated Learning via Trust Bootstrapping", NDSS 2021), whose ReLU gives
     zero trust to an update at 90 degrees or more from the reference; with no trusted root data
     set, the reference is the round's own clipped mean, in which clipping bounds every update's
@@ -137,7 +137,7 @@ def fedavg_clipped(
     an attacker cannot steer and rejected: on Dirichlet(0.5) digits, label-skewed honest updates are
     at up to -0.38 cosine to it and would have been excluded.
 
-    An update is excluded only with evidence (``agreeing_with``): a non-positive inner product
+    A lone update is excluded only with evidence (``agreeing_with``): a non-positive inner product
     with the reference and, besides, a cosine of at most ``-opposed_cos`` or a pull back along it,
     after clipping, of at least ``opposed_pull`` times the reference's squared length (the weighted
     mean of the clipped updates' pulls is exactly that length: ``opposed_pull`` 1/2 excludes an
