@@ -130,8 +130,13 @@ def round_shape(chain: ChainClient, task: Task, round_: int, *, start_block: int
 def read_secure_round(
     chain: ChainClient, store: ArtifactStore, task: Task, task_cid: str, round_: int, *, start_block: int,
     members: list[str], deploy_block: int, expected: int | None = None, fetch_retry_until: float = 0.0,
+    cache: dict | None = None,
 ) -> SecureRound:
     """The round's holders, dealers (with their validated share bundles) and buckets.
+
+    ``cache``: a dict a reader keeps across calls for what cannot change once read (the round's
+    shape, its holders, and a round dealt ahead's dealers, all fixed by records from before the
+    round started), so that polling a round does not read them from the chain and store again.
 
     ``expected``: the submissions the chain counts for the open round (fewer in view raises
     ``NotVisibleYet``). A bundle that cannot be fetched raises ``NotVisibleYet`` too, until half
@@ -142,17 +147,27 @@ def read_secure_round(
     """
     sa = task.secure_aggregation
     index = {m.lower(): i for i, m in enumerate(members)}
-    ahead, prev_start, reveals = round_shape(chain, task, round_, start_block=start_block, deploy_block=deploy_block)
+    cache = {} if cache is None else cache
+    if ("shape", round_) not in cache:
+        cache[("shape", round_)] = round_shape(chain, task, round_, start_block=start_block, deploy_block=deploy_block)
+    ahead, prev_start, reveals = cache[("shape", round_)]
     st = stages(start_block, task.submit_blocks, sa.stage_blocks, ahead)
-    holders = identity_keys(chain, index, deploy_block=deploy_block, round_=round_, start_block=start_block, task=task,
-                            previous_start=prev_start)
+    if ("holders", round_) not in cache:
+        cache[("holders", round_)] = identity_keys(chain, index, deploy_block=deploy_block, round_=round_,
+                                                   start_block=start_block, task=task, previous_start=prev_start)
+    holders = cache[("holders", round_)]
     rnd = SecureRound(round_, st, holders, ahead=ahead)
     subs = chain.events("UpdateSubmitted", from_block=start_block, round=round_)
     if expected is not None and len(subs) < expected:
         raise E.NotVisibleYet(f"{len(subs)} of {expected} submissions of round {round_} in view")
     if ahead:
-        _read_dealt_ahead(chain, store, task, task_cid, rnd, reveals or {}, index, members,
-                          patience_until=start_block + task.submit_blocks // 2, fetch_retry_until=fetch_retry_until)
+        if ("dealt", round_) not in cache:
+            dealt = SecureRound(round_, st, holders, ahead=True)
+            _read_dealt_ahead(chain, store, task, task_cid, dealt, reveals or {}, index, members,
+                              patience_until=start_block + task.submit_blocks // 2, fetch_retry_until=fetch_retry_until)
+            cache[("dealt", round_)] = (dealt.dealers, dealt.dealer_cids, dealt.excluded)
+        dealers, cids, excluded = cache[("dealt", round_)]
+        rnd.dealers, rnd.dealer_cids, rnd.excluded = dict(dealers), dict(cids), list(excluded)
         for ev in subs:
             member = index[str(ev.args.peer).lower()]
             cid = digest_to_cid(bytes(ev.args.update))
@@ -298,7 +313,7 @@ def reveals_owed(rnd: SecureRound, valid: dict) -> dict[int, str]:
 def secure_inputs(
     chain: ChainClient, store: ArtifactStore, task: Task, task_cid: str, round_: int, base_cid: str, *,
     schema: Schema, start_block: int, members: list[str], deploy_block: int, expected: int | None = None,
-    fetch_retry_until: float = 0.0,
+    fetch_retry_until: float = 0.0, cache: dict | None = None,
 ) -> RoundInputs:
     """The round's inputs: one ``Bucket`` per unmasked bucket (its members' mean update), and a
     ``Contribution`` without a delta per survivor (its evaluation and privacy metadata).
@@ -308,7 +323,7 @@ def secure_inputs(
 
     index = {m.lower(): i for i, m in enumerate(members)}
     rnd = read_secure_round(chain, store, task, task_cid, round_, start_block=start_block, members=members,
-                            deploy_block=deploy_block, expected=expected, fetch_retry_until=fetch_retry_until)
+                            deploy_block=deploy_block, expected=expected, fetch_retry_until=fetch_retry_until, cache=cache)
     inputs = RoundInputs(round_, base_cid)
     inputs.excluded += rnd.excluded
     inputs.buckets = []

@@ -422,7 +422,8 @@ class Peer:
         if self.secure is not None:
             return secure_inputs(self.chain, self.store, self.task, self.task_cid, round_, self.base_of(round_),
                                  schema=self.schema, start_block=start, members=self.members, deploy_block=self.deploy_block,
-                                 expected=expected, fetch_retry_until=time.monotonic() + self.fetch_timeout)
+                                 expected=expected, fetch_retry_until=time.monotonic() + self.fetch_timeout,
+                                 cache=self.secure.cache_for(round_))
         inputs = collect_updates(
             self.chain, self.store, self.task, self.task_cid, round_, self.base_of(round_), schema=self.schema,
             from_block=start, members=self.members, fetch_retry_until=time.monotonic() + self.fetch_timeout,

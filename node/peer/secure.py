@@ -63,6 +63,7 @@ class SecureMember:
         self._holders: dict[int, dict[int, bytes]] = {}
         self._ahead: dict[int, bool] = {}
         self._dealt: dict[int, object] = {}
+        self._cache: dict = {}  # what read_secure_round may keep: (what, round) -> value
 
     # ------------------------------------------------------------ records of this member
     def _recorded(self, round_: int, kind: int) -> bool:
@@ -113,7 +114,13 @@ class SecureMember:
         p = self.peer
         return read_secure_round(p.chain, p.store, p.task, p.task_cid, round_, start_block=p.round_start_block(round_),
                                  members=p.members, deploy_block=p.deploy_block, expected=submissions,
-                                 fetch_retry_until=time.monotonic() + p.fetch_timeout)
+                                 fetch_retry_until=time.monotonic() + p.fetch_timeout, cache=self.cache_for(round_))
+
+    def cache_for(self, round_: int) -> dict:
+        """The read cache (``ledger.secure.read_secure_round``), holding this round and the next."""
+        for old in [k for k in self._cache if k[1] < round_ - 1]:
+            del self._cache[old]
+        return self._cache
 
     # ------------------------------------------------------------ the stages
     def joinable(self, round_: int) -> str:
