@@ -150,3 +150,14 @@ def test_a_masked_update_must_have_the_tasks_width():
                        (encode({"masked": torch.zeros(32, dtype=torch.int16)}, meta), 16)):
         with pytest.raises(ArtifactInvalid):
             validate_masked(data, schema, bits=bits, **kw)
+
+
+def test_deploy_refuses_bits_it_cannot_encode():
+    from fedchain.node.aggregation import check_secure_bits
+
+    sa = SecureAggregation(threshold=3, bits=16)
+    check_secure_bits(sa, {"w": ((4810,), "F32")}, 4)
+    with pytest.raises(ConfigError, match="only floating-point tensors; n is I64"):
+        check_secure_bits(sa, {"w": ((4,), "F32"), "n": ((1,), "I64")}, 4)
+    with pytest.raises(ConfigError, match="overflow 64-bit integers"):
+        check_secure_bits(SecureAggregation(threshold=3, bits=32, clip=1000.0, noise_multiplier=1000.0), {"w": ((1 << 24,), "F32")}, 4)
