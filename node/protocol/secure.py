@@ -32,6 +32,7 @@ import torch
 
 from ..errors import ArtifactInvalid
 from .artifact import Artifact, decode, validate
+from .fixedpoint import vector_to_state
 
 __all__ = [
     "KIND_IDENTITY", "KIND_MASKED", "KIND_UNMASK", "Stages", "stages", "key_cutoff", "assign_buckets",
@@ -113,13 +114,7 @@ def masked_tensors(masked: np.ndarray, like: dict[str, torch.Tensor], bits: int 
     if bits != 64:
         narrow = masked.astype(np.uint16 if bits == 16 else np.uint32)  # integer narrowing keeps the low bits
         return {MASKED_TENSOR: torch.from_numpy(narrow.view(np.int16 if bits == 16 else np.int32).copy())}
-    vec = torch.from_numpy(masked.view(np.int64).copy())
-    tensors, pos = {}, 0
-    for name in sorted(like):
-        n = like[name].numel()
-        tensors[name] = vec[pos:pos + n].reshape(like[name].shape)
-        pos += n
-    return tensors
+    return vector_to_state(torch.from_numpy(masked.view(np.int64).copy()), like)
 
 
 def validate_masked(data: bytes, schema: dict, *, max_bytes: int, task_cid: str, round_: int, base_cid: str,

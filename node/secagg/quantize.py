@@ -45,7 +45,7 @@ from fractions import Fraction
 
 import numpy as np
 
-from .noise import NoisePlan, RandomSource, discrete_gaussian, plan_noise
+from .noise import NoisePlan, RandomSource, _floor_log2, discrete_gaussian, plan_noise
 from .rotation import padded_length, rotate, rotation_seed, rotation_signs, unrotate
 
 __all__ = ["BITS", "HEADROOM", "Codec", "plan_codec", "codec_for", "encode_update", "decode_sum", "bucket_noise_plan",
@@ -65,11 +65,6 @@ class Codec:
     padded: int  # P: the rotation's length, a power of two >= n
     shift: int  # s: the rotated update is divided by 2**s
     plan: NoisePlan | None  # distributed DP noise in the scaled domain (step 1), None without
-
-
-def _floor_log2(x: Fraction) -> int:
-    e = x.numerator.bit_length() - x.denominator.bit_length()
-    return e if x >= Fraction(2) ** e else e - 1
 
 
 def plan_codec(*, bits: int, length: int, members: int, clip: float, noise_multiplier: float | None = None,
