@@ -9,6 +9,8 @@ independent uniform vector, whatever the update. So this measures, over many mas
 * the mean cosine with the true update and its 95% confidence interval (should contain 0, and
   lie within +-0.01);
 * the spread (standard deviation, largest |cosine|, share under 0.01) next to 1/sqrt(d);
+* below 64 bits, how much of the signed range the bucket sums take (largest |coordinate| over
+  2^(bits-1)) and how many of their coordinates wrapped;
 * a two-sample Kolmogorov-Smirnov test of the masked updates' cosines against those of
   independent uniform random vectors of the same width and length (a small p-value would mean
   the masked updates are told apart from noise by their cosine with the update).
@@ -110,11 +112,18 @@ def measure(dataset: str, bits: int, samples: int, *, members: int, bucket_size:
     views: dict[str, list[float]] = {}
     nulls: dict[str, list[float]] = {}
     dims: dict[str, int] = {}
+    used, wrapped, coords = [], 0, 0  # below 64 bits: how much of the range the bucket sums take
     round_ = 0
     while len(next(iter(views.values()), [])) < samples:
         round_ += 1
         bucket = [(round_ * bucket_size + k) % members for k in range(bucket_size)]
-        for i, (pub, v, codec) in masked_round(updates, bucket, round_, bits, clip).items():
+        masked = masked_round(updates, bucket, round_, bits, clip)
+        if bits < 64:
+            total = sum(v for _, v, _ in masked.values())  # the bucket sum before the wrap
+            used.append(float(np.abs(total).max()) / (1 << (bits - 1)))
+            wrapped += int((np.abs(total) >= 1 << (bits - 1)).sum())
+            coords += total.size
+        for i, (pub, v, codec) in masked.items():
             if codec is None:
                 null = rng.integers(np.iinfo(np.int64).min, np.iinfo(np.int64).max, size=d, dtype=np.int64, endpoint=True)
                 pairs = {"update": (pub, null, updates[i])}
@@ -128,8 +137,11 @@ def measure(dataset: str, bits: int, samples: int, *, members: int, bucket_size:
                 views.setdefault(view, []).append(cosine(a, truth))
                 nulls.setdefault(view, []).append(cosine(b, truth))
                 dims[view] = truth.size
+    headroom = {"range_used_max": max(used), "range_used_mean": float(np.mean(used)), "wrapped": wrapped,
+                "bucket_sum_coordinates": coords} if used else {}
     return [{"dataset": dataset, "d": d, "bits": bits, "compared_with": view, "dim": dims[view],
-             **summarize(np.array(views[view][:samples]), np.array(nulls[view][:samples]), dims[view])} for view in views]
+             **summarize(np.array(views[view][:samples]), np.array(nulls[view][:samples]), dims[view]), **headroom}
+            for view in views]
 
 
 def main(argv=None) -> int:
@@ -156,8 +168,10 @@ def main(argv=None) -> int:
                       f"mean {row['mean']:+.5f} [{row['ci95'][0]:+.5f}, {row['ci95'][1]:+.5f}]  sd {row['sd']:.5f} "
                       f"(null {row['sd_null']:.5f}, 1/sqrt(dim) {row['one_over_sqrt_d']:.5f})  max|cos| {row['max_abs']:.4f} "
                       f"(null {row['max_abs_null']:.4f})  |cos|<0.01: {row['share_below_0_01']:.3f} "
-                      f"(null {row['share_below_0_01_null']:.3f})  KS D={row['ks_statistic']:.4f} p={row['ks_pvalue']:.3f}",
-                      flush=True)
+                      f"(null {row['share_below_0_01_null']:.3f})  KS D={row['ks_statistic']:.4f} p={row['ks_pvalue']:.3f}"
+                      + (f"  bucket sums: largest |coordinate| {row['range_used_max']:.3f} of the range (mean "
+                         f"{row['range_used_mean']:.3f}), {row['wrapped']} of {row['bucket_sum_coordinates']} wrapped"
+                         if "wrapped" in row else ""), flush=True)
     if args.json:
         with open(args.json, "w") as fh:
             json.dump(rows, fh, indent=1)
