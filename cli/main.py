@@ -321,7 +321,7 @@ def simulate(peers, rounds, dataset, data_source, label, task_kind, missing, cat
         eps = "no differential privacy (the bucket sums are released without noise)" if sa["final_epsilon"] is None \
             else f"distributed DP epsilon {sa['final_epsilon']:.3f} at delta {sa['delta']:g} (noise multiplier {sa['noise_multiplier']})"
         click.echo(f"secure aggregation: threshold {sa['threshold']}, {sa['buckets']} bucket(s), {sa['dropped']} dropout(s), "
-                   f"{sa['recovered']} recovered; {eps}")
+                   f"{sa['recovered']} recovered, {sa['dealt_ahead']} round(s) dealt ahead; {eps}")
     if summary["backdoor_success_rate"] is not None:
         click.echo(f"backdoor attack success rate: {summary['backdoor_success_rate']:.4f}")
     if summary["malicious_peers"]:
@@ -398,8 +398,9 @@ def rounds_show(number, deployment, rpc, store_spec, as_json):
         if "pending" in secure:
             click.echo(f"secure aggregation: {secure['pending']}")
         else:
+            shape = "shares dealt ahead in the previous round's reveals" if secure.get("dealt_ahead") else "shares dealt in the round"
             click.echo(f"secure aggregation: threshold {secure['threshold']}, buckets {secure['buckets']}, "
-                       f"{secure['reveals']} holders revealed shares")
+                       f"{secure['reveals']} holders revealed shares; {shape}")
             click.echo(f"  survivors (masked update unmasked in their bucket sum): {secure['survivors'] or '-'}")
             for d in secure["dropped"]:
                 how = "mask seed recovered from the holders' shares" if d in secure["recovered"] else "NOT recovered: its bucket was lost"

@@ -377,6 +377,19 @@ def test_malformed_unmasks_are_artifact_invalid():
                       keys={(1, "mask"): bytes(32), (1, "self"): bytes(32)})
 
 
+def test_an_unmask_carries_the_next_rounds_bundle_exactly():
+    nxt = Bucket(4).raw[2]  # member 2's share bundle (the round does not matter to the carrier)
+    data = encode_unmask(task=TASK, round_=ROUND, peer=_peer(2), holder=2, keys={(1, "mask"): bytes(32)}, next_bundle=nxt)
+    expected = dict(max_bytes=1 << 16, task=TASK, round_=ROUND, peer=_peer(2), holder=2, members=4)
+    got = decode_unmask(data, **expected)
+    assert got.next == nxt and got.keys == {(1, "mask"): bytes(32)}
+    assert decode_unmask(encode_unmask(task=TASK, round_=ROUND, peer=_peer(2), holder=2, keys={}), **expected).next is None
+    for bad, says in ((_edit(data, next=[1]), "next must be an object"), (_edit(data, nxt=1), "unexpected keys"),
+                      (data.replace(b'"next":{', b'"next": {'), "canonical")):
+        with pytest.raises(ArtifactInvalid, match=says):
+            decode_unmask(bad, **expected)
+
+
 def test_unmask_sum_refuses_missing_seeds():
     b = Bucket(3)
     masked = b.masked(_updates(b.members, n=8), [0, 1])

@@ -1,15 +1,18 @@
 """Secure aggregation through the CLI on a real anvil, with a member that crashes mid-round, one
-that records garbage as its masked update and one that records a masked update nobody can fetch, masked modulo 2^16 (``--sa-bits 16``).
+that crashes between rounds, one that records garbage as its masked update and one that records a
+masked update nobody can fetch, masked modulo 2^16 (``--sa-bits 16``).
 
-Six `fedchain node run` processes, threshold 4. Member 3 runs `--attack dropout`: its process ends
-right after it dealt its shares in round 1, before masking. Member 4 runs `--attack badmask`: its
-masked update is not one. Member 5 runs `--attack withhold`: it never puts its masked update in
-the store. The three honest members must unmask each round with the mask seeds of members 3, 4
-and 5 reconstructed from the holders' shares, finalize it without them, and finish round 2
-(where member 3 is a silent holder) after the unmasking stage's deadline. The members mask their
-rotated, scaled updates modulo 2^16, so the dropouts' masks are removed modulo 2^16 too (the
-64-bit path differs only in skipping the encoding, ``secagg/quantize.py``). One module-scoped run
-serves every check; each test only reads.
+Seven `fedchain node run` processes, threshold 4. Round 1 is dealt in the round (four steps),
+round 2 was dealt ahead in round 1's reveals (three steps). Member 3 runs `--attack dropout`: its
+process ends right after it dealt its shares in round 1, before masking. Member 6 runs
+`--attack dropout-ahead`: it takes part in round 1, deals round 2's shares in its reveal, and ends.
+Member 4 runs `--attack badmask`: its masked updates are not ones. Member 5 runs
+`--attack withhold`: it never puts its masked updates in the store. The three honest members must
+unmask each round with the dropped members' mask seeds reconstructed from the holders' shares,
+finalize it without them, and finish round 2 (where members 3 and 6 are silent holders) after the
+unmasking stage's deadline. The members mask their rotated, scaled updates modulo 2^16, so the
+dropouts' masks are removed modulo 2^16 too (the 64-bit path differs only in skipping the
+encoding, ``secagg/quantize.py``). One module-scoped run serves every check; each test only reads.
 """
 import json
 import math
@@ -25,9 +28,9 @@ from fedchain.node.tools.devnet import Devnet
 
 from _support import clean_env, run_cli, wait_all
 
-PEERS = 6
+PEERS = 7
 ROUNDS = 2
-DROPOUT, BADMASK, WITHHOLD = 3, 4, 5
+DROPOUT, BADMASK, WITHHOLD, DROPOUT_AHEAD = 3, 4, 5, 6
 HONEST = 3
 
 pytestmark = pytest.mark.timeout(900)
@@ -46,7 +49,8 @@ def secure_net(tmp_path_factory):
         procs = []
         for i in range(PEERS):
             penv = clean_env(FEDCHAIN_KEY=net.keys[i + 1], FEDCHAIN_DEPLOYMENT=str(work / "deployment.json"))
-            extra = {DROPOUT: ["--attack", "dropout"], BADMASK: ["--attack", "badmask"], WITHHOLD: ["--attack", "withhold"]}.get(i, [])
+            extra = {DROPOUT: ["--attack", "dropout"], BADMASK: ["--attack", "badmask"], WITHHOLD: ["--attack", "withhold"],
+                     DROPOUT_AHEAD: ["--attack", "dropout-ahead"]}.get(i, [])
             with open(work / f"peer-{i}.log", "w") as log:
                 procs.append(subprocess.Popen(
                     [sys.executable, "-m", "fedchain.cli.main", "node", "run", "--data", str(work / "shards" / f"peer-{i}.safetensors"),
@@ -59,7 +63,7 @@ def secure_net(tmp_path_factory):
         assert r.returncode == 0, r.stderr
         wait_all(procs, 600)
         logs = [(work / f"peer-{i}.log").read_text() for i in range(PEERS)]
-        assert [p.returncode for p in procs] == [0, 0, 0, 3, 0, 0], [log[-3000:] for log in logs]
+        assert [p.returncode for p in procs] == [0, 0, 0, 3, 0, 0, 3], [log[-3000:] for log in logs]
         yield {"work": work, "net": net, "env": clean_env(FEDCHAIN_DEPLOYMENT=str(work / "deployment.json")), "logs": logs}
 
 
@@ -72,7 +76,8 @@ def _rounds(net):
 def test_every_round_finalizes_without_the_member_that_crashed(secure_net):
     rounds = _rounds(secure_net)
     assert [x["status"] for x in rounds] == ["finalized"] * ROUNDS
-    assert [x["included"] for x in rounds] == [hex(0b111), hex(0b111)]  # members 0, 1 and 2
+    # round 1: members 0, 1, 2 and 6 (which ends after it); round 2: members 0, 1 and 2
+    assert [x["included"] for x in rounds] == [hex(0b1000111), hex(0b111)]
     assert all({v["model"] for v in x["votes"]} == {x["model"]} for x in rounds)
 
 
@@ -80,16 +85,30 @@ def test_round_show_names_the_dropout_and_its_recovery(secure_net):
     r = run_cli(["rounds", "show", "1", "--json"], env=secure_net["env"])
     assert r.returncode == 0, r.stderr
     sa = json.loads(r.stdout)["secure_aggregation"]
-    assert sa["dealers"] == [0, 1, 2, 3, 4, 5]
-    assert sa["survivors"] == [0, 1, 2]
+    assert sa["dealt_ahead"] is False and sa["dealers"] == [0, 1, 2, 3, 4, 5, 6]
+    assert sa["survivors"] == [0, 1, 2, DROPOUT_AHEAD]
     assert sa["dropped"] == [DROPOUT, BADMASK, WITHHOLD] and sa["recovered"] == [DROPOUT, BADMASK, WITHHOLD]
-    assert sa["reveals"] >= 4 and sa["buckets"] == [[0, 1, 2, 3, 4, 5]]
+    assert sa["reveals"] >= 4 and sa["buckets"] == [[0, 1, 2, 3, 4, 5, 6]]
     r = run_cli(["rounds", "show", "1"], env=secure_net["env"])
     assert all(f"dropped out: {m} (mask seed recovered" in r.stdout for m in (DROPOUT, BADMASK, WITHHOLD)), r.stdout
     excluded = {json.loads(line)["member"]: json.loads(line)["reason"] for line in secure_net["logs"][0].splitlines()
                 if line.startswith("{") and json.loads(line).get("event") == "excluded" and json.loads(line)["round"] == 1}
     assert "masked update invalid" in excluded[BADMASK] and "dropped out" in excluded[DROPOUT], excluded
     assert "dropped out" in excluded[WITHHOLD], excluded
+
+
+def test_round_two_was_dealt_ahead_and_recovers_the_member_that_dealt_then_vanished(secure_net):
+    r = run_cli(["rounds", "show", "2", "--json"], env=secure_net["env"])
+    assert r.returncode == 0, r.stderr
+    sa = json.loads(r.stdout)["secure_aggregation"]
+    # member 3 ended in round 1 before its reveal, so it dealt nothing ahead and sits round 2 out
+    assert sa["dealt_ahead"] is True and sa["dealers"] == [0, 1, 2, BADMASK, WITHHOLD, DROPOUT_AHEAD]
+    assert sa["survivors"] == [0, 1, 2]
+    assert sa["dropped"] == sa["recovered"] == [BADMASK, WITHHOLD, DROPOUT_AHEAD]
+    events = [json.loads(line) for line in secure_net["logs"][0].splitlines() if line.startswith("{")]
+    # round 2's submission is the masked update itself: no masking-stage record
+    assert any(e.get("event") == "submitted" and e["round"] == 2 and "masked" in e for e in events)
+    assert not any(e.get("event") == "masked" and e["round"] == 2 for e in events)
 
 
 def test_verify_rebuilds_every_round_from_masked_updates_and_reveals(secure_net):

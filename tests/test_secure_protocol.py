@@ -11,7 +11,7 @@ from fedchain.node.errors import ArtifactInvalid, ConfigError
 from fedchain.node.protocol.artifact import decode, encode
 from fedchain.node.protocol.fixedpoint import dequantize
 from fedchain.node.protocol.round import Bucket, Contribution, RoundInputs
-from fedchain.node.protocol.secure import (assign_buckets, key_cutoff, masked_metadata, needed_reveals, stages,
+from fedchain.node.protocol.secure import (assign_buckets, dealt_ahead, key_cutoff, masked_metadata, needed_reveals, stages,
                                            validate_masked)
 from fedchain.node.protocol.task import ModelSpec, SecureAggregation, Task
 from fedchain.node.secagg import deal, decode_bundle, encode_unmask, identity_private, mask, mask_private, pair_keys, \
@@ -27,7 +27,24 @@ def test_key_cutoff_waits_for_every_key_in_round_one_only():
     assert key_cutoff(1, 100, 30, 5, [101, 103], members=3) == 125  # a key missing: up to 5 blocks before the close
     assert key_cutoff(1, 100, 30, 5, [101, 103, 104], members=3) == 105  # all on record: the next block
     assert key_cutoff(1, 100, 30, 5, [101, 140, 104], members=3) == 125  # the last one came too late for round 1
-    assert key_cutoff(2, 300, 30, 5, [101, 140, 104], members=3) == 300  # later rounds: keys before the round
+    # Round 2 is dealt during round 1's unmasking: round 1's holders. Later rounds: keys before the
+    # previous round started (its reveals deal this round's shares).
+    assert key_cutoff(2, 300, 30, 5, [101, 103, 104], members=3, previous_start=100) == 105
+    assert key_cutoff(2, 300, 30, 5, [101, 140, 104], members=3, previous_start=100) == 125
+    assert key_cutoff(3, 400, 30, 5, [101, 140, 104], members=3, previous_start=300) == 300
+    with pytest.raises(ValueError):
+        key_cutoff(3, 400, 30, 5, [101], members=3)
+
+
+def test_a_round_is_dealt_ahead_only_by_reveals_of_the_previous_round_in_time():
+    # the previous round started at 100 and its unmasking ends at 140; this round starts at 150
+    assert dealt_ahead(2, [120], 100, 140, 150)
+    assert not dealt_ahead(2, [], 100, 140, 150)  # no reveals: dealt in the round
+    assert not dealt_ahead(2, [140, 145], 100, 140, 150)  # after the unmasking deadline
+    assert not dealt_ahead(3, [130], 100, 140, 125)  # after this round started
+    assert not dealt_ahead(1, [120], 100, 140, 150)  # round 1 has no previous round
+    st = stages(100, 30, 5, ahead=True)
+    assert (st.masking_ends, st.unmasking_ends) == (130, 140)  # no masking stage; the same deadline
 
 
 def test_stages_follow_the_submission_window():

@@ -19,13 +19,14 @@ from ..protocol.cid import digest_to_cid
 from ..protocol.evaluation import parse_evaluation
 from ..protocol.privacy import parse_privacy
 from ..protocol.round import Bucket, Contribution, Exclusion, RoundInputs, Schema
-from ..protocol.secure import (KIND_IDENTITY, KIND_MASKED, KIND_UNMASK, Stages, assign_buckets, key_cutoff, masked_vector,
+from ..protocol.secure import (KIND_IDENTITY, KIND_MASKED, KIND_UNMASK, Stages, assign_buckets, dealt_ahead, key_cutoff, masked_vector,
                                needed_reveals, stages, validate_masked)
 from ..protocol.task import Task
 from ..store import ArtifactStore
 from .updates import collect_updates, fetch_with_retry
 
-__all__ = ["SecureRound", "identity_keys", "read_secure_round", "secure_inputs", "recorded_inputs", "secure_summary", "round_dp_rho", "float_dim", "RECORD_MAX_BYTES", "view_head"]
+__all__ = ["SecureRound", "identity_keys", "read_secure_round", "secure_inputs", "recorded_inputs", "secure_summary", "round_dp_rho", "float_dim", "RECORD_MAX_BYTES", "view_head",
+           "round_start", "round_shape"]
 
 RECORD_MAX_BYTES = 1 << 20  # a share bundle or an unmask reveal: ~100 bytes per member, 256 members at most
 NOT_UNMASKED = "secure aggregation could not unmask this member's bucket"
@@ -36,18 +37,29 @@ def view_head(chain: ChainClient) -> int:
     return chain.block_number() - chain.confirmations
 
 
-def identity_keys(chain: ChainClient, index: dict[str, int], *, deploy_block: int, round_: int, start_block: int,
-                  task: Task) -> dict[int, bytes]:
-    """The holders of a round that started at ``start_block``: member -> identity key (its first
-    kind-1 record of round 0) for the keys on record before the round's key cutoff
-    (``protocol.secure.key_cutoff``). ``NotVisibleYet`` until the cutoff is settled in view."""
+def round_start(chain: ChainClient, round_: int, deploy_block: int) -> int:
+    """The block of ``round_``'s ``RoundStarted`` event; ``NotVisibleYet`` while it is not in view."""
+    evs = chain.events("RoundStarted", from_block=deploy_block, round=round_)
+    if not evs:
+        raise E.NotVisibleYet(f"the start of round {round_} is not visible yet")
+    return evs[0].blockNumber
+
+
+def identity_keys(chain: ChainClient, index: dict[str, int], *, deploy_block: int, round_: int, start_block: int | None,
+                  task: Task, previous_start: int | None = None) -> dict[int, bytes]:
+    """The holders of a round: member -> identity key (its first kind-1 record of round 0) for
+    the keys on record before the round's key cutoff (``protocol.secure.key_cutoff``: round 1's
+    needs its ``start_block``, later rounds' the previous round's start, looked up when not
+    given). ``NotVisibleYet`` until the cutoff is settled in view."""
     first: dict[int, tuple[bytes, int]] = {}
     for ev in chain.events("Published", from_block=deploy_block, round=0, kind=KIND_IDENTITY):
         member = index.get(str(ev.args.peer).lower())
         if member is not None and member not in first:
             first[member] = (bytes(ev.args.digest), ev.blockNumber)
-    cutoff = key_cutoff(round_, start_block, task.submit_blocks, task.secure_aggregation.stage_blocks,
-                        [b for _, b in first.values()], len(index))
+    if round_ >= 2 and previous_start is None:
+        previous_start = round_start(chain, round_ - 1, deploy_block)
+    cutoff = key_cutoff(round_, start_block or 0, task.submit_blocks, task.secure_aggregation.stage_blocks,
+                        [b for _, b in first.values()], len(index), previous_start)
     if view_head(chain) < cutoff - 1:
         raise E.NotVisibleYet(f"{len(first)} of {len(index)} identity keys on record; keys count until block {cutoff}")
     return {m: key for m, (key, block) in first.items() if block < cutoff and usable_key(key)}
@@ -88,11 +100,31 @@ class SecureRound:
     stages: Stages
     holders: dict[int, bytes]  # member -> identity key, for the members given shares this round
     dealers: dict[int, object] = field(default_factory=dict)  # member -> its ShareBundle
-    dealer_cids: dict[int, str] = field(default_factory=dict)
+    dealer_cids: dict[int, str] = field(default_factory=dict)  # where its bundle is (dealt ahead: its reveal of the previous round)
     excluded: list[Exclusion] = field(default_factory=list)
     buckets: list[tuple[int, ...]] = field(default_factory=list)
+    ahead: bool = False  # dealt ahead: the submissions are the masked updates
+    submitted: dict[int, tuple[str, int]] = field(default_factory=dict)  # dealt ahead: dealer -> (masked update CID, block)
     masking_done: bool = False
     unmasking_done: bool = False
+
+
+def round_shape(chain: ChainClient, task: Task, round_: int, *, start_block: int,
+                deploy_block: int) -> tuple[bool, int | None, dict[str, tuple[str, int]] | None]:
+    """(dealt ahead?, the previous round's start, address -> its first reveal record of the
+    previous round that counts for dealing: (CID, block)). Chain facts only (``protocol.secure.dealt_ahead``)."""
+    if round_ < 2:
+        return False, None, None
+    prev_start = round_start(chain, round_ - 1, deploy_block)
+    prev_ue = stages(prev_start, task.submit_blocks, task.secure_aggregation.stage_blocks).unmasking_ends
+    evs = chain.events("Published", from_block=prev_start, round=round_ - 1, kind=KIND_UNMASK)
+    ahead = dealt_ahead(round_, [ev.blockNumber for ev in evs], prev_start, prev_ue, start_block)
+    first: dict[int, tuple[str, int]] = {}
+    for ev in evs:
+        addr = str(ev.args.peer).lower()
+        if prev_start <= ev.blockNumber < min(prev_ue, start_block) and addr not in first:
+            first[addr] = (digest_to_cid(bytes(ev.args.digest)), ev.blockNumber)
+    return ahead, prev_start, first
 
 
 def read_secure_round(
@@ -103,49 +135,101 @@ def read_secure_round(
 
     ``expected``: the submissions the chain counts for the open round (fewer in view raises
     ``NotVisibleYet``). A bundle that cannot be fetched raises ``NotVisibleYet`` too, until half
-    the masking stage is gone: nobody can mask against a member whose bundle it has not seen.
-    After that its dealer is left out. (A bundle withheld from some readers and shown to others
-    splits their views; one pinned only after the round is read differently by a later auditor.)
+    the stage that needs it is gone (the masking stage; dealt ahead, the submission window):
+    nobody can mask against a member whose bundle it has not seen. After that its dealer is left
+    out. (A bundle withheld from some readers and shown to others splits their views; one pinned
+    only after the round is read differently by a later auditor.)
     """
-    from ..secagg.bundles import decode_bundle
-
     sa = task.secure_aggregation
-    st = stages(start_block, task.submit_blocks, sa.stage_blocks)
     index = {m.lower(): i for i, m in enumerate(members)}
-    holders = identity_keys(chain, index, deploy_block=deploy_block, round_=round_, start_block=start_block, task=task)
-    rnd = SecureRound(round_, st, holders)
+    ahead, prev_start, reveals = round_shape(chain, task, round_, start_block=start_block, deploy_block=deploy_block)
+    st = stages(start_block, task.submit_blocks, sa.stage_blocks, ahead)
+    holders = identity_keys(chain, index, deploy_block=deploy_block, round_=round_, start_block=start_block, task=task,
+                            previous_start=prev_start)
+    rnd = SecureRound(round_, st, holders, ahead=ahead)
     subs = chain.events("UpdateSubmitted", from_block=start_block, round=round_)
     if expected is not None and len(subs) < expected:
         raise E.NotVisibleYet(f"{len(subs)} of {expected} submissions of round {round_} in view")
-    for ev in subs:
-        member = index[str(ev.args.peer).lower()]
-        cid = digest_to_cid(bytes(ev.args.update))
-        if member not in holders:
-            rnd.excluded.append(Exclusion(member, cid, "joined a secure-aggregation round without an identity key on record"))
-            continue
-        try:
-            data = fetch_with_retry(store, cid, fetch_retry_until, max_bytes=RECORD_MAX_BYTES)
-        except (E.ArtifactNotFound, E.StoreUnavailable) as exc:
-            if view_head(chain) < st.masking_ends - 1 - sa.stage_blocks // 2:
-                raise E.NotVisibleYet(f"the share bundle of member {member} ({cid}) cannot be fetched yet: {exc}") from None
-            # Half the masking stage is gone and nobody here could fetch it: mask without it.
-            rnd.excluded.append(Exclusion(member, cid, "share bundle never became available"))
-            continue
-        except E.StoreError as exc:  # over budget, or not what its CID says
-            rnd.excluded.append(Exclusion(member, cid, f"share bundle unusable: {exc}"))
-            continue
-        try:
-            rnd.dealers[member] = decode_bundle(data, max_bytes=RECORD_MAX_BYTES, task=task_cid, round_=round_,
-                                                peer=str(ev.args.peer), dealer=member, holders=set(holders),
-                                                threshold=sa.threshold)
-            rnd.dealer_cids[member] = cid
-        except E.ArtifactInvalid as exc:
-            rnd.excluded.append(Exclusion(member, cid, f"share bundle invalid: {exc}"))
-        except Exception as exc:  # noqa: BLE001 - a bundle must not be able to end the reader
-            rnd.excluded.append(Exclusion(member, cid, f"share bundle unusable: {type(exc).__name__}: {exc}"))
-    rnd.buckets = assign_buckets(bucket_seed(chain, start_block, task, subs, len(members)), sorted(rnd.dealers), sa.buckets) \
-        if rnd.dealers else []
+    if ahead:
+        _read_dealt_ahead(chain, store, task, task_cid, rnd, reveals or {}, index, members,
+                          patience_until=start_block + task.submit_blocks // 2, fetch_retry_until=fetch_retry_until)
+        for ev in subs:
+            member = index[str(ev.args.peer).lower()]
+            cid = digest_to_cid(bytes(ev.args.update))
+            if member in rnd.dealers:
+                rnd.submitted.setdefault(member, (cid, ev.blockNumber))
+            else:
+                rnd.excluded.append(Exclusion(member, cid, "sat the round out: no share bundle of it for this round "
+                                                           "was dealt ahead in the previous round's reveals"))
+        seed = bytes(chain.w3.eth.get_block(start_block)["hash"]) if sa.buckets > 1 else b""
+    else:
+        for ev in subs:
+            member = index[str(ev.args.peer).lower()]
+            cid = digest_to_cid(bytes(ev.args.update))
+            if member not in holders:
+                rnd.excluded.append(Exclusion(member, cid, "joined a secure-aggregation round without an identity key on record"))
+                continue
+            data = _fetch_record(chain, store, rnd, member, cid, "share bundle", st.masking_ends - 1 - sa.stage_blocks // 2,
+                                 fetch_retry_until)
+            if data is not None:
+                _add_dealer(rnd, member, cid, data, task_cid, str(ev.args.peer), sa.threshold)
+        seed = bucket_seed(chain, start_block, task, subs, len(members)) if rnd.dealers else b""
+    rnd.buckets = assign_buckets(seed, sorted(rnd.dealers), sa.buckets) if rnd.dealers else []
     return rnd
+
+
+def _fetch_record(chain: ChainClient, store: ArtifactStore, rnd: SecureRound, member: int, cid: str, what: str,
+                  patience_until: int, fetch_retry_until: float) -> bytes | None:
+    """A record's bytes, within the record budget; None (and an exclusion) when it is unusable, or
+    unavailable once block ``patience_until`` is in view; ``NotVisibleYet`` before then."""
+    try:
+        return fetch_with_retry(store, cid, fetch_retry_until, max_bytes=RECORD_MAX_BYTES)
+    except (E.ArtifactNotFound, E.StoreUnavailable) as exc:
+        if view_head(chain) < patience_until:
+            raise E.NotVisibleYet(f"the {what} of member {member} ({cid}) cannot be fetched yet: {exc}") from None
+        rnd.excluded.append(Exclusion(member, cid, f"{what} never became available"))
+    except E.StoreError as exc:  # over budget, or not what its CID says
+        rnd.excluded.append(Exclusion(member, cid, f"{what} unusable: {exc}"))
+    return None
+
+
+def _add_dealer(rnd: SecureRound, member: int, cid: str, data: bytes, task_cid: str, peer: str, threshold: int) -> None:
+    from ..secagg.bundles import decode_bundle
+
+    try:
+        rnd.dealers[member] = decode_bundle(data, max_bytes=RECORD_MAX_BYTES, task=task_cid, round_=rnd.round, peer=peer,
+                                            dealer=member, holders=set(rnd.holders), threshold=threshold)
+        rnd.dealer_cids[member] = cid
+    except E.ArtifactInvalid as exc:
+        rnd.excluded.append(Exclusion(member, cid, f"share bundle invalid: {exc}"))
+    except Exception as exc:  # noqa: BLE001 - a bundle must not be able to end the reader
+        rnd.excluded.append(Exclusion(member, cid, f"share bundle unusable: {type(exc).__name__}: {exc}"))
+
+
+def _read_dealt_ahead(chain: ChainClient, store: ArtifactStore, task: Task, task_cid: str, rnd: SecureRound,
+                      reveals: dict[str, tuple[str, int]], index: dict[str, int], members: list[str], *,
+                      patience_until: int, fetch_retry_until: float) -> None:
+    """The dealers of a round dealt ahead: the holders whose reveal of the previous round carries a
+    valid share bundle for this one. A reveal without one deals nothing; an unusable one excludes
+    its sender from this round only."""
+    from ..secagg.bundles import decode_unmask
+
+    for addr, (cid, _) in sorted(reveals.items(), key=lambda kv: index.get(kv[0], -1)):
+        member = index.get(addr)
+        if member is None or member not in rnd.holders:
+            continue
+        data = _fetch_record(chain, store, rnd, member, cid, "share bundle (in its reveal of the previous round)",
+                             patience_until, fetch_retry_until)
+        if data is None:
+            continue
+        try:
+            reveal = decode_unmask(data, max_bytes=RECORD_MAX_BYTES, task=task_cid, round_=rnd.round - 1,
+                                   peer=members[member], holder=member, members=len(members))
+        except Exception as exc:  # noqa: BLE001 - hostile bytes exclude their sender, never end the reader
+            rnd.excluded.append(Exclusion(member, cid, f"reveal of the previous round unusable: {exc}"))
+            continue
+        if reveal.next is not None:
+            _add_dealer(rnd, member, cid, reveal.next, task_cid, members[member], task.secure_aggregation.threshold)
 
 
 def bucket_seed(chain: ChainClient, start_block: int, task: Task, subs: list, member_count: int) -> bytes:
@@ -166,6 +250,10 @@ def _bucket_of(rnd: SecureRound, member: int) -> tuple[int, ...]:
 def masked_records(chain: ChainClient, rnd: SecureRound, index: dict[str, int], *, start_block: int) -> dict[int, tuple[str, int]]:
     """Dealers' masked-update records that count (before the masking deadline); sets
     ``rnd.masking_done`` when the stage is over (deadline in view, or every dealer recorded)."""
+    if rnd.ahead:
+        recs = dict(rnd.submitted)
+        rnd.masking_done = view_head(chain) >= rnd.stages.masking_ends - 1 or len(recs) == len(rnd.dealers)
+        return recs
     recs = _first_records(chain, rnd.round, KIND_MASKED, index, from_block=start_block, before=rnd.stages.masking_ends)
     recs = {m: v for m, v in recs.items() if m in rnd.dealers}
     rnd.masking_done = view_head(chain) >= rnd.stages.masking_ends - 1 or len(recs) == len(rnd.dealers)
@@ -326,7 +414,7 @@ def secure_summary(chain: ChainClient, store: ArtifactStore, task: Task, task_ci
     survivors = sorted(d for d in rnd.dealers if selfs.get(d) is not None and (d in valid or d in missing))
     dropped = sorted(set(rnd.dealers) - set(survivors))
     seeds = reconstruct(rnd.dealers, unmasks, {d: "mask" for d in dropped}) if dropped else {}
-    return {"dealers": sorted(rnd.dealers), "holders": sorted(rnd.holders), "threshold": task.secure_aggregation.threshold,
+    return {"dealt_ahead": rnd.ahead, "dealers": sorted(rnd.dealers), "holders": sorted(rnd.holders), "threshold": task.secure_aggregation.threshold,
             "buckets": [list(b) for b in rnd.buckets], "survivors": survivors, "dropped": dropped,
             "recovered": sorted(d for d in dropped if seeds.get(d) is not None), "reveals": len(unmasks),
             "masking_ends": rnd.stages.masking_ends, "unmasking_ends": rnd.stages.unmasking_ends,

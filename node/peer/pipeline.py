@@ -77,6 +77,9 @@ class Plugin:
         """Secure aggregation: other bytes to record as the masked update, or None to keep ``data``."""
         return None
 
+    def unmasked(self, round_: int, peer) -> None:
+        """Secure aggregation: called once this member's reveal of ``round_`` is on chain."""
+
 
 class Pipeline:
     """Plugins composed in order; an empty pipeline is the honest peer."""
@@ -120,6 +123,10 @@ class Pipeline:
         for p in self.plugins:
             data = p.publish_masked(data, ctx) or data
         return data
+
+    def unmasked(self, round_: int, peer) -> None:
+        for p in self.plugins:
+            p.unmasked(round_, peer)
 
 
 class ClipUpdate(Plugin):

@@ -363,7 +363,8 @@ class Peer:
             what = f"{state.reveals} of {state.submissions} sealed updates revealed; voting opens once all are, or at block " \
                    f"{state.submit_deadline + self.update_reveal_blocks}"
         elif self.secure is not None and state.phase is Phase.VOTING and me.voted_round != state.round:
-            st = stages(state.start_block, self.task.submit_blocks, self.task.secure_aggregation.stage_blocks)
+            st = stages(state.start_block, self.task.submit_blocks, self.task.secure_aggregation.stage_blocks,
+                        self.secure.ahead(state.round))
             what = f"the other members' secure-aggregation records: masked updates until block {st.masking_ends}, " \
                    f"reveals until block {st.unmasking_ends} (or until all are in), then votes"
         else:
@@ -473,9 +474,14 @@ class Peer:
         ctx = UpdateContext(r, base_cid, base, meta, self)
         delta = self.pipeline.transform(delta, ctx)
         artifact = self.pipeline.publish(delta, ctx) or encode(delta, meta)
-        if self.secure is not None:
-            # Secure aggregation: the update stays here until the masking stage; what is
-            # submitted is the share bundle of this round's mask seeds.
+        if self.secure is not None and self.secure.ahead(r):
+            # Secure aggregation, a round dealt ahead: the submission is the masked update.
+            _, cid = self.secure.masked_update(r, self.secure.read(r), artifact)
+            self.secure.masked.add(r)
+            recorded = cid_to_digest(cid)
+        elif self.secure is not None:
+            # Secure aggregation, a round dealt in the round: the update stays here until the
+            # masking stage; what is submitted is the share bundle of this round's mask seeds.
             self._keep_sealed(r, artifact)
             cid = self.store.add(self.secure.share_bundle(r), pin=True)
             recorded = cid_to_digest(cid)
@@ -498,7 +504,9 @@ class Peer:
         self.metrics.inc("submissions_total")
         self.metrics.set("training_loss", loss)
         self.metrics.inc("gas_used_total", receipt["gasUsed"])
-        if self.secure is not None:
+        if self.secure is not None and r in self.secure.masked:
+            self.log("submitted", r, masked=cid, loss=round(loss, 4), samples=len(self.data.y), gas=receipt["gasUsed"])
+        elif self.secure is not None:
             self.log("submitted", r, shares=cid, loss=round(loss, 4), samples=len(self.data.y), gas=receipt["gasUsed"])
         elif self.sealed:
             self.log("submitted", r, sealed=True, loss=round(loss, 4), samples=len(self.data.y), gas=receipt["gasUsed"])

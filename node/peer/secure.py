@@ -14,7 +14,7 @@ import torch
 
 from .. import errors as E
 from ..ledger.secure import (RECORD_MAX_BYTES, fetch_masked, identity_keys, masked_records, read_secure_round,
-                             reveals_owed, view_head)
+                             reveals_owed, round_shape, view_head)
 from ..protocol.artifact import decode, encode
 from ..protocol.cid import cid_to_digest
 from ..protocol.fixedpoint import FRAC_BITS, clip_to_norm, exact_sq_norm, quantize
@@ -61,6 +61,7 @@ class SecureMember:
         self.masked: set[int] = set()  # rounds whose masked update this member recorded
         self.unmasked: set[int] = set()  # rounds whose reveals this member recorded
         self._holders: dict[int, dict[int, bytes]] = {}
+        self._ahead: dict[int, bool] = {}
 
     # ------------------------------------------------------------ records of this member
     def _recorded(self, round_: int, kind: int) -> bool:
@@ -82,21 +83,41 @@ class SecureMember:
         return True
 
     def holders(self, round_: int) -> dict[int, bytes]:
-        """Members given shares in ``round_``: identity keys on record before its key cutoff."""
+        """Members given shares in ``round_``: identity keys on record before its key cutoff
+        (known in the previous round already, for dealing ahead)."""
         if round_ not in self._holders:
             p = self.peer
-            self._holders[round_] = identity_keys(p.chain, self.index, deploy_block=p.deploy_block, round_=round_,
-                                                  start_block=p.round_start_block(round_), task=p.task)
+            self._holders[round_] = identity_keys(
+                p.chain, self.index, deploy_block=p.deploy_block, round_=round_, task=p.task,
+                start_block=p.round_start_block(round_) if round_ == 1 else None,
+                previous_start=p.round_start_block(round_ - 1) if round_ >= 2 else None)
         return self._holders[round_]
+
+    def ahead(self, round_: int) -> bool:
+        """Whether ``round_`` was dealt ahead (its submissions are the masked updates)."""
+        if round_ not in self._ahead:
+            p = self.peer
+            self._ahead[round_] = round_shape(p.chain, p.task, round_, start_block=p.round_start_block(round_),
+                                              deploy_block=p.deploy_block)[0]
+        return self._ahead[round_]
+
+    def read(self, round_: int, submissions: int | None = None):
+        p = self.peer
+        return read_secure_round(p.chain, p.store, p.task, p.task_cid, round_, start_block=p.round_start_block(round_),
+                                 members=p.members, deploy_block=p.deploy_block, expected=submissions,
+                                 fetch_retry_until=time.monotonic() + p.fetch_timeout)
 
     # ------------------------------------------------------------ the stages
     def joinable(self, round_: int) -> str:
-        """Why this member cannot deal shares in ``round_`` ("" when it can)."""
+        """Why this member cannot take part in ``round_`` ("" when it can)."""
         holders = self.holders(round_)
         if self.me not in holders:
-            return "its identity key was not on record before this round's key cutoff; it takes part from the next round"
+            return "its identity key was not on record before this round's key cutoff; it takes part from a later round"
         if len(holders) < self.sa.threshold:
             return f"only {len(holders)} members have identity keys on record, fewer than the threshold {self.sa.threshold}"
+        if self.ahead(round_) and self.me not in self.read(round_).dealers:
+            return "this round was dealt ahead and no share bundle of this member for it counts; it deals in this " \
+                   "round's reveal and takes part from the next"
         return ""
 
     def share_bundle(self, round_: int) -> bytes:
@@ -109,15 +130,20 @@ class SecureMember:
     def stage(self, round_: int, submissions: int, submitted: bool) -> str:
         """Which step of the voting window this member owes now: "mask", "unmask", "vote" or "wait"."""
         p = self.peer
-        st = stages(p.round_start_block(round_), p.task.submit_blocks, self.sa.stage_blocks)
+        ahead = self.ahead(round_)
+        st = stages(p.round_start_block(round_), p.task.submit_blocks, self.sa.stage_blocks, ahead)
         head = view_head(p.chain)
-        if submitted and round_ not in self.masked:
-            if self._recorded(round_, KIND_MASKED):
-                self.masked.add(round_)
-            elif head < st.masking_ends - 1:
-                return "mask"
-        if head < st.masking_ends - 1 and len(self._recorders(round_, KIND_MASKED, st.masking_ends)) < submissions:
-            return "wait"
+        if ahead:
+            if submitted:
+                self.masked.add(round_)  # its submission was its masked update
+        else:
+            if submitted and round_ not in self.masked:
+                if self._recorded(round_, KIND_MASKED):
+                    self.masked.add(round_)
+                elif head < st.masking_ends - 1:
+                    return "mask"
+            if head < st.masking_ends - 1 and len(self._recorders(round_, KIND_MASKED, st.masking_ends)) < submissions:
+                return "wait"
         holders = self.holders(round_)
         if self.me in holders and round_ not in self.unmasked:
             if self._recorded(round_, KIND_UNMASK):
@@ -134,22 +160,13 @@ class SecureMember:
         evs = p.chain.events("Published", from_block=p.round_start_block(round_), round=round_, kind=kind)
         return {self.index[a] for a in (str(ev.args.peer).lower() for ev in evs if ev.blockNumber < before) if a in self.index}
 
-    def mask(self, round_: int, submissions: int, plain: bytes | None) -> bool:
-        """Record this member's masked update of ``round_``; False when it has none to mask."""
+    def masked_update(self, round_: int, rnd, plain: bytes) -> tuple[bytes, str]:
+        """This member's masked update of ``round_`` (artifact bytes) and its CID, pinned unless
+        an attack plugin withholds it. ``rnd``: the round as read (dealers, buckets)."""
         from ..secagg.masking import mask
         from ..secagg.keys import round_seeds, mask_private
 
         p = self.peer
-        self.masked.add(round_)
-        if plain is None:
-            p.log("missed_mask", round_, reason="the update kept since the submission is lost (restarted without its state_dir copy)")
-            return False
-        rnd = read_secure_round(p.chain, p.store, p.task, p.task_cid, round_, start_block=p.round_start_block(round_),
-                                members=p.members, deploy_block=p.deploy_block, expected=submissions,
-                                fetch_retry_until=time.monotonic() + p.fetch_timeout)
-        if self.me not in rnd.dealers:
-            p.log("skipped", round_, reason="this member's share bundle does not count: nothing to mask")
-            return False
         bucket = next(b for b in rnd.buckets if self.me in b)
         art = decode(plain, max_bytes=p.task.max_update_bytes)
         # Nobody can check the clipping of a masked update: an attacking member skips it.
@@ -173,9 +190,24 @@ class SecureMember:
             cid = p.store.add(data, pin=True)
         else:  # an attacker that records a masked update nobody can fetch
             cid = p.store.cid_of(data)
+        return data, cid
+
+    def mask(self, round_: int, submissions: int, plain: bytes | None) -> bool:
+        """Record this member's masked update of ``round_`` (a round dealt in the round); False
+        when it has none to mask."""
+        p = self.peer
+        self.masked.add(round_)
+        if plain is None:
+            p.log("missed_mask", round_, reason="the update kept since the submission is lost (restarted without its state_dir copy)")
+            return False
+        rnd = self.read(round_, submissions)
+        if self.me not in rnd.dealers:
+            p.log("skipped", round_, reason="this member's share bundle does not count: nothing to mask")
+            return False
+        _, cid = self.masked_update(round_, rnd, plain)
         receipt = p.chain.publish(round_, KIND_MASKED, cid_to_digest(cid))
         p.metrics.inc("gas_used_total", receipt["gasUsed"])
-        p.log("masked", round_, cid=cid, bucket=list(bucket), gas=receipt["gasUsed"])
+        p.log("masked", round_, cid=cid, bucket=list(next(b for b in rnd.buckets if self.me in b)), gas=receipt["gasUsed"])
         p._forget_sealed(round_)
         return True
 
@@ -207,13 +239,11 @@ class SecureMember:
 
     def unmask(self, round_: int, submissions: int) -> bool:
         """Record this holder's reveals for ``round_``: one pair key per dealer, of the kind the
-        masking stage's outcome calls for."""
+        masking stage's outcome calls for, and its share bundle for the next round (dealt ahead)."""
         from ..secagg.bundles import encode_unmask, pair_keys
 
         p = self.peer
-        rnd = read_secure_round(p.chain, p.store, p.task, p.task_cid, round_, start_block=p.round_start_block(round_),
-                                members=p.members, deploy_block=p.deploy_block, expected=submissions,
-                                fetch_retry_until=time.monotonic() + p.fetch_timeout)
+        rnd = self.read(round_, submissions)
         recs = masked_records(p.chain, rnd, self.index, start_block=p.round_start_block(round_))
         if not rnd.masking_done:
             raise E.NotVisibleYet(f"{len(recs)} of {len(rnd.dealers)} masked updates in view; masking ends at block {rnd.stages.masking_ends}")
@@ -227,7 +257,8 @@ class SecureMember:
             mask_key, self_key = pair_keys(self._identity, rnd.holders[dealer], task=p.task_cid, round_=round_,
                                            dealer=dealer, holder=self.me)
             keys[(dealer, kind)] = mask_key if kind == "mask" else self_key
-        data = encode_unmask(task=p.task_cid, round_=round_, peer=p.address, holder=self.me, keys=keys)
+        ahead = self._next_bundle(round_)
+        data = encode_unmask(task=p.task_cid, round_=round_, peer=p.address, holder=self.me, keys=keys, next_bundle=ahead)
         if len(data) > RECORD_MAX_BYTES:
             raise E.ConfigError("the unmasking reveal is over its size limit")
         cid = p.store.add(data, pin=True)
@@ -235,5 +266,19 @@ class SecureMember:
         self.unmasked.add(round_)
         p.metrics.inc("gas_used_total", receipt["gasUsed"])
         p.log("unmasked", round_, cid=cid, survivors=sum(k == "self" for k in owed.values()),
-              dropped=sum(k == "mask" for k in owed.values()), unknown=len(missing), gas=receipt["gasUsed"])
+              dropped=sum(k == "mask" for k in owed.values()), unknown=len(missing), dealt_next=ahead is not None,
+              gas=receipt["gasUsed"])
+        p.pipeline.unmasked(round_, p)
         return True
+
+    def _next_bundle(self, round_: int) -> bytes | None:
+        """This member's share bundle for the round after ``round_``, when there is one it can
+        deal (it holds shares in it, and enough members do), else None. A member whose privacy
+        budget is spent deals nothing: it will not take part."""
+        p = self.peer
+        if round_ >= p.task.rounds or (p.privacy is not None and not p.privacy.admits(round_ + 1)):
+            return None
+        holders = self.holders(round_ + 1)
+        if self.me not in holders or len(holders) < self.sa.threshold:
+            return None
+        return self.share_bundle(round_ + 1)

@@ -1,20 +1,33 @@
 """The pure rules of a secure-aggregation round: its stages, its buckets, and what its records
 must be to count.
 
-A round of a task with ``secure_aggregation`` runs on top of the contract's plain round:
+A round of a task with ``secure_aggregation`` runs on top of the contract's plain round. Its
+*holders* are the members whose identity key was on record (``Published`` kind 1) before the
+round's key cutoff. Its *dealers* are the members whose share bundle (``secagg/bundles.py``: the
+round's mask public key, and Shamir shares of two round seeds, each encrypted to one holder)
+counts. A round is one of two shapes:
 
-1. **Submission window.** A member that takes part pins a *share bundle* (``secagg/bundles.py``:
-   its round's mask public key, and Shamir shares of its two round seeds, each encrypted to one
-   holder) and submits the bundle's digest. The members doing so are the round's *dealers*.
-   *Holders* are the members whose identity key was on record (``Published`` kind 1) before the
-   round's key cutoff.
+**Dealt ahead** (the usual one, three steps). Every holder's unmasking reveal of round r-1 also
+carries its share bundle for round r. When round r-1 has reveals on record, round r is dealt
+ahead: its dealers are the members whose reveal of round r-1 carried a valid bundle for round r.
+
+1. **Submission window.** Buckets are drawn from the hash of the round's start block (after the
+   dealing). Each dealer submits its clipped, quantized update, masked against its bucket's
+   other dealers: the submission *is* the masked update. A member that did not deal ahead sits
+   the round out (and deals in this round's reveal for the next).
+2. **Unmasking stage** (voting window, from the close of submissions until ``unmasking_ends``):
+   as below.
+3. **Votes.**
+
+**Dealt in the round** (round 1, or after a round with no reveals on record: four steps).
+
+1. **Submission window.** A member that takes part pins its share bundle and submits its digest.
 2. **Masking stage** (voting window, until ``masking_ends``). Members are split into buckets by
-   the hash of the block that closed submissions. Each dealer pins its clipped, quantized update
-   masked against its bucket's other dealers, and records it (kind 2). Dealers whose valid masked
-   update is on record in time are the *survivors*; the other dealers are *dropped*.
+   the hash of the block that closed submissions. Each dealer pins its masked update and records
+   it (kind 2).
 3. **Unmasking stage** (until ``unmasking_ends``). Each holder reveals, per dealer, the pair key of
-   exactly one of its two shares: of the self-mask seed for a survivor, of the mask seed for a
-   dropped dealer, never both (kind 3).
+   exactly one of its two shares: of the self-mask seed for a dealer whose valid masked update it
+   fetched (a *survivor*), of the mask seed for any other (*dropped*), never both (kind 3).
 4. **Votes.** Anyone rebuilds each bucket's sum from the masked updates and the reconstructed
    seeds; the task's rule runs over the bucket means.
 
@@ -35,7 +48,7 @@ from .artifact import Artifact, decode, validate
 from .fixedpoint import vector_to_state
 
 __all__ = [
-    "KIND_IDENTITY", "KIND_MASKED", "KIND_UNMASK", "Stages", "stages", "key_cutoff", "assign_buckets",
+    "KIND_IDENTITY", "KIND_MASKED", "KIND_UNMASK", "Stages", "stages", "dealt_ahead", "key_cutoff", "assign_buckets",
     "masked_metadata", "masked_schema", "masked_tensors", "validate_masked", "needed_reveals", "MASKED_KIND",
 ]
 
@@ -54,23 +67,43 @@ class Stages:
 
 
 def key_cutoff(round_: int, start_block: int, submit_blocks: int, stage_blocks: int, identity_blocks: list[int],
-               members: int) -> int:
+               members: int, previous_start: int | None = None) -> int:
     """Members publish their identity key when they start; those on record before this block
-    receive shares in the round. Round 1: the block after every member's key is on record, or
+    hold shares in the round. Round 1: the block after every member's key is on record, or
     ``stage_blocks`` before its submission window closes (time left to deal), whichever comes
-    first. Later rounds: the round's start (a member that was late joins from the next round).
-    ``identity_blocks``: the blocks of the identity records in view."""
-    if round_ > 1:
-        return start_block
-    latest = start_block + max(1, submit_blocks - stage_blocks)
+    first. Round 2: round 1's cutoff. Later rounds: the start of the previous round
+    (``previous_start``), because a round's shares are dealt ahead, in the previous round's
+    unmasking stage, and the dealers must know the holders then. (A member whose key came later
+    joins a round or two after.) ``identity_blocks``: the blocks of the identity records in view."""
+    if round_ >= 3:
+        if previous_start is None:
+            raise ValueError("the key cutoff of a round after the second is the previous round's start")
+        return previous_start
+    first = start_block if round_ == 1 else previous_start
+    if first is None:
+        raise ValueError("the key cutoff of round 2 is round 1's: give round 1's start")
+    latest = first + max(1, submit_blocks - stage_blocks)
     if len(identity_blocks) >= members:
         return min(latest, max(identity_blocks) + 1)
     return latest
 
 
-def stages(start_block: int, submit_blocks: int, stage_blocks: int) -> Stages:
+def stages(start_block: int, submit_blocks: int, stage_blocks: int, ahead: bool = False) -> Stages:
+    """A round dealt ahead has no masking stage of its own (its submissions are the masked
+    updates); the unmasking deadline is the same for both shapes."""
     closes = start_block + submit_blocks
-    return Stages(closes + stage_blocks, closes + 2 * stage_blocks)
+    return Stages(closes if ahead else closes + stage_blocks, closes + 2 * stage_blocks)
+
+
+def dealt_ahead(round_: int, reveal_blocks: list[int], previous_start: int | None, previous_unmasking_ends: int | None,
+                start_block: int) -> bool:
+    """Whether ``round_`` is dealt ahead: some reveal (kind 3) of the previous round is on record
+    in a block from that round's start, before its unmasking deadline and before this round
+    started. Chain facts only, so every reader decides the same; which members dealt is read
+    from the reveals' contents. ``reveal_blocks``: the blocks of the previous round's reveals."""
+    if round_ < 2 or previous_start is None or previous_unmasking_ends is None:
+        return False
+    return any(previous_start <= b < min(previous_unmasking_ends, start_block) for b in reveal_blocks)
 
 
 def assign_buckets(seed: bytes, dealers: list[int], buckets: int) -> list[tuple[int, ...]]:

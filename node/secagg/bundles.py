@@ -73,6 +73,7 @@ class Unmask:
     peer: str
     holder: int
     keys: dict[tuple[int, str], bytes]  # (dealer, kind) -> revealed pair key of that kind
+    next: bytes | None = None  # the holder's share bundle for the next round (canonical bytes), dealt ahead
 
 
 # ---- keys and shares -------------------------------------------------------------------------
@@ -172,8 +173,11 @@ def encode_bundle(bundle: ShareBundle) -> bytes:
     })
 
 
-def encode_unmask(*, task: str, round_: int, peer: str, holder: int, keys: dict[tuple[int, str], bytes]) -> bytes:
-    """A holder's canonical unmask reveal: (dealer, kind) -> pair key, one kind per dealer."""
+def encode_unmask(*, task: str, round_: int, peer: str, holder: int, keys: dict[tuple[int, str], bytes],
+                  next_bundle: bytes | None = None) -> bytes:
+    """A holder's canonical unmask reveal: (dealer, kind) -> pair key, one kind per dealer, and
+    optionally its share bundle for the next round (``encode_bundle``'s bytes), carried inline so
+    that dealing the next round costs no transaction and no block of its own."""
     out: dict[str, dict[str, str]] = {}
     for (dealer, kind), key in keys.items():
         if type(dealer) is not int or dealer < 0 or len(key) != KEY_BYTES:
@@ -181,8 +185,11 @@ def encode_unmask(*, task: str, round_: int, peer: str, holder: int, keys: dict[
         if str(dealer) in out:
             raise ValueError(f"an unmask reveals one kind per dealer (dealer {dealer})")
         out[str(dealer)] = {_kind(kind): bytes(key).hex()}
-    return _canonical({"format": UNMASK_FORMAT, "task": task, "round": round_, "peer": peer, "holder": holder,
-                       "keys": out})
+    obj: dict[str, Any] = {"format": UNMASK_FORMAT, "task": task, "round": round_, "peer": peer, "holder": holder,
+                           "keys": out}
+    if next_bundle is not None:
+        obj["next"] = json.loads(next_bundle.decode("ascii"))
+    return _canonical(obj)
 
 
 class _Bad(Exception):
@@ -266,10 +273,11 @@ def _check_canonical(data: bytes, encoded: bytes, what: str) -> None:
 
 
 def _header(data: bytes, max_bytes: int, what: str, fmt: str, fields: set[str], *, task: str, round_: int,
-            peer: str, member: tuple[str, int]) -> tuple[dict[str, Any], str]:
-    """Parse, check the key set and the fields every encoding has; (object, peer as written)."""
+            peer: str, member: tuple[str, int], optional: set[str] = frozenset()) -> tuple[dict[str, Any], str]:
+    """Parse, check the key set (``optional`` ones may be absent) and the fields every encoding
+    has; (object, peer as written)."""
     obj = _parse(data, max_bytes, what)
-    _keys_exactly(obj, {"format", "task", "round", "peer", member[0]} | fields, what)
+    _keys_exactly(obj, {"format", "task", "round", "peer", member[0]} | fields | (set(obj) & set(optional)), what)
     _expect(what, "format", obj["format"], fmt)
     _expect(what, "task", _str(obj, "task", what), task)
     _expect(what, "round", _int(obj, "round", what), round_)
@@ -316,7 +324,12 @@ def decode_unmask(data: bytes, *, max_bytes: int, task: str, round_: int, peer: 
     """A holder's unmask reveal, checked against everything the reader expects of it."""
     what = f"unmask reveal of member {holder}"
     obj, got_peer = _header(data, max_bytes, what, UNMASK_FORMAT, {"keys"}, task=task, round_=round_, peer=peer,
-                            member=("holder", holder))
+                            member=("holder", holder), optional={"next"})
+    nxt = None
+    if "next" in obj:
+        if not isinstance(obj["next"], dict):
+            raise ArtifactInvalid(f"{what}: next must be an object (a share bundle)")
+        nxt = _canonical(obj["next"])  # decoded, with everything a bundle must be, by its round's reader
     raw = obj["keys"]
     if not isinstance(raw, dict):
         raise ArtifactInvalid(f"{what}: keys must be an object")
@@ -331,8 +344,9 @@ def decode_unmask(data: bytes, *, max_bytes: int, task: str, round_: int, peer: 
         if kind not in KINDS:
             raise ArtifactInvalid(f"{what}: dealer {d}: unknown kind {kind[:20]!r}")
         keys[(d, kind)] = _hex(value, KEY_BYTES, what, f"dealer {d} {kind} key")
-    unmask = Unmask(task=task, round=round_, peer=got_peer, holder=holder, keys=keys)
-    _check_canonical(data, encode_unmask(task=task, round_=round_, peer=got_peer, holder=holder, keys=keys), what)
+    unmask = Unmask(task=task, round=round_, peer=got_peer, holder=holder, keys=keys, next=nxt)
+    _check_canonical(data, encode_unmask(task=task, round_=round_, peer=got_peer, holder=holder, keys=keys,
+                                         next_bundle=nxt), what)
     return unmask
 
 

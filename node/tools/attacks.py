@@ -680,6 +680,18 @@ class Dropout(Plugin):
         os._exit(3)
 
 
+class DropoutAhead(Plugin):
+    """Secure aggregation: a member that fails between rounds. Its process ends right after its
+    first reveal is on chain, which deals its shares of the next round ahead; that round counts it
+    as a dealer, it never submits, and the holders must reveal its mask seed instead."""
+
+    name = "dropout-ahead"
+
+    def unmasked(self, round_, peer):
+        peer.log("dropping_out", round_, reason="attack dropout-ahead: the process ends now, its next round's shares dealt")
+        os._exit(3)
+
+
 class BadMask(Plugin):
     """Secure aggregation: records a masked update that is not one (float tensors of the wrong
     shape), hoping to make the bucket sum unrecoverable. Validators treat it like a dropout: the
@@ -703,4 +715,4 @@ class Withhold(Plugin):
     pins_masked = False
 
 
-ATTACKS.update({cls.name: cls for cls in (FrontRunner, Absent, Dropout, BadMask, Withhold)})
+ATTACKS.update({cls.name: cls for cls in (FrontRunner, Absent, Dropout, DropoutAhead, BadMask, Withhold)})

@@ -418,7 +418,8 @@ def _secure(chain, store, task, dep, history, members) -> dict | None:
     return {"threshold": sa.threshold, "buckets": sa.buckets, "clip": sa.clip, "noise_multiplier": sa.noise_multiplier,
             "delta": sa.delta, "final_epsilon": total_epsilon(rhos, sa.delta) if rhos else None,
             "dropped": sum(len(x["dropped"]) for x in per_round.values()),
-            "recovered": sum(len(x["recovered"]) for x in per_round.values()), "per_round": per_round}
+            "recovered": sum(len(x["recovered"]) for x in per_round.values()),
+            "dealt_ahead": sum(bool(x["dealt_ahead"]) for x in per_round.values()), "per_round": per_round}
 
 
 def _federated(chain, store, task, dep, history, members, logdir: Path) -> dict:
