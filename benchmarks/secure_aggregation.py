@@ -28,8 +28,9 @@ from fedchain.node.tools.privacy import invert_published_updates
 from fedchain.node.tools.simulate import SimulationConfig, run_simulation
 
 
-def run(peers: int, rounds: int, epochs: int, protocol: str, work: Path, dataset: str = "digits") -> dict:
-    cfg = SimulationConfig(peers=peers, rounds=rounds, epochs=epochs, block_time=1.0, dataset=dataset,
+def run(peers: int, rounds: int, epochs: int, protocol: str, work: Path, dataset: str = "digits",
+        block_time: float = 1.0) -> dict:
+    cfg = SimulationConfig(peers=peers, rounds=rounds, epochs=epochs, block_time=block_time, dataset=dataset,
                            update_reveal_blocks=20 if protocol == "sealed" else 0, rule="fedavg-plain", workdir=str(work),
                            secure=SecureOptions() if protocol == "secure aggregation" else None, timeout=1800)
     summary = run_simulation(cfg, progress=lambda msg: None)
@@ -37,6 +38,7 @@ def run(peers: int, rounds: int, epochs: int, protocol: str, work: Path, dataset
     return {"protocol": protocol, "rounds_finalized": summary["rounds_finalized"],
             "round_seconds_mean": round(statistics.mean(later), 2) if later else None,
             "round_seconds": [r["wall_seconds"] for r in summary["rounds"]],
+            "round_blocks": [r["blocks"] for r in summary["rounds"]],
             "gas_per_peer_per_round": summary["gas"]["per_peer_per_round"]["mean"],
             "accuracy": round(summary["final_test_accuracy"], 4), "work": str(work)}
 
@@ -47,16 +49,16 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--epochs", type=int, default=2)
     ap.add_argument("--dataset", default="digits", help="digits (4,810 parameters with the default MLP) or mnist (50,890)")
+    ap.add_argument("--block-time", type=float, default=1.0, help="seconds per devnet block (default 1)")
     ap.add_argument("--out", default=None, help="Folder for the two runs (default: a temporary one).")
     args = ap.parse_args()
     out = Path(args.out or tempfile.mkdtemp(prefix="fedchain-secagg-bench-"))
-    plain = run(args.peers, args.rounds, args.epochs, "plain", out / "plain", args.dataset)
-    sealed = run(args.peers, args.rounds, args.epochs, "sealed", out / "sealed", args.dataset)
-    secure = run(args.peers, args.rounds, args.epochs, "secure aggregation", out / "secure", args.dataset)
+    plain, sealed, secure = (run(args.peers, args.rounds, args.epochs, protocol, out / name, args.dataset, args.block_time)
+                             for protocol, name in (("plain", "plain"), ("sealed", "sealed"), ("secure aggregation", "secure")))
     attack = invert_published_updates(out / "secure")
     result = {
         "machine": f"{platform.machine()} {platform.processor() or ''}".strip(), "peers": args.peers, "rounds": args.rounds,
-        "dataset": args.dataset,
+        "dataset": args.dataset, "block_time": args.block_time,
         "plain": plain, "sealed": sealed, "secure": secure,
         "round_time_ratio": round(secure["round_seconds_mean"] / plain["round_seconds_mean"], 3),
         "round_time_ratio_vs_sealed": round(secure["round_seconds_mean"] / sealed["round_seconds_mean"], 3),
@@ -67,7 +69,7 @@ def main() -> None:
     }
     for p in (plain, sealed, secure):
         print(f"{p['protocol']:>20}: {p['rounds_finalized']}/{args.rounds} rounds, round time {p['round_seconds_mean']} s "
-              f"(rounds: {p['round_seconds']}), gas/peer/round {p['gas_per_peer_per_round']}, accuracy {p['accuracy']}")
+              f"(rounds: {p['round_seconds']}; blocks from start to end: {p['round_blocks']}), gas/peer/round {p['gas_per_peer_per_round']}, accuracy {p['accuracy']}")
     print(f"round time secure / plain: {result['round_time_ratio']}, secure / sealed: {result['round_time_ratio_vs_sealed']}; extra gas per peer per round: {result['extra_gas_per_peer_per_round']}")
     print(f"masked updates: max |cosine| with the round's step {result['masked_step_cosine_max']:.4f}; inversion NN match "
           f"{result['masked_inversion_nn_match']:.3f} (chance up to {result['masked_inversion_nn_chance95']:.3f}), "

@@ -204,6 +204,22 @@ def test_shamir_agrees_with_pycryptodome_numbering():
     assert Shamir.combine([(h + 1, ours[h]) for h in (4, 1, 3)]) == secret
 
 
+def test_shamir_combine_is_pycryptodomes_interpolation_at_every_threshold():
+    """Our recombination (cached Lagrange coefficients, own field arithmetic) against
+    pycryptodome's, on random polynomials of every degree up to 16 and random holder subsets."""
+    import random
+
+    rng = random.Random(7)
+    for t in range(1, 17):
+        secret = rng.randbytes(16)
+        shares = split(secret, t, rng.sample(range(256), 20))
+        points = rng.sample(sorted(shares.items()), t)
+        assert combine(points) == secret == Shamir.combine([(h + 1, v) for h, v in points])
+        wrong = [(h, bytes(16) if i == 0 else v) for i, (h, v) in enumerate(points)]
+        if t > 1:
+            assert combine(wrong) == Shamir.combine([(h + 1, v) for h, v in wrong]) != secret
+
+
 def test_shamir_refuses_misuse():
     with pytest.raises(ValueError):
         split(b"short", 2, [0, 1])

@@ -370,6 +370,7 @@ def _observe(cfg, progress, work, store, task, test, dep, dep_path, chain, procs
             "total_reputation": rec.total_reputation, "test_accuracy": accuracy.get(rec.round),
             "federated_metric": federated[rec.round].to_dict() if rec.round in federated else None,
             "wall_seconds": round(round_wall.get(rec.round, 0.0), 3), "seconds": timings.get(rec.round, {}),
+            "blocks": None if rec.end_block is None else rec.end_block - rec.start_block,
             **({"dp_epsilon": privacy["per_round"].get(rec.round, {})} if privacy else {}),
             **({"secure_aggregation": secure["per_round"].get(rec.round)} if secure else {}),
         })
