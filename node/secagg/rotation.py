@@ -67,7 +67,7 @@ def hadamard(x: np.ndarray) -> np.ndarray:
 
 
 def _l1_ok(x: np.ndarray) -> None:
-    # float64 sum of |x| overestimates nothing by more than a relative 2**-40 here; keep 2 bits of margin
+    # the float64 sum of |x| is within a relative 2**-40 of the exact one; 2**61 keeps two bits below 2**63
     if x.size and float(np.abs(x.astype(np.float64)).sum()) >= 2.0**61:
         raise ValueError("vector too large to rotate exactly in 64-bit integers")
 
