@@ -161,3 +161,14 @@ def test_deploy_refuses_bits_it_cannot_encode():
         check_secure_bits(sa, {"w": ((4,), "F32"), "n": ((1,), "I64")}, 4)
     with pytest.raises(ConfigError, match="overflow 64-bit integers"):
         check_secure_bits(SecureAggregation(threshold=3, bits=32, clip=1000.0, noise_multiplier=1000.0), {"w": ((1 << 24,), "F32")}, 4)
+
+
+def test_a_noisy_16_bit_bucket_sum_decodes_to_noise_of_z_times_the_clip_per_coordinate():
+    """Distributed DP at 16 bits: 4 members' shares of the noise, summed modulo 2^16 and decoded,
+    give each coordinate of the bucket sum noise of std z * clip (in fixed point), as at 64 bits."""
+    codec = plan_codec(bits=16, length=3000, members=4, clip=1.0, noise_multiplier=0.5)
+    total = sum(encode_update(np.zeros(3000, dtype=np.int64), codec, task=TASK, round_=2, rng=RandomSource.seeded(bytes([i])))
+                for i in range(4))
+    noise = decode_sum(wrap(total, 16).astype(np.int64), codec, task=TASK, round_=2)
+    assert float(np.std(noise)) / F == pytest.approx(0.5, rel=0.05)
+    assert abs(float(np.mean(noise))) / F < 0.05
