@@ -29,6 +29,7 @@ update itself).
 
     python benchmarks/masked_correlation.py --samples 2000
     python benchmarks/masked_correlation.py --datasets digits --bits 64,16 --samples 400 --json out.json
+    python benchmarks/masked_correlation.py --datasets digits --bits 16 --clip 1 --noise 1 --samples 400
 """
 from __future__ import annotations
 
@@ -38,6 +39,7 @@ import json
 import math
 import sys
 import time
+from dataclasses import replace
 
 import numpy as np
 import torch
@@ -49,6 +51,7 @@ from fedchain.node.peer.secure import update_vector
 from fedchain.node.protocol.secure import masked_tensors
 from fedchain.node.protocol.task import ModelSpec, SecureAggregation, TrainConfig
 from fedchain.node.secagg import mask, mask_private, public_key, round_seeds
+from fedchain.node.secagg.noise import RandomSource
 from fedchain.node.secagg.quantize import codec_for, encode_update
 from fedchain.node.secagg.rotation import rotation_seed, rotation_signs, unrotate
 
@@ -75,20 +78,25 @@ def cosine(a: np.ndarray, b: np.ndarray) -> float:
     return float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b)))
 
 
-def masked_round(updates: list[np.ndarray], bucket: list[int], round_: int, bits: int, clip: float) -> dict[int, tuple]:
-    """member -> (published values as signed integers, what they encode) for one round's bucket."""
+def masked_round(updates: list[np.ndarray], bucket: list[int], round_: int, bits: int, clip: float,
+                 noise: float | None = None) -> dict[int, tuple]:
+    """member -> (published values as signed integers, what they encode (noise included), the
+    member's encoded update without its noise, the codec) for one round's bucket."""
     accounts = {i: hashlib.sha256(b"member %d" % i).digest() for i in bucket}
     seeds = {i: round_seeds(accounts[i], CONTRACT, round_) for i in bucket}
     publics = {i: public_key(mask_private(seeds[i][0])) for i in bucket}
-    codec = codec_for(SecureAggregation(threshold=2, clip=clip, bits=bits), members=len(bucket), length=updates[0].size) \
-        if bits < 64 else None
+    codec = codec_for(SecureAggregation(threshold=2, clip=clip, bits=bits, noise_multiplier=noise), members=len(bucket),
+                      length=updates[0].size) if bits < 64 else None
     out = {}
     for i in bucket:
-        v = updates[i] if codec is None else encode_update(updates[i], codec, task=TASK, round_=round_)
+        rng = RandomSource.seeded(b"%d/%d" % (round_, i))  # reproducible noise (peers draw theirs from the OS)
+        v = updates[i] if codec is None else encode_update(updates[i], codec, task=TASK, round_=round_, rng=rng)
         y = mask(v, me=i, mask_private=mask_private(seeds[i][0]), self_seed=seeds[i][1],
                  peers={j: publics[j] for j in bucket if j != i}, task=TASK, round_=round_)
         published = torch.cat([t.reshape(-1) for _, t in sorted(masked_tensors(y, {"u": torch.zeros(y.size)}, bits).items())])
-        out[i] = (published.numpy().astype(np.int64), v, codec)
+        clean = v if codec is None or codec.plan is None else \
+            encode_update(updates[i], replace(codec, plan=None), task=TASK, round_=round_)
+        out[i] = (published.numpy().astype(np.int64), v, clean, codec)
     return out
 
 
@@ -106,7 +114,8 @@ def summarize(cos: np.ndarray, null: np.ndarray, dim: int) -> dict:
             "ks_pvalue": float(ks.pvalue)}
 
 
-def measure(dataset: str, bits: int, samples: int, *, members: int, bucket_size: int, clip: float, seed: int) -> list[dict]:
+def measure(dataset: str, bits: int, samples: int, *, members: int, bucket_size: int, clip: float, seed: int,
+            noise: float | None = None) -> list[dict]:
     updates, d = trained_updates(dataset, members, clip, seed)
     rng = np.random.default_rng(seed + bits)
     views: dict[str, list[float]] = {}
@@ -117,13 +126,13 @@ def measure(dataset: str, bits: int, samples: int, *, members: int, bucket_size:
     while len(next(iter(views.values()), [])) < samples:
         round_ += 1
         bucket = [(round_ * bucket_size + k) % members for k in range(bucket_size)]
-        masked = masked_round(updates, bucket, round_, bits, clip)
+        masked = masked_round(updates, bucket, round_, bits, clip, noise)
         if bits < 64:
-            total = sum(v for _, v, _ in masked.values())  # the bucket sum before the wrap
+            total = sum(v for _, v, _, _ in masked.values())  # the bucket sum before the wrap, noise included
             used.append(float(np.abs(total).max()) / (1 << (bits - 1)))
             wrapped += int((np.abs(total) >= 1 << (bits - 1)).sum())
             coords += total.size
-        for i, (pub, v, codec) in masked.items():
+        for i, (pub, _, v, codec) in masked.items():
             if codec is None:
                 null = rng.integers(np.iinfo(np.int64).min, np.iinfo(np.int64).max, size=d, dtype=np.int64, endpoint=True)
                 pairs = {"update": (pub, null, updates[i])}
@@ -139,7 +148,7 @@ def measure(dataset: str, bits: int, samples: int, *, members: int, bucket_size:
                 dims[view] = truth.size
     headroom = {"range_used_max": max(used), "range_used_mean": float(np.mean(used)), "wrapped": wrapped,
                 "bucket_sum_coordinates": coords} if used else {}
-    return [{"dataset": dataset, "d": d, "bits": bits, "compared_with": view, "dim": dims[view],
+    return [{"dataset": dataset, "d": d, "bits": bits, "noise": noise, "clip": clip, "compared_with": view, "dim": dims[view],
              **summarize(np.array(views[view][:samples]), np.array(nulls[view][:samples]), dims[view]), **headroom}
             for view in views]
 
@@ -153,6 +162,7 @@ def main(argv=None) -> int:
     ap.add_argument("--bucket", type=int, default=4, help="members per bucket (pairwise masks each)")
     ap.add_argument("--clip", type=float, default=10.0)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--noise", type=float, default=None, help="below 64 bits: distributed DP noise multiplier")
     ap.add_argument("--json", default=None, help="also write the results here")
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
@@ -161,7 +171,7 @@ def main(argv=None) -> int:
         for bits in (int(b) for b in args.bits.split(",")):
             t0 = time.perf_counter()
             for row in measure(dataset, bits, args.samples, members=args.members, bucket_size=args.bucket, clip=args.clip,
-                               seed=args.seed):
+                               seed=args.seed, noise=args.noise):
                 row["seconds"] = round(time.perf_counter() - t0, 1)
                 rows.append(row)
                 print(f"{dataset:7s} d={row['d']:6d} bits={bits:2d} vs {row['compared_with']:33s} n={row['n']} "
