@@ -570,18 +570,20 @@ def experiment_robustness(datasets, rules, attacks, fractions, peers, rounds, se
 @click.option("--lr", type=float, default=0.05, show_default=True, help="Local learning rate.")
 @click.option("--dp-delta", type=float, default=1e-5, show_default=True, help="DP delta of every private run.")
 @click.option("--dp-clip", type=float, default=1.0, show_default=True, help="DP-SGD per-example clipping norm.")
+@click.option("--model", default="mlp", show_default=True, type=click.Choice(["mlp", "logreg", "cnn"]), help="Model of every run, the one without DP included.")
+@click.option("--batch-size", type=click.IntRange(1, 1 << 20), default=32, show_default=True, help="Local batch size of every run (DP-SGD: the expected Poisson batch).")
 @click.option("--shadows", type=click.IntRange(2, 256), default=8, show_default=True, help="Shadow models of the LiRA attack.")
 @click.option("--seed", type=click.IntRange(0, 2**32 - 1), default=0, show_default=True, help="Seed of every run and of the attack.")
 @click.option("--out", "out_dir", default="runs/privacy", show_default=True, type=click.Path(file_okay=False), help="Folder for results.csv, results.json, the plots and the runs.")
 @click.option("--secure-aggregation", "secure", is_flag=True, help="Run every epsilon once more under secure aggregation, attacking the masked updates.")
-def experiment_privacy(epsilons, dataset, peers, rounds, epochs, lr, dp_delta, dp_clip, shadows, seed, out_dir, secure):
+def experiment_privacy(epsilons, dataset, peers, rounds, epochs, lr, dp_delta, dp_clip, model, batch_size, shadows, seed, out_dir, secure):
     """Sample-level DP vs membership inference and update inversion: accuracy and attack success per epsilon,
     optionally under secure aggregation too (real networks)."""
     from fedchain.node.tools.privacy import PRIVACY_HEADERS, parse_epsilons, privacy_experiment, privacy_rows
 
     results, plots = privacy_experiment(epsilons=parse_epsilons(epsilons), dataset=dataset, peers=peers, rounds=rounds, epochs=epochs,
                                         lr=lr, delta=dp_delta, clip=dp_clip, shadows=shadows, seed=seed, out=Path(out_dir), progress=click.echo,
-                                        secure=secure)
+                                        secure=secure, model=model, batch_size=batch_size)
     click.echo("")
     click.echo(table(PRIVACY_HEADERS, privacy_rows(results)))
     click.echo(f"\nwrote {Path(out_dir) / 'results.csv'}, {Path(out_dir) / 'results.json'} and {', '.join(str(p) for p in plots)}")

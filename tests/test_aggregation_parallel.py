@@ -48,12 +48,17 @@ def test_near_parallel_is_an_exact_cosine_threshold():
     assert near_parallel([[256, 239], [239, 256]]) == [(0,), (1,)]
 
 
+SIGN_TEST = {"opposed_cos": 0, "opposed_pull": 0}  # FLTrust's bare sign test, without the evidence thresholds
+
+
 def test_a_blind_ipm_sent_as_near_copies_is_excluded_in_round_one():
     for seed in range(6):
         rows = _blind_ipm_round(seed)
         # Before: tested against the round's clipped mean, which the three near-copies carry.
         assert agreeing_with(rows, _clipped_mean(rows)) == list(range(10)), seed
         # Now the copies weigh as one update in the reference: they point against the honest ones.
+        assert make_rule("fedavg", SIGN_TEST).combine(rows, [1] * 10).included == tuple(range(7)), seed
+        # and under the default evidence thresholds too: near-copies need no more evidence than that
         assert make_rule("fedavg").combine(rows, [1] * 10).included == tuple(range(7)), seed
 
 
@@ -78,7 +83,9 @@ def test_without_near_parallel_updates_the_result_is_the_old_rule_bit_for_bit():
     rows = _rows(np.vstack([honest, -1.5 * honest[:2]]))  # two sign flips of different updates
     assert all(len(m) == 1 for m in near_parallel(exact_products(rows)))
     weights = [3, 1, 4, 1, 5, 9, 2, 6, 5]
-    out = fedavg_clipped(rows, weights, exclude_opposed=True)
+    # (under the bare sign test: these flips of weakly aligned label-skewed updates fall inside the
+    # default evidence thresholds, test_aggregation_evidence.py)
+    out = fedavg_clipped(rows, weights, exclude_opposed=True, opposed_cos=(0, 1), opposed_pull=(0, 1))
     keep = agreeing_with(rows, fedavg_clipped(rows, weights).delta)
     assert out.included == tuple(keep) and len(keep) < 9
     assert torch.equal(out.delta, fedavg_clipped(rows[keep], [weights[i] for i in keep]).delta)

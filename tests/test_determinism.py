@@ -140,9 +140,12 @@ def _ref_clipped_mean(rows, weights, idx):
 
 
 def ref_fedavg(rows, weights):
-    # The default: clipped FedAvg without the rows whose inner product with the clipped mean of
-    # every row is not positive (FLTrust's sign test); no row agreeing means no evidence. In that
-    # reference each row weighs weight / (number of rows at a cosine >= 15/16 to it, itself included).
+    # The default: clipped FedAvg without the rows opposed to the clipped mean of every row with
+    # evidence: a non-positive inner product d and a cosine of at most -1/2 (4 d^2 >= |row|^2 |ref|^2)
+    # or a pull back of at least half the reference (2 f d <= -|ref|^2 2^20, f the row's clip
+    # factor), or, for one of a set of near-copies, a non-positive d alone; every row opposed means
+    # no evidence. In that reference each row weighs
+    # weight / (number of rows at a cosine >= 15/16 to it, itself included).
     every = list(range(len(rows)))
     mean = _ref_clipped_mean(rows, weights, every)
     g = [[_dot(a, b) for b in rows] for a in rows]
@@ -151,7 +154,15 @@ def ref_fedavg(rows, weights):
     scale = math.lcm(*counts)
     base = weights if sum(weights) > 0 else [1] * len(rows)
     ref = _ref_clipped_mean(rows, [w * (scale // m) for w, m in zip(base, counts)], every)
-    keep = [i for i in every if _dot(rows[i], ref) > 0] if len(rows) > 2 and any(ref) else every
+    bound = sorted(g[i][i] for i in every)[(len(rows) - 1) // 2]
+    factor = [1 << 20 if g[i][i] <= bound else math.isqrt((bound << 40) // g[i][i]) for i in every]
+    rr = _sq(ref)
+
+    def opposed(i):
+        d = _dot(rows[i], ref)
+        return d <= 0 and (counts[i] > 1 or 4 * d * d >= g[i][i] * rr or 2 * factor[i] * d <= -rr * (1 << 20))
+
+    keep = [i for i in every if not opposed(i)] if len(rows) > 2 and any(ref) else every
     if not keep or keep == every:
         return mean, every
     return _ref_clipped_mean(rows, weights, keep), keep

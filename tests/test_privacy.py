@@ -25,7 +25,7 @@ from fedchain.node.protocol.privacy import PrivacySpent, budget_micro, epsilon_t
 from fedchain.node.protocol.round import update_metadata, validate_update
 from fedchain.node.protocol.task import ModelSpec, PrivacyConfig, Task, TrainConfig
 from fedchain.node.tools.operations import privacy_config
-from fedchain.node.tools.privacy import (attack_metrics, chance_levels, lira_offline_scores, membership_advantage, parse_epsilons,
+from fedchain.node.tools.privacy import (attack_metrics, chance_levels, crossfit_advantage, lira_offline_scores, membership_advantage, parse_epsilons,
                                          roc_auc)
 
 DP = PrivacyConfig(delta=1e-5, max_grad_norm=1.0, epsilon=8.0)
@@ -229,6 +229,21 @@ def test_chance_levels_bound_what_guessing_reaches():
     assert np.mean([abs(t["auc"] - 0.5) <= chance["auc"] - 0.5 for t in trials]) >= 0.9
 
 
+def test_crossfit_advantage_is_unbiased_where_the_best_threshold_is_not():
+    rng = np.random.default_rng(3)
+    null = [(membership_advantage(m, n), crossfit_advantage(m, n, seed=i))
+            for i, (m, n) in enumerate((rng.normal(size=600), rng.normal(size=200)) for _ in range(150))]
+    best, cv = np.array(null).T
+    mean = chance_levels(600, 200)["advantage_mean"]
+    assert abs(best.mean() - mean) < 0.15 * mean  # guessing's average with the threshold fitted on the scored samples
+    assert abs(cv.mean()) < 0.01 and cv.min() < 0  # fitted elsewhere: centred on 0
+    separated = crossfit_advantage(rng.normal(1.5, 1, 600), rng.normal(0, 1, 200), seed=0)
+    assert separated == pytest.approx(2 * 0.7734 - 1, abs=0.08)  # equal-variance Gaussians 1.5 apart: 2 Phi(0.75) - 1
+    assert crossfit_advantage(np.arange(20.0) + 100, np.arange(30.0)) == 1.0  # sets apart: apart on the held-out halves too
+    with pytest.raises(ValueError):
+        crossfit_advantage([1.0], [0.0, 1.0])
+
+
 def test_offline_lira_finds_planted_members():
     rng = np.random.default_rng(1)
     per_sample = rng.normal(0, 3, 400)  # samples differ a lot in how confident any model is on them
@@ -252,6 +267,20 @@ def test_epsilon_lists():
 
 # ---------------------------------------------------------------------------- one small network
 @pytest.mark.timeout(400)
+def test_a_simulation_pins_its_model_and_batch_size_and_the_default_task_is_unchanged():
+    from fedchain.node.ml.data import load_dataset, train_test_split
+    from fedchain.node.tools.simulate import SimulationConfig, _task
+
+    ds = load_dataset("digits")
+    train, _ = train_test_split(ds, seed=0)
+    dp = PrivacyConfig(delta=1e-5, max_grad_norm=3.0, epsilon=8.0)
+    task = _task(SimulationConfig(model="logreg", batch_size=64, dp=dp), ds, train)
+    assert task.model.arch == "logreg" and task.train.batch_size == 64 and task.train.dp == dp
+    assert _task(SimulationConfig(), ds, train).train.to_dict() == TrainConfig(epochs=5).to_dict()  # batch 32, as before
+    with pytest.raises(ConfigError, match="batch size"):
+        SimulationConfig(batch_size=0)
+
+
 def test_simulate_with_dp_finalizes_every_round_and_reports_epsilon(tmp_path):
     r = run_cli(["simulate", "--peers", "3", "--rounds", "2", "--epochs", "1", "--block-time", "0", "--dp-epsilon", "8",
                  "--workdir", str(tmp_path / "w"), "--json"], timeout=380)
@@ -292,3 +321,4 @@ def test_privacy_plots_are_written(tmp_path):
     written = plot_privacy(inverted, tmp_path / "inv")
     assert [p.name for p in written] == ["accuracy-vs-epsilon.png", "attack-vs-epsilon.png", "inversion-vs-epsilon.png"]
     assert privacy_rows(inverted)[0][-3:] == ["14.0 dB", "0.700 (0.623)", "5/64 (-)"] and privacy_rows(results)[0][-3:] == ["-", "-", "-"]
+    assert privacy_rows(results)[0][8] == "-" and privacy_rows([results[1] | dict(loss_advantage_cv=0.01, lira_advantage_cv=-0.02)])[0][8] == "0.010/-0.020"

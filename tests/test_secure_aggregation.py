@@ -48,7 +48,7 @@ def secure_net(tmp_path_factory):
         # not eat into round 1's submission window.
         procs = []
         for i in range(PEERS):
-            penv = clean_env(FEDCHAIN_KEY=net.keys[i + 1], FEDCHAIN_DEPLOYMENT=str(work / "deployment.json"))
+            penv = clean_env(FEDCHAIN_KEY=net.keys[i + 1], FEDCHAIN_DEPLOYMENT=str(work / "deployment.json"), OMP_NUM_THREADS="1")
             extra = {DROPOUT: ["--attack", "dropout"], BADMASK: ["--attack", "badmask"], WITHHOLD: ["--attack", "withhold"],
                      DROPOUT_AHEAD: ["--attack", "dropout-ahead"]}.get(i, [])
             with open(work / f"peer-{i}.log", "w") as log:

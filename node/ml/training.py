@@ -37,6 +37,17 @@ def train_local(
     return {k: (trained[k] - base[k]).detach() for k in base}, last
 
 
+def warm_up() -> None:
+    """Take one optimizer step on a throwaway parameter. torch imports ``torch._dynamo`` and its
+    dependencies (about 800 modules, sympy among them) lazily, on the first step of any
+    optimizer: seconds on an idle machine, tens of seconds on a loaded one. A peer calls this when
+    it starts, so that the cost does not fall inside its first submission window."""
+    p = torch.zeros(1, requires_grad=True)
+    opt = torch.optim.SGD([p], lr=0.0)
+    p.sum().backward()
+    opt.step()
+
+
 def model_and_optimizer(spec: ModelSpec, base: dict[str, torch.Tensor], cfg: TrainConfig) -> tuple[nn.Module, torch.optim.Optimizer]:
     """The model at ``base`` and the task's optimizer over its parameters."""
     model = build_model(spec)

@@ -362,6 +362,9 @@ def run_node(opts: NodeOptions, account, *, echo=print) -> None:
         raise E.ConfigError(f"--colluders must be 0x-prefixed 20-byte addresses, got {bad[0]!r}")
     plugins = make_attack(opts.attack, colluders=opts.colluders)
     shard = load_shard(opts.data)
+    from ..ml.training import warm_up
+
+    warm_up()  # torch's lazy imports now, not inside the first submission window
     deadline = time.monotonic() + opts.wait_deployment
     while not Path(opts.deployment).exists() and time.monotonic() < deadline:
         time.sleep(0.2)

@@ -17,7 +17,9 @@ final global model (public: every finalized model is in the store):
 
 Both are measured by the ROC AUC over members and non-members and by the membership advantage
 ``max over thresholds of TPR - FPR`` (Yeom et al.'s advantage; 0 for an attacker no better than
-chance, 1 for a perfect one). Members are the training samples of the members' shards,
+chance, 1 for a perfect one), and by the same advantage cross-fitted (``crossfit_advantage``: the
+threshold fitted on half the samples and scored on the other half, so that guessing scores 0 on
+average rather than ``chance_levels``' ``advantage_mean``). Members are the training samples of the members' shards,
 non-members the test split no member holds; the shadow models' data are the members' holdouts
 (never trained on by anyone), so the three sets are disjoint and from one distribution.
 
@@ -38,7 +40,7 @@ import numpy as np
 
 from ..errors import ConfigError
 
-__all__ = ["roc_auc", "membership_advantage", "attack_metrics", "loss_threshold_scores", "lira_offline_scores",
+__all__ = ["roc_auc", "membership_advantage", "crossfit_advantage", "attack_metrics", "loss_threshold_scores", "lira_offline_scores",
            "per_example_losses", "true_label_logits", "chance_levels", "shadow_logits", "parse_epsilons", "privacy_experiment",
            "plot_privacy", "PRIVACY_HEADERS", "privacy_rows", "invert_published_updates"]
 
@@ -75,6 +77,42 @@ def membership_advantage(members: np.ndarray, nonmembers: np.ndarray) -> float:
     return float(max(0.0, np.max(tpr - fpr)))
 
 
+def _advantage_at(members: np.ndarray, nonmembers: np.ndarray, threshold: float) -> float:
+    """TPR - FPR of calling "member" when score >= ``threshold`` (may be negative)."""
+    return float(np.mean(members >= threshold) - np.mean(nonmembers >= threshold))
+
+
+def _best_threshold(members: np.ndarray, nonmembers: np.ndarray) -> float:
+    """A threshold reaching ``membership_advantage``'s maximum TPR - FPR on these scores: midway
+    between the maximizing score (the lowest on ties) and the next lower one, so that it does not
+    sit on the edge of the fitted scores."""
+    thresholds = np.unique(np.concatenate([members, nonmembers]))
+    m_sorted, n_sorted = np.sort(members), np.sort(nonmembers)
+    gap = np.searchsorted(n_sorted, thresholds, side="left") / n_sorted.size - np.searchsorted(m_sorted, thresholds, side="left") / m_sorted.size
+    best = int(np.argmax(gap))
+    return float(thresholds[best] if best == 0 else (thresholds[best] + thresholds[best - 1]) / 2)
+
+
+def crossfit_advantage(members: np.ndarray, nonmembers: np.ndarray, *, seed: int = 0) -> float:
+    """The membership advantage with the threshold fitted on other samples than those it is
+    scored on (two-fold cross-fitting): members and non-members are each split at random into two
+    halves; the best threshold on one half (``membership_advantage``'s) is scored on the other
+    half as TPR - FPR, both ways, and the two are averaged.
+
+    ``membership_advantage`` picks its threshold on the very samples it scores, so it is biased
+    upward: an attacker that knows nothing reaches about 0.63 x sqrt((m + n) / (m n)) on average
+    (``chance_levels``' ``advantage_mean``; 0.038 for 1,153 members and 359 non-members).
+    This estimate is not: guessing scores 0 on average (negative values are guessing's noise),
+    and a threshold that separates the sets does so on the held-out half too."""
+    m, n = np.asarray(members, dtype=np.float64).ravel(), np.asarray(nonmembers, dtype=np.float64).ravel()
+    if m.size < 2 or n.size < 2:
+        raise ValueError("cross-fitting needs at least two member and two non-member scores")
+    rng = np.random.default_rng(seed)
+    pm, pn = rng.permutation(m.size), rng.permutation(n.size)
+    folds = [(m[pm[: m.size // 2]], n[pn[: n.size // 2]]), (m[pm[m.size // 2:]], n[pn[n.size // 2:]])]
+    return float(np.mean([_advantage_at(*folds[1 - k], _best_threshold(*folds[k])) for k in (0, 1)]))
+
+
 def attack_metrics(members: np.ndarray, nonmembers: np.ndarray) -> dict[str, float]:
     return {"auc": roc_auc(members, nonmembers), "advantage": membership_advantage(members, nonmembers)}
 
@@ -84,9 +122,12 @@ def chance_levels(members: int, nonmembers: int) -> dict[str, float]:
     time (two-sided for the AUC): the AUC's normal approximation under the null, 0.5 + 1.96 x
     sqrt((m + n + 1) / (12 m n)) (Mann-Whitney), and the advantage's, which is the two-sample
     Kolmogorov-Smirnov statistic: 1.358 x sqrt((m + n) / (m n)). Measured values below these are
-    indistinguishable from guessing."""
+    indistinguishable from guessing. ``advantage_mean`` is what guessing reaches on average: the
+    advantage is the one-sided statistic, whose limit law P(D > x) = exp(-2 x^2) has mean
+    sqrt(pi / 8) = 0.627, times the same scale (0.038 for 1,153 members and 359 non-members)."""
     m, n = members, nonmembers
-    return {"auc": 0.5 + 1.96 * math.sqrt((m + n + 1) / (12 * m * n)), "advantage": 1.358 * math.sqrt((m + n) / (m * n))}
+    return {"auc": 0.5 + 1.96 * math.sqrt((m + n + 1) / (12 * m * n)), "advantage": 1.358 * math.sqrt((m + n) / (m * n)),
+            "advantage_mean": math.sqrt(math.pi / 8) * math.sqrt((m + n) / (m * n))}
 
 
 def loss_threshold_scores(member_losses: np.ndarray, nonmember_losses: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -213,8 +254,10 @@ def _attack(work: Path, summary: dict, *, shadows: int, seed: int) -> dict:
     loss, lr = attack_metrics(loss_m, loss_n), attack_metrics(lira[: len(my)], lira[len(my):])
     chance = chance_levels(len(my), len(test.y))
     return {"members": int(len(my)), "nonmembers": int(len(test.y)), "shadow_samples": int(len(aux.y)),
-            "chance_auc95": chance["auc"], "chance_advantage95": chance["advantage"],
-            "loss_auc": loss["auc"], "loss_advantage": loss["advantage"], "lira_auc": lr["auc"], "lira_advantage": lr["advantage"]}
+            "chance_auc95": chance["auc"], "chance_advantage95": chance["advantage"], "chance_advantage_mean": chance["advantage_mean"],
+            "loss_auc": loss["auc"], "loss_advantage": loss["advantage"], "lira_auc": lr["auc"], "lira_advantage": lr["advantage"],
+            "loss_advantage_cv": crossfit_advantage(loss_m, loss_n, seed=seed),
+            "lira_advantage_cv": crossfit_advantage(lira[: len(my)], lira[len(my):], seed=seed)}
 
 
 def _data_of(work: Path, task, member: int):
@@ -321,9 +364,12 @@ def _invert_one(work: Path, task, store, base, member: int, cid: str, *, k: int,
 
 def privacy_experiment(*, epsilons: list[float], dataset: str = "digits", peers: int = 4, rounds: int = 5, epochs: int = 5,
                        lr: float = 0.05, delta: float = 1e-5, clip: float = 1.0, shadows: int = 8, seed: int = 0,
-                       out: Path, progress=print, secure: bool = False) -> tuple[list[dict], list[Path]]:
+                       out: Path, progress=print, secure: bool = False, model: str = "mlp",
+                       batch_size: int = 32) -> tuple[list[dict], list[Path]]:
     """One simulation per epsilon (``inf``: no DP), each attacked by both attacks; writes
     results.csv, results.json and the plots in ``out``. Returns (results, files written).
+    ``model``, ``batch_size``, ``lr``, ``epochs`` and ``rounds`` are the same in every run, the
+    one without DP included, so each epsilon is compared with like.
     ``secure``: every epsilon once more under secure aggregation (one bucket, fedavg-plain), where
     the update an attacker can fetch is the masked one."""
     from ..protocol.task import PrivacyConfig
@@ -340,18 +386,20 @@ def privacy_experiment(*, epsilons: list[float], dataset: str = "digits", peers:
         if (work / "deployment.json").exists():
             raise ConfigError(f"{work} already holds a run: choose another --out")
         dp = None if eps == math.inf else PrivacyConfig(delta=delta, max_grad_norm=clip, epsilon=eps)
-        cfg = SimulationConfig(peers=peers, rounds=rounds, dataset=dataset, seed=seed, epochs=epochs, lr=lr, holdout=0.2,
+        cfg = SimulationConfig(peers=peers, rounds=rounds, dataset=dataset, seed=seed, epochs=epochs, lr=lr, holdout=0.2, model=model, batch_size=batch_size,
                                workdir=str(work), dp=dp, block_time=1.0, **(
                                    {"secure": SecureOptions(), "update_reveal_blocks": 0, "rule": "fedavg-plain"} if masked else {}))
         t0 = time.monotonic()
-        progress(f"epsilon {name}: simulating {peers} peers, {rounds} rounds on {dataset}")
+        progress(f"epsilon {name}: simulating {peers} peers, {rounds} rounds of {epochs} epochs on {dataset} ({model}, batch {batch_size}, "
+                 f"lr {lr:g}{'' if dp is None else f', clip {clip:g}'})")
         summary = run_simulation(cfg, progress=lambda msg: None)
         if summary["rounds_finalized"] != rounds or summary["peer_failures"]:
             raise ConfigError(f"epsilon {name}: {summary['rounds_finalized']}/{rounds} rounds finalized, "
                               f"peer failures {summary['peer_failures']}; see {work / 'logs'}")
         attacked = _attack(work, summary, shadows=shadows, seed=seed) | invert_published_updates(work, seed=seed)
         spent = [e for e in (summary["privacy"] or {}).get("final_epsilon", []) if e is not None]
-        row = {"epsilon": eps, "secure_aggregation": masked, "epsilon_spent_max": max(spent) if spent else None, "delta": None if dp is None else delta,
+        row = {"epsilon": eps, "secure_aggregation": masked, "model": model, "batch_size": batch_size, "lr": lr, "epochs": epochs,
+               "rounds": rounds, "clip": None if dp is None else clip, "seed": seed, "epsilon_spent_max": max(spent) if spent else None, "delta": None if dp is None else delta,
                "noise_multiplier": (summary["privacy"] or {}).get("noise_multiplier"), "accuracy": summary["final_test_accuracy"],
                "rounds_finalized": summary["rounds_finalized"], **attacked, "seconds": round(time.monotonic() - t0, 1)}
         results.append(row)
@@ -365,7 +413,7 @@ def privacy_experiment(*, epsilons: list[float], dataset: str = "digits", peers:
 
 
 PRIVACY_HEADERS = ["epsilon", "spent (max)", "accuracy", "vs no DP", "loss AUC", "loss adv", "LiRA AUC", "LiRA adv",
-                   "chance AUC/adv (95%)", "inversion PSNR", "NN match (chance)", "recovered (non-members)"]
+                   "adv cross-fitted (loss/LiRA)", "chance AUC/adv (95%)", "inversion PSNR", "NN match (chance)", "recovered (non-members)"]
 
 
 def privacy_rows(results: list[dict]) -> list[list[str]]:
@@ -378,6 +426,7 @@ def privacy_rows(results: list[dict]) -> list[list[str]]:
                      "-" if base is None or (r["epsilon"] == math.inf and not r.get("secure_aggregation"))
                      else f"{100 * (r['accuracy'] - base):+.1f} pp",
                      f"{r['loss_auc']:.3f}", f"{r['loss_advantage']:.3f}", f"{r['lira_auc']:.3f}", f"{r['lira_advantage']:.3f}",
+                     f"{r['loss_advantage_cv']:.3f}/{r['lira_advantage_cv']:.3f}" if "lira_advantage_cv" in r else "-",
                      f"{r['chance_auc95']:.3f}/{r['chance_advantage95']:.3f}", *_inversion_cells(r)])
     return rows
 
@@ -389,8 +438,8 @@ def _inversion_cells(r: dict) -> list[str]:
             f"{r['inversion_distinct']}/{r['inversion_reconstructions']} ({r.get('inversion_distinct_nonmembers', '-')})"]
 
 
-_CSV = ["epsilon", "secure_aggregation", "update_step_cosine_max", "epsilon_spent_max", "delta", "accuracy", "loss_auc", "loss_advantage", "lira_auc", "lira_advantage",
-        "chance_auc95", "chance_advantage95", "members", "nonmembers", "shadow_samples", "rounds_finalized", "seconds",
+_CSV = ["epsilon", "secure_aggregation", "model", "batch_size", "lr", "epochs", "rounds", "clip", "seed", "update_step_cosine_max", "epsilon_spent_max", "delta", "accuracy", "loss_auc", "loss_advantage", "lira_auc", "lira_advantage",
+        "loss_advantage_cv", "lira_advantage_cv", "chance_auc95", "chance_advantage95", "chance_advantage_mean", "members", "nonmembers", "shadow_samples", "rounds_finalized", "seconds",
         "inversion_round", "inversion_updates", "inversion_reconstructions", "inversion_psnr_mean", "inversion_nn_match",
         "inversion_nn_chance95", "inversion_distinct", "inversion_distinct_nonmembers", "matching_reconstructions", "matching_psnr_mean", "matching_nn_match",
         "matching_nn_chance95", "matching_distinct"]

@@ -70,6 +70,7 @@ class SimulationConfig:
     import_options: ImportOptions = field(default_factory=ImportOptions)
     model: str = "mlp"
     optimizer: str = "sgd"
+    batch_size: int = 32  # of local training (DP-SGD: the expected Poisson batch)
     holdout: float = 0.0  # fraction of each peer's shard kept as its local holdout (federated evaluation)
     dp: PrivacyConfig | None = None  # sample-level DP-SGD at every peer, pinned with the task
     secure: SecureOptions | None = None  # secure aggregation (then update_reveal_blocks must be 0)
@@ -86,7 +87,7 @@ class SimulationConfig:
             raise ConfigError(f"peers must be between 1 and 256, got {self.peers}")
         if not 1 <= self.rounds <= 1_000_000:
             raise ConfigError(f"rounds must be between 1 and 1000000, got {self.rounds}")
-        TrainConfig(epochs=self.epochs, lr=self.lr, optimizer=self.optimizer, dp=self.dp)  # raises on epochs < 1, lr <= 0 or not finite
+        TrainConfig(epochs=self.epochs, batch_size=self.batch_size, lr=self.lr, optimizer=self.optimizer, dp=self.dp)  # raises on epochs < 1, lr <= 0 or not finite
         if self.partition == "dirichlet" and not (math.isfinite(self.alpha) and self.alpha > 0):
             raise ConfigError(f"alpha must be a positive finite number, got {self.alpha}")
         if not (math.isfinite(self.block_time) and 0 <= self.block_time <= 60):
@@ -242,7 +243,7 @@ def _task(cfg: SimulationConfig, ds, train, parts=None) -> Task:
     task = pin_rule(Task(
         name=f"{cfg.dataset}-{model_label(cfg.model)}", dataset=cfg.dataset,
         model=model_spec(cfg.model, ds.inputs, ds.classes, tuple(cfg.hidden)),
-        train=TrainConfig(epochs=cfg.epochs, lr=cfg.lr, optimizer=cfg.optimizer, kind=kind, dp=cfg.dp), rule=cfg.rule,
+        train=TrainConfig(epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr, optimizer=cfg.optimizer, kind=kind, dp=cfg.dp), rule=cfg.rule,
         sample_cap=math.ceil(1.5 * len(train.y) / cfg.peers), rounds=cfg.rounds,
         submit_blocks=cfg.submit_blocks, vote_blocks=cfg.vote_blocks, quorum_bps=cfg.quorum_bps,
         reveal_blocks=cfg.vote_blocks if cfg.commit_reveal else 0, update_reveal_blocks=cfg.update_reveal_blocks,
