@@ -113,6 +113,7 @@ def _secure_options(f):
         click.option("--stage-blocks", type=int, default=None, help="Secure aggregation: blocks for the masking stage and for the unmasking stage (default 10)."),
         click.option("--sa-clip", type=float, default=None, help="Secure aggregation: each member clips its update to this L2 norm before masking (default 10)."),
         click.option("--distributed-noise", type=float, default=None, help="Secure aggregation with distributed DP: members add discrete Gaussian noise so each bucket sum carries noise of std Z x the clip norm."),
+        click.option("--sa-bits", type=int, default=None, help="Secure aggregation: mask modulo 2^BITS (16, 32 or 64, default 64); below 64 each member rotates, scales and rounds its update to fit, and each value travels in BITS/8 bytes."),
     ]):
         f = opt(f)
     return f
@@ -192,12 +193,12 @@ def devnet(port, host, accounts, block_time, state_file, engine):
 def deploy(rpc, key_env, keystore, password_env, password_file, store_spec, members, dataset, hidden, model, schema_shard, inputs, image,
            classes, task_kind, optimizer, standardize_file, standardize_from, rule, rule_param, rounds, epochs, lr, sample_cap,
            submit_blocks, vote_blocks, quorum, reveal_blocks, update_reveal_blocks, seed, output, dp_epsilon, dp_delta, dp_clip, dp_noise,
-           secure, threshold, buckets, stage_blocks, sa_clip, distributed_noise):
+           secure, threshold, buckets, stage_blocks, sa_clip, distributed_noise, sa_bits):
     """Deploy a task: pin its description and initial model, deploy the contract."""
     from fedchain.node.tools.operations import (DeployOptions, build_task, deploy as deploy_, privacy_config, resolve_protocol,
                                                 secure_options)
 
-    sa = secure_options(secure, threshold, buckets, stage_blocks, sa_clip, distributed_noise, dp_delta)
+    sa = secure_options(secure, threshold, buckets, stage_blocks, sa_clip, distributed_noise, dp_delta, sa_bits)
     rule, update_reveal_blocks = resolve_protocol(rule, update_reveal_blocks, sa)
 
     opts = DeployOptions(rpc=rpc, members=members, dataset=dataset, hidden=hidden, rule=rule, rule_params=_rule_params(rule_param),
@@ -278,12 +279,12 @@ def node_run(deployment, key_env, keystore, password_env, password_file, rpc, st
 @_json_option
 def simulate(peers, rounds, dataset, data_source, label, task_kind, missing, categorical, image_size, grayscale, model, optimizer, lr,
              standardize_peer, partition, alpha, holdout, seed, rule, epochs, block_time, workdir, attack, malicious, commit_reveal, update_reveal_blocks, resume,
-             dp_epsilon, dp_delta, dp_clip, dp_noise, secure, threshold, buckets, stage_blocks, sa_clip, distributed_noise, as_json):
+             dp_epsilon, dp_delta, dp_clip, dp_noise, secure, threshold, buckets, stage_blocks, sa_clip, distributed_noise, sa_bits, as_json):
     """Devnet, deployment, N peer processes and R rounds in one command."""
     from fedchain.node.tools.attacks import make_attack
     from fedchain.node.tools.operations import import_options, privacy_config, resolve_protocol, secure_options
 
-    sa = secure_options(secure, threshold, buckets, stage_blocks, sa_clip, distributed_noise, dp_delta)
+    sa = secure_options(secure, threshold, buckets, stage_blocks, sa_clip, distributed_noise, dp_delta, sa_bits)
     rule, update_reveal_blocks = resolve_protocol(rule, update_reveal_blocks, sa)
     from fedchain.node.tools.simulate import SimulationConfig, run_simulation
 

@@ -1,6 +1,6 @@
 """Secure aggregation through the CLI on a real anvil, with a member that crashes mid-round, one
 that crashes between rounds, one that records garbage as its masked update and one that records a
-masked update nobody can fetch.
+masked update nobody can fetch, masked modulo 2^16 (``--sa-bits 16``).
 
 Seven `fedchain node run` processes, threshold 4. Round 1 is dealt in the round (four steps),
 round 2 was dealt ahead in round 1's reveals (three steps). Member 3 runs `--attack dropout`: its
@@ -10,7 +10,9 @@ Member 4 runs `--attack badmask`: its masked updates are not ones. Member 5 runs
 `--attack withhold`: it never puts its masked updates in the store. The three honest members must
 unmask each round with the dropped members' mask seeds reconstructed from the holders' shares,
 finalize it without them, and finish round 2 (where members 3 and 6 are silent holders) after the
-unmasking stage's deadline. One module-scoped run serves every check; each test only reads.
+unmasking stage's deadline. The members mask their rotated, scaled updates modulo 2^16, so the
+dropouts' masks are removed modulo 2^16 too (the 64-bit path differs only in skipping the
+encoding, ``secagg/quantize.py``). One module-scoped run serves every check; each test only reads.
 """
 import json
 import math
@@ -19,6 +21,7 @@ import sys
 
 import numpy as np
 import pytest
+import torch
 
 from fedchain.node.protocol.artifact import decode
 from fedchain.node.tools.devnet import Devnet
@@ -56,7 +59,7 @@ def secure_net(tmp_path_factory):
         r = run_cli(["deploy", "--rpc", net.rpc_url, "--members", ",".join(net.addresses[1: PEERS + 1]),
                      "--rounds", str(ROUNDS), "--epochs", "2", "--store", str(work / "store"),
                      "--submit-blocks", "30", "--vote-blocks", "24", "--secure-aggregation", "--threshold", "4",
-                     "--stage-blocks", "5", "-o", str(work / "deployment.json")], env=env)
+                     "--stage-blocks", "5", "--sa-bits", "16", "-o", str(work / "deployment.json")], env=env)
         assert r.returncode == 0, r.stderr
         wait_all(procs, 600)
         logs = [(work / f"peer-{i}.log").read_text() for i in range(PEERS)]
@@ -116,9 +119,11 @@ def test_verify_rebuilds_every_round_from_masked_updates_and_reveals(secure_net)
 
 
 def test_a_masked_update_in_the_store_is_uncorrelated_with_the_round_step(secure_net):
-    """What the store holds for member 0 in round 1 looks like noise next to the model's actual step."""
+    """What the store holds for member 0 in round 1 looks like noise next to the model's actual step,
+    even rotated as the members rotated their updates (the rotation is public): int16 values."""
     from fedchain.node.protocol.fixedpoint import quantize, state_to_vector
     from fedchain.node.protocol.secure import masked_vector
+    from fedchain.node.secagg.rotation import rotate, rotation_seed, rotation_signs
 
     work, env = secure_net["work"], secure_net["env"]
     masked_cid = next(json.loads(line)["cid"] for line in secure_net["logs"][0].splitlines()
@@ -132,6 +137,10 @@ def test_a_masked_update_in_the_store_is_uncorrelated_with_the_round_step(secure
     step = (quantize(state_to_vector(models["new"])) - quantize(state_to_vector(models["base"]))).double().numpy()
     out = work / "masked.safetensors"
     assert run_cli(["store", "get", masked_cid, "-o", str(out), "--store", str(work / "store")], env=env).returncode == 0
-    masked = masked_vector(decode(out.read_bytes(), max_bytes=1 << 26)).double().numpy()
+    art = decode(out.read_bytes(), max_bytes=1 << 26)
+    assert [(t.dtype, t.numel()) for t in art.tensors.values()] == [(torch.int16, 8192)]  # 4,810 values padded
+    masked = masked_vector(art).double().numpy()
+    task_cid = json.loads((work / "deployment.json").read_text())["task_cid"]
+    step = rotate(step.astype(np.int64), rotation_signs(rotation_seed(task_cid, 1), masked.size)).astype(np.float64)
     cosine = float(masked @ step / (np.linalg.norm(masked) * np.linalg.norm(step)))
     assert abs(cosine) < 5 / math.sqrt(step.size), cosine  # five standard deviations of a random direction

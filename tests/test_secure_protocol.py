@@ -162,6 +162,8 @@ def test_settings_and_rules_that_cannot_run_under_masking_are_refused():
     (["--secure-aggregation", "--rule", "median"], "rule median needs individual updates"),
     (["--secure-aggregation", "--update-reveal-blocks", "20"], "secure aggregation replaces sealed updates"),
     (["--secure-aggregation", "--threshold", "9"], "threshold 9 is more than the 4 members"),
+    (["--sa-bits", "16"], "--sa-bits goes with --secure-aggregation"),
+    (["--secure-aggregation", "--sa-bits", "8"], "bits must be 16, 32 or 64, got 8"),
 ])
 def test_deploy_refuses_bad_secure_aggregation_options_in_one_line(args, message):
     members = ",".join("0x" + f"{i:040x}" for i in range(1, 5))

@@ -16,12 +16,12 @@ from .coordinate import Median, TrimmedMean, coordinate_median, trimmed_mean
 from .krum import MultiKrum, krum_outliers, krum_scores, multi_krum
 from .mean import FedAvg, PlainFedAvg, agreeing_with, fedavg_clipped, plain_fedavg
 from .registry import RULE_IDS, RULES, make_rule
-from .round import aggregate_round, bucket_delta, check_secure_rule, pin_rule, rule_of
+from .round import aggregate_round, bucket_delta, check_secure_bits, check_secure_rule, pin_rule, rule_of
 from .trust import TrustCosine, trust_cosine, trust_scores
 
 __all__ = [
     "Aggregate", "AggregationRule", "Contribution", "drop_copies", "weights_of", "RULES", "RULE_IDS", "make_rule", "rule_of", "pin_rule",
-    "aggregate_round", "bucket_delta", "check_secure_rule", "FedAvg", "PlainFedAvg", "Median", "TrimmedMean", "MultiKrum", "TrustCosine",
+    "aggregate_round", "bucket_delta", "check_secure_bits", "check_secure_rule", "FedAvg", "PlainFedAvg", "Median", "TrimmedMean", "MultiKrum", "TrustCosine",
     "fedavg_clipped", "plain_fedavg", "agreeing_with", "coordinate_median", "trimmed_mean", "krum_scores",
     "krum_outliers", "multi_krum",
     "trust_scores", "trust_cosine",

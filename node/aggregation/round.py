@@ -1,6 +1,7 @@
 """A round's aggregate artifact, as every honest peer and any auditor computes it."""
 from __future__ import annotations
 
+import math
 from dataclasses import replace
 
 import torch
@@ -12,7 +13,7 @@ from ..protocol.task import Task
 from .base import AggregationRule
 from .registry import make_rule
 
-__all__ = ["rule_of", "pin_rule", "aggregate_round", "bucket_delta", "check_secure_rule"]
+__all__ = ["rule_of", "pin_rule", "aggregate_round", "bucket_delta", "check_secure_rule", "check_secure_bits"]
 
 
 def rule_of(task: Task) -> AggregationRule:
@@ -42,6 +43,24 @@ def check_secure_rule(task: Task, members: int) -> None:
         raise ConfigError(f"rule {task.rule} needs individual updates, and secure aggregation with one bucket shows only "
                           "their sum: use --buckets B (B >= 2: the rule runs over the bucket means), or a rule that works "
                           "on sums (fedavg with exclude_opposed=false, fedavg-plain)")
+
+
+def check_secure_bits(sa, schema: dict, members: int) -> None:
+    """Refuse (``ConfigError``) masking below 64 bits for a model (``schema``: name -> (shape,
+    dtype)) with integer tensors (the rotation and scaling are for floating updates), or a clip,
+    noise and model size whose codec would not fit 64-bit integers (``secagg/quantize.py``)."""
+    from ..errors import ConfigError
+    from ..secagg.quantize import codec_for
+
+    if sa is None or sa.bits == 64:
+        return
+    if ints := sorted(name for name, (_, dtype) in schema.items() if dtype != "F32"):
+        raise ConfigError(f"--sa-bits {sa.bits} needs a model with only floating-point tensors; {ints[0]} is {schema[ints[0]][1]}")
+    length = sum(math.prod(shape) for shape, _ in schema.values())
+    try:
+        codec_for(sa, members=members, length=length)
+    except ValueError as exc:
+        raise ConfigError(f"--sa-bits {sa.bits}: {exc}") from None
 
 
 def bucket_delta(bucket: Bucket, like: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

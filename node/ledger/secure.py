@@ -290,7 +290,7 @@ def fetch_masked(store: ArtifactStore, task: Task, task_cid: str, rnd: SecureRou
             continue
         try:
             art = validate_masked(data, schema, max_bytes=task.max_update_bytes, task_cid=task_cid, round_=rnd.round,
-                                  base_cid=base_cid, submitter=members[member])
+                                  base_cid=base_cid, submitter=members[member], bits=task.secure_aggregation.bits)
             parse_evaluation(art.metadata, round_=rnd.round, kind=task.train.kind, classes=task.model.classes)
             parse_privacy(art.metadata, task.train.dp)
             valid[member] = (cid, art)
@@ -367,6 +367,8 @@ def secure_inputs(
         vectors = {m: masked_vector(valid[m][1]).numpy().view(np.uint64) for m in survivors}
         total = unmask_sum(vectors, self_seeds={m: selfs[m] for m in survivors}, dropped={m: masks[m] for m in dropped},
                            mask_publics={m: rnd.dealers[m].mask_public for m in bucket}, task=task_cid, round_=round_)
+        if task.secure_aggregation.bits < 64:  # back from the rotated, scaled domain to the fixed-point sum
+            total = _decode_bucket(total, task, task_cid, round_, len(bucket), schema)
         inputs.buckets.append(Bucket(tuple(survivors), torch.from_numpy(np.asarray(total, dtype=np.int64).copy()),
                                      ",".join(valid[m][0] for m in survivors)))
     counted = {m for b in inputs.buckets for m in b.members}
@@ -381,6 +383,13 @@ def secure_inputs(
         inputs.excluded.append(Exclusion(m, valid[m][0] if m in valid else rnd.dealer_cids[m], reason))
     return inputs.sort()
 
+
+def _decode_bucket(total: np.ndarray, task: Task, task_cid: str, round_: int, members: int, schema: Schema) -> np.ndarray:
+    """A bucket sum masked below 64 bits, decoded (``secagg.quantize``) to int64 fixed point."""
+    from ..secagg.quantize import codec_for, decode_sum
+
+    length = sum(math.prod(shape) for shape, _ in schema.values())
+    return decode_sum(total, codec_for(task.secure_aggregation, members=members, length=length), task=task_cid, round_=round_)
 
 
 def recorded_inputs(chain: ChainClient, store: ArtifactStore, task: Task, task_cid: str, round_: int, base_cid: str, *,
@@ -448,13 +457,14 @@ def round_dp_rho(task: Task, buckets: list[list[int]], survivors: list[int]) -> 
     bucket's size), a member is in one bucket, so the round costs the worst bucket's rho. None
     when the task adds no noise or nothing was released."""
     from ..secagg.accountant import round_rho
-    from ..secagg.noise import plan_noise
+    from ..secagg.quantize import bucket_noise_plan
 
     sa = task.secure_aggregation
     if sa is None or sa.noise_multiplier is None:
         return None
-    dim = float_dim(task)
-    alive = set(survivors)
-    rhos = [round_rho(plan_noise(clip=sa.clip, noise_multiplier=sa.noise_multiplier, members=len(b), dim=dim),
-                      len(alive & set(b)), dim) for b in buckets if alive & set(b)]
+    alive, rhos = set(survivors), []
+    for b in buckets:
+        if alive & set(b):
+            plan, dim = bucket_noise_plan(sa, members=len(b), dim=float_dim(task))  # dim: the noised coordinates
+            rhos.append(round_rho(plan, len(alive & set(b)), dim))
     return max(rhos) if rhos else None

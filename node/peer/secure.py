@@ -19,7 +19,7 @@ from ..protocol.artifact import decode, encode
 from ..protocol.cid import cid_to_digest
 from ..protocol.fixedpoint import FRAC_BITS, clip_to_norm, exact_sq_norm, quantize
 from .pipeline import UpdateContext
-from ..protocol.secure import KIND_IDENTITY, KIND_MASKED, KIND_UNMASK, masked_metadata, stages
+from ..protocol.secure import KIND_IDENTITY, KIND_MASKED, KIND_UNMASK, masked_metadata, masked_tensors, stages
 
 __all__ = ["SecureMember", "update_vector"]
 
@@ -187,17 +187,17 @@ class SecureMember:
         # Nobody can check the clipping of a masked update: an attacking member skips it.
         honest = all(getattr(plugin, "clips_under_masking", True) for plugin in p.pipeline.plugins)
         q = update_vector(art.tensors, self.sa.clip if honest else None)
-        if self.sa.noise_multiplier is not None:
+        if self.sa.bits < 64:  # rotated, scaled to the bits and rounded; noise (if any) in that domain
+            from ..secagg.quantize import codec_for, encode_update
+
+            q = torch.from_numpy(encode_update(q.numpy(), codec_for(self.sa, members=len(bucket), length=q.numel()),
+                                               task=p.task_cid, round_=round_))
+        elif self.sa.noise_multiplier is not None:
             q = self._noise(q, len(bucket), art.tensors)
         mask_seed, self_seed = round_seeds(bytes(p.chain.account.key), p.chain.contract.address, round_)
         masked = mask(q.numpy(), me=self.me, mask_private=mask_private(mask_seed), self_seed=self_seed,
                       peers={j: rnd.dealers[j].mask_public for j in bucket if j != self.me}, task=p.task_cid, round_=round_)
-        vec = torch.from_numpy(np.asarray(masked, dtype=np.uint64).view(np.int64).copy())
-        tensors, pos = {}, 0
-        for name in sorted(art.tensors):
-            n = art.tensors[name].numel()
-            tensors[name] = vec[pos:pos + n].reshape(art.tensors[name].shape)
-            pos += n
+        tensors = masked_tensors(masked, art.tensors, self.sa.bits)
         extra = {k: v for k, v in art.metadata.items() if k.startswith(("eval_", "dp_"))}
         data = encode(tensors, masked_metadata(p.task_cid, round_, art.metadata["base"], p.address, extra))
         data = p.pipeline.publish_masked(data, UpdateContext(round_, art.metadata["base"], {}, dict(art.metadata), p))

@@ -18,7 +18,7 @@ from ..errors import ArtifactInvalid
 __all__ = ["FORMAT", "Artifact", "encode", "decode", "validate"]
 
 FORMAT = "fedchain/1"
-_DTYPES = {torch.float32: "F32", torch.int64: "I64"}
+_DTYPES = {torch.float32: "F32", torch.int64: "I64", torch.int32: "I32", torch.int16: "I16"}  # I16/I32: masked updates below 64 bits
 _MAX_HEADER = 1 << 20
 
 

@@ -37,16 +37,19 @@ decide the same.
 from __future__ import annotations
 
 import hashlib
+import math
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 from ..errors import ArtifactInvalid
 from .artifact import Artifact, decode, validate
+from .fixedpoint import vector_to_state
 
 __all__ = [
     "KIND_IDENTITY", "KIND_MASKED", "KIND_UNMASK", "Stages", "stages", "dealt_ahead", "key_cutoff", "assign_buckets",
-    "masked_metadata", "validate_masked", "needed_reveals", "MASKED_KIND",
+    "masked_metadata", "masked_schema", "masked_tensors", "validate_masked", "needed_reveals", "MASKED_KIND",
 ]
 
 KIND_IDENTITY = 1  # Published(round 0): the member's X25519 identity key, raw
@@ -123,19 +126,44 @@ def masked_metadata(task_cid: str, round_: int, base: str, peer: str, extra: dic
     return {"kind": MASKED_KIND, "task": task_cid, "round": round_, "base": base, "peer": peer, **(extra or {})}
 
 
+MASKED_TENSOR = "masked"  # the one tensor of a masked update below 64 bits
+_NARROW = {16: (torch.int16, "I16"), 32: (torch.int32, "I32")}
+
+
+def masked_schema(schema: dict, bits: int = 64) -> dict:
+    """The tensors of a masked update: at 64 bits every tensor of the model, int64 and shaped like
+    it; at 16 or 32 bits one vector ``masked`` of the rotation's length (the model's value count
+    padded to a power of two), int16 or int32 (the values modulo 2**bits, two's complement)."""
+    if bits == 64:
+        return {name: (shape, "I64") for name, (shape, _) in schema.items()}
+    n = sum(math.prod(shape) for shape, _ in schema.values())
+    return {MASKED_TENSOR: ((1 << max(0, (n - 1).bit_length()),), _NARROW[bits][1])}
+
+
+def masked_tensors(masked: np.ndarray, like: dict[str, torch.Tensor], bits: int = 64) -> dict[str, torch.Tensor]:
+    """A member's masked uint64 vector as the tensors it publishes (``masked_schema``): at 64 bits
+    split and shaped like ``like`` in canonical order, below only its low ``bits`` bits."""
+    masked = np.asarray(masked, dtype=np.uint64)
+    if bits != 64:
+        narrow = masked.astype(np.uint16 if bits == 16 else np.uint32)  # integer narrowing keeps the low bits
+        return {MASKED_TENSOR: torch.from_numpy(narrow.view(np.int16 if bits == 16 else np.int32).copy())}
+    return vector_to_state(torch.from_numpy(masked.view(np.int64).copy()), like)
+
+
 def validate_masked(data: bytes, schema: dict, *, max_bytes: int, task_cid: str, round_: int, base_cid: str,
-                    submitter: str) -> Artifact:
-    """A masked update: every tensor of the model, int64 and shaped like it, and metadata naming
-    this task, round, base and its own sender. Raises ``ArtifactInvalid``."""
+                    submitter: str, bits: int = 64) -> Artifact:
+    """A masked update: the tensors of ``masked_schema(schema, bits)``, and metadata naming this
+    task, round, base and its own sender. Raises ``ArtifactInvalid``."""
     art = decode(data, max_bytes=max_bytes)
     if art.metadata.get("peer", "").lower() != submitter.lower():
         raise ArtifactInvalid(f"masked update names peer {art.metadata.get('peer')!r}, but {submitter} recorded it")
-    int_schema = {name: (shape, "I64") for name, (shape, _) in schema.items()}
-    return validate(art, int_schema, expect={"kind": MASKED_KIND, "task": task_cid, "round": str(round_), "base": base_cid})
+    return validate(art, masked_schema(schema, bits), expect={"kind": MASKED_KIND, "task": task_cid, "round": str(round_),
+                                                              "base": base_cid})
 
 
 def masked_vector(art: Artifact) -> torch.Tensor:
-    """The masked tensors flattened in canonical (sorted-name) order, int64."""
+    """The masked tensors flattened in canonical (sorted-name) order, int64 (narrower values sign-extended:
+    their low bits are what counts)."""
     return torch.cat([art.tensors[k].reshape(-1).to(torch.int64) for k in sorted(art.tensors)])
 
 

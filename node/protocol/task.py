@@ -167,7 +167,9 @@ class SecureAggregation:
     update to this L2 norm before masking. ``noise_multiplier``: distributed DP: the members add
     discrete Gaussian noise so that each bucket sum carries noise of standard deviation
     ``noise_multiplier * clip`` (Kairouz, Liu & Steinke, ICML 2021); ``delta`` is the delta its
-    epsilon is reported at.
+    epsilon is reported at. ``bits``: the modulus of the masking, 2**bits: 64 masks the fixed-point
+    update itself; 16 or 32 mask it rotated, scaled and rounded to that many bits per value
+    (``secagg/quantize.py``), so each masked value travels in 2 or 4 bytes.
     """
 
     threshold: int
@@ -176,8 +178,9 @@ class SecureAggregation:
     clip: float = 10.0
     noise_multiplier: float | None = None
     delta: float = 1e-5
+    bits: int = 64
 
-    _FIELDS = ("threshold", "buckets", "stage_blocks", "clip", "noise_multiplier", "delta")
+    _FIELDS = ("threshold", "buckets", "stage_blocks", "clip", "noise_multiplier", "delta", "bits")
 
     def __post_init__(self):
         for name in ("threshold", "buckets", "stage_blocks"):
@@ -192,6 +195,8 @@ class SecureAggregation:
             raise ConfigError(f"the distributed-DP noise multiplier must be in (0, 1000], got {self.noise_multiplier}")
         if not (math.isfinite(self.delta) and 0 < self.delta < 1):
             raise ConfigError(f"distributed-DP delta must be in (0, 1), got {self.delta}")
+        if isinstance(self.bits, bool) or self.bits not in (16, 32, 64):
+            raise ConfigError(f"secure aggregation bits must be 16, 32 or 64, got {self.bits!r}")
 
     def check_members(self, members: int) -> None:
         """Raise ``ConfigError`` unless ``members`` members can run this: every bucket of at least
@@ -212,6 +217,8 @@ class SecureAggregation:
                "clip": self.clip, "delta": self.delta}
         if self.noise_multiplier is not None:
             out["noise_multiplier"] = self.noise_multiplier
+        if self.bits != 64:  # absent at 64: a task without it keeps its description and CID
+            out["bits"] = self.bits
         return out
 
     @classmethod
@@ -223,7 +230,7 @@ class SecureAggregation:
             raise ConfigError(f"malformed task description: unknown secure_aggregation field {sorted(unknown)[0]!r}")
         if "threshold" not in d:
             raise ConfigError("malformed task description: secure_aggregation needs a threshold")
-        ints = {k: _strict_int(d[k], f"secure_aggregation.{k}") for k in ("threshold", "buckets", "stage_blocks") if k in d}
+        ints = {k: _strict_int(d[k], f"secure_aggregation.{k}") for k in ("threshold", "buckets", "stage_blocks", "bits") if k in d}
         floats = {k: _strict_float(d[k], f"secure_aggregation.{k}") for k in ("clip", "delta", "noise_multiplier")
                   if d.get(k) is not None}
         return cls(**ints, **floats)

@@ -146,29 +146,31 @@ class SecureOptions:
     clip: float = 10.0
     noise: float | None = None  # distributed DP noise multiplier
     delta: float = 1e-5
+    bits: int = 64  # the masking modulus, 2**bits
 
     def config(self, members: int) -> SecureAggregation:
         """The task's ``SecureAggregation`` for ``members`` members; ``ConfigError`` if they cannot run it."""
         sa = SecureAggregation(threshold=self.threshold if self.threshold is not None else max(2, members // 2 + 1),
                                buckets=self.buckets, stage_blocks=self.stage_blocks, clip=self.clip,
-                               noise_multiplier=self.noise, delta=self.delta)
+                               noise_multiplier=self.noise, delta=self.delta, bits=self.bits)
         sa.check_members(members)
         return sa
 
 
 def secure_options(enabled: bool, threshold: int | None = None, buckets: int | None = None, stage_blocks: int | None = None,
-                   clip: float | None = None, noise: float | None = None, delta: float | None = None) -> SecureOptions | None:
+                   clip: float | None = None, noise: float | None = None, delta: float | None = None,
+                   bits: int | None = None) -> SecureOptions | None:
     """The CLI's secure-aggregation flags; None without ``--secure-aggregation`` (and then any of
     its options alone is an error)."""
     given = {k: v for k, v in (("--threshold", threshold), ("--buckets", buckets), ("--stage-blocks", stage_blocks),
-                               ("--sa-clip", clip), ("--distributed-noise", noise)) if v is not None}
+                               ("--sa-clip", clip), ("--distributed-noise", noise), ("--sa-bits", bits)) if v is not None}
     if not enabled:
         if given:
             raise E.ConfigError(f"{next(iter(given))} goes with --secure-aggregation")
         return None
     return SecureOptions(threshold=threshold, buckets=1 if buckets is None else buckets,
                          stage_blocks=10 if stage_blocks is None else stage_blocks, clip=10.0 if clip is None else clip,
-                         noise=noise, delta=1e-5 if delta is None else delta)
+                         noise=noise, delta=1e-5 if delta is None else delta, bits=64 if bits is None else bits)
 
 
 def resolve_protocol(rule: str | None, update_reveal_blocks: int | None, secure: SecureOptions | None) -> tuple[str, int]:
@@ -247,9 +249,9 @@ def build_task(opts: DeployOptions) -> tuple[Task, list[str]]:
     """The task and member list ``opts`` describe, validated (nothing is deployed)."""
     from web3 import Web3
 
-    from ..aggregation import check_secure_rule, pin_rule
+    from ..aggregation import check_secure_bits, check_secure_rule, pin_rule
     from ..ml.data import load_dataset
-    from ..ml.models import check_model_size
+    from ..ml.models import check_model_size, schema_of
 
     addrs = [m.strip() for m in opts.members.split(",") if m.strip()]
     bad = [m for m in addrs if not Web3.is_address(m)]
@@ -283,6 +285,7 @@ def build_task(opts: DeployOptions) -> tuple[Task, list[str]]:
     )
     task = pin_rule(task)
     check_secure_rule(task, len(addrs))
+    check_secure_bits(task.secure_aggregation, schema_of(task.model), len(addrs))
     check_model_size(task.model, task.max_update_bytes)
     return task, addrs
 

@@ -25,9 +25,10 @@ from .attacks import malicious_indices
 from ..chain import ChainClient, Phase
 from ..ml.data import Dataset, load_dataset, load_shard, partition, save_shard, standardize, train_test_split
 from ..ml.importers import ImportOptions, import_source, with_holdout
+from ..ml.models import schema_of
 from .deployment import deploy_task
 from .devnet import Devnet, die_with_parent, free_port
-from ..aggregation import check_secure_rule, pin_rule
+from ..aggregation import check_secure_bits, check_secure_rule, pin_rule
 from ..errors import ConfigError, FedChainError
 from ..ledger.history import participation, round_history
 from ..protocol.task import PrivacyConfig, TrainConfig
@@ -249,6 +250,7 @@ def _task(cfg: SimulationConfig, ds, train, parts=None) -> Task:
         data=schema, secure_aggregation=cfg.secure.config(cfg.peers) if cfg.secure is not None else None,
     ))
     check_secure_rule(task, cfg.peers)
+    check_secure_bits(task.secure_aggregation, schema_of(task.model), cfg.peers)
     return task
 
 
