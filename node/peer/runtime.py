@@ -477,7 +477,7 @@ class Peer:
         artifact = self.pipeline.publish(delta, ctx) or encode(delta, meta)
         if self.secure is not None and self.secure.ahead(r):
             # Secure aggregation, a round dealt ahead: the submission is the masked update.
-            _, cid = self.secure.masked_update(r, self.secure.dealt(r), artifact)
+            _, cid = self.secure.masked_update(r, self.secure.read(r), artifact)
             self.secure.masked.add(r)
             recorded = cid_to_digest(cid)
         elif self.secure is not None:

@@ -62,7 +62,6 @@ class SecureMember:
         self.unmasked: set[int] = set()  # rounds whose reveals this member recorded
         self._holders: dict[int, dict[int, bytes]] = {}
         self._ahead: dict[int, bool] = {}
-        self._dealt: dict[int, object] = {}
         self._cache: dict = {}  # what read_secure_round may keep: (what, round) -> value
 
     # ------------------------------------------------------------ records of this member
@@ -103,13 +102,6 @@ class SecureMember:
                                               deploy_block=p.deploy_block)[0]
         return self._ahead[round_]
 
-    def dealt(self, round_: int):
-        """A round dealt ahead as read at its start: its dealers and buckets are fixed by then
-        (chain records before the round started), so one read serves joining and masking."""
-        if round_ not in self._dealt:
-            self._dealt = {round_: self.read(round_)}
-        return self._dealt[round_]
-
     def read(self, round_: int, submissions: int | None = None):
         p = self.peer
         return read_secure_round(p.chain, p.store, p.task, p.task_cid, round_, start_block=p.round_start_block(round_),
@@ -130,7 +122,7 @@ class SecureMember:
             return "its identity key was not on record before this round's key cutoff; it takes part from a later round"
         if len(holders) < self.sa.threshold:
             return f"only {len(holders)} members have identity keys on record, fewer than the threshold {self.sa.threshold}"
-        if self.ahead(round_) and self.me not in self.dealt(round_).dealers:
+        if self.ahead(round_) and self.me not in self.read(round_).dealers:
             return "this round was dealt ahead and no share bundle of this member for it counts; it deals in this " \
                    "round's reveal and takes part from the next"
         return ""
