@@ -49,15 +49,13 @@ def identity_keys(chain: ChainClient, index: dict[str, int], *, deploy_block: in
                   task: Task, previous_start: int | None = None) -> dict[int, bytes]:
     """The holders of a round: member -> identity key (its first kind-1 record of round 0) for
     the keys on record before the round's key cutoff (``protocol.secure.key_cutoff``: round 1's
-    needs its ``start_block``, later rounds' the previous round's start, looked up when not
-    given). ``NotVisibleYet`` until the cutoff is settled in view."""
+    needs its ``start_block``, later rounds' the previous round's, ``previous_start``).
+    ``NotVisibleYet`` until the cutoff is settled in view."""
     first: dict[int, tuple[bytes, int]] = {}
     for ev in chain.events("Published", from_block=deploy_block, round=0, kind=KIND_IDENTITY):
         member = index.get(str(ev.args.peer).lower())
         if member is not None and member not in first:
             first[member] = (bytes(ev.args.digest), ev.blockNumber)
-    if round_ >= 2 and previous_start is None:
-        previous_start = round_start(chain, round_ - 1, deploy_block)
     cutoff = key_cutoff(round_, start_block or 0, task.submit_blocks, task.secure_aggregation.stage_blocks,
                         [b for _, b in first.values()], len(index), previous_start)
     if view_head(chain) < cutoff - 1:
@@ -119,7 +117,7 @@ def round_shape(chain: ChainClient, task: Task, round_: int, *, start_block: int
     prev_ue = stages(prev_start, task.submit_blocks, task.secure_aggregation.stage_blocks).unmasking_ends
     evs = chain.events("Published", from_block=prev_start, round=round_ - 1, kind=KIND_UNMASK)
     ahead = dealt_ahead(round_, [ev.blockNumber for ev in evs], prev_start, prev_ue, start_block)
-    first: dict[int, tuple[str, int]] = {}
+    first: dict[str, tuple[str, int]] = {}
     for ev in evs:
         addr = str(ev.args.peer).lower()
         if prev_start <= ev.blockNumber < min(prev_ue, start_block) and addr not in first:

@@ -60,9 +60,7 @@ class SecureMember:
         self._identity_on_record = False
         self.masked: set[int] = set()  # rounds whose masked update this member recorded
         self.unmasked: set[int] = set()  # rounds whose reveals this member recorded
-        self._holders: dict[int, dict[int, bytes]] = {}
-        self._ahead: dict[int, bool] = {}
-        self._cache: dict = {}  # what read_secure_round may keep: (what, round) -> value
+        self._cache: dict = {}  # what cannot change once read: (what, round) -> value (see read_secure_round)
 
     # ------------------------------------------------------------ records of this member
     def _recorded(self, round_: int, kind: int) -> bool:
@@ -85,22 +83,23 @@ class SecureMember:
 
     def holders(self, round_: int) -> dict[int, bytes]:
         """Members given shares in ``round_``: identity keys on record before its key cutoff
-        (known in the previous round already, for dealing ahead)."""
-        if round_ not in self._holders:
+        (known in the previous round already, for dealing ahead). Kept in the read cache, under
+        the key ``read_secure_round`` uses."""
+        if ("holders", round_) not in self._cache:
             p = self.peer
-            self._holders[round_] = identity_keys(
+            self._cache[("holders", round_)] = identity_keys(
                 p.chain, self.index, deploy_block=p.deploy_block, round_=round_, task=p.task,
                 start_block=p.round_start_block(round_) if round_ == 1 else None,
                 previous_start=p.round_start_block(round_ - 1) if round_ >= 2 else None)
-        return self._holders[round_]
+        return self._cache[("holders", round_)]
 
     def ahead(self, round_: int) -> bool:
         """Whether ``round_`` was dealt ahead (its submissions are the masked updates)."""
-        if round_ not in self._ahead:
+        if ("shape", round_) not in self._cache:
             p = self.peer
-            self._ahead[round_] = round_shape(p.chain, p.task, round_, start_block=p.round_start_block(round_),
-                                              deploy_block=p.deploy_block)[0]
-        return self._ahead[round_]
+            self._cache[("shape", round_)] = round_shape(p.chain, p.task, round_, start_block=p.round_start_block(round_),
+                                                         deploy_block=p.deploy_block)
+        return self._cache[("shape", round_)][0]
 
     def read(self, round_: int, submissions: int | None = None):
         p = self.peer
