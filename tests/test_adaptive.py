@@ -247,3 +247,32 @@ def test_sealed_adaptive_attacker_uses_what_is_public_and_its_team_only(monkeypa
     peer.sealed, looked_up[:] = False, []
     plugin.transform({"w": torch.tensor([5.0, 5.0])}, SimpleNamespace(round=3, peer=peer))
     assert looked_up == [3] and [float(r[0]) for r in crafted["rows"]] == [30.0, 31.0]  # plain: the round's honest updates
+
+
+def test_spread_variants_dodge_the_near_copy_count_but_stay_in_the_bound():
+    from fedchain.node.aggregation._exact import exact_products
+    from fedchain.node.aggregation.mean import near_parallel
+    from fedchain.node.tools.attacks import SPREAD, MinMaxSpread, _max_distance_to, _max_pairwise
+
+    x = np.random.default_rng(0).normal(0, 0.01, 5000)
+    tight = [colluder_perturbation(x, k, 1) for k in ("0xa", "0xb", "0xc")]
+    spread = [colluder_perturbation(x, k, 1, relative=SPREAD) for k in ("0xa", "0xb", "0xc")]
+    assert [len(m) for m in near_parallel(exact_products(_rows(np.vstack(tight))))] == [3, 3, 3]
+    assert [len(m) for m in near_parallel(exact_products(_rows(np.vstack(spread))))] == [1, 1, 1]
+    for name in ("alie-spread", "ipm-spread", "minmax-spread"):
+        [plugin] = make_attack(name, colluders=["0xa"])
+        assert plugin.spread == SPREAD and plugin.name == name
+
+    class _Peer:
+        rule = make_rule("fedavg")
+        members = ["0xa", "0xb", "0xc", "0x1"]
+        address = "0xa"
+
+    class _Ctx:
+        peer, round = _Peer(), 2
+
+    benign = np.random.default_rng(1).normal(0.01, 0.01, (7, 400))
+    mal = MinMaxSpread(["0xb", "0xc"]).craft(benign, _Ctx(), 3)
+    # every spread copy stays inside the largest benign distance, as Min-Max's bound requires
+    copies = [colluder_perturbation(mal, a, 2, relative=SPREAD) for a in ("0xa", "0xb", "0xc")]
+    assert max(_max_distance_to(benign, c) for c in copies) <= _max_pairwise(benign)

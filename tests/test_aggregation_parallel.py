@@ -5,7 +5,7 @@ import numpy as np
 import torch
 
 from fedchain.node.aggregation import agreeing_with, fedavg_clipped, make_rule
-from fedchain.node.aggregation._exact import exact_products
+from fedchain.node.aggregation._exact import exact_products, exact_sq_norms
 from fedchain.node.aggregation.mean import PARALLEL_COS, near_parallel
 from fedchain.node.protocol.fixedpoint import quantize
 from fedchain.node.tools.attacks import colluder_perturbation, ipm_update
@@ -89,3 +89,55 @@ def test_without_near_parallel_updates_the_result_is_the_old_rule_bit_for_bit():
     keep = agreeing_with(rows, fedavg_clipped(rows, weights).delta)
     assert out.included == tuple(keep) and len(keep) < 9
     assert torch.equal(out.delta, fedavg_clipped(rows[keep], [weights[i] for i in keep]).delta)
+
+
+def test_near_copies_weigh_as_one_update_in_the_aggregate_too():
+    # A copy never pays: three colluders sending one vector that the sign test keeps (inside the
+    # honest spread, as ALIE and Min-Max are) move the aggregate as one member would, not three.
+    honest = _skewed(7, 2.0, 5)
+    crafted = honest.mean(axis=0) - 0.8 * honest.std(axis=0)
+    rows = _rows(np.vstack([honest, *[colluder_perturbation(crafted, k, 2) for k in ("0xa", "0xb", "0xc")]]))
+    assert [len(m) for m in near_parallel(exact_products(rows))] == [1] * 7 + [3] * 3
+    out = make_rule("fedavg").combine(rows, [2] * 10)
+    assert out.included == tuple(range(10))
+    # bit for bit the clipped mean with the copies' weights divided by three (nothing excluded),
+    # clipped to the lower median of the norms with the copies counted once between them
+    assert torch.equal(out.delta, fedavg_clipped(rows, [6] * 7 + [2] * 3, clip_sq=_median_counting(rows, [3] * 7 + [1] * 3)).delta)
+    assert not torch.equal(out.delta, fedavg_clipped(rows, [2] * 10).delta)
+
+
+def _median_counting(rows: torch.Tensor, counts: list[int]) -> int:
+    norms = sorted(q for q, c in zip(exact_sq_norms(rows), counts) for _ in range(c))
+    return norms[(len(norms) - 1) // 2]
+
+
+def test_near_copies_cannot_pull_the_clip_bound_down():
+    # Three tiny near-copies would be three of the ten norms, moving the lower median (the clip
+    # bound of every update) down by up to three places; counted once they move it by one at most.
+    honest = _skewed(7, 2.0, 6) * np.linspace(0.5, 2.0, 7)[:, None]
+    tiny = 0.05 * honest.mean(axis=0)
+    rows = _rows(np.vstack([honest, *[colluder_perturbation(tiny, k, 4) for k in ("0xa", "0xb", "0xc")]]))
+    norms = exact_sq_norms(rows)
+    out = make_rule("fedavg").combine(rows, [1] * 10)
+    assert out.included == tuple(range(10))
+    honest = sorted(norms[:7])
+    assert max(norms[7:]) < honest[0]
+    # the lower median of the seven honest norms and one copy: one place below the honest median
+    assert _median_counting(rows, [3] * 7 + [1] * 3) == honest[2]
+    # (the plain lower median of the ten would have been three places below it)
+    assert sorted(norms)[4] == honest[1] and fedavg_clipped(rows, [1] * 10, exclude_opposed=False).delta.ne(
+        fedavg_clipped(rows, [1] * 10, exclude_opposed=False, clip_sq=honest[2]).delta).any()
+    assert torch.equal(out.delta, fedavg_clipped(rows, [3] * 7 + [1] * 3, clip_sq=honest[2]).delta)
+
+
+def test_copies_share_weight_only_with_the_copies_that_are_kept():
+    # Two sets of near-copies: one opposed to the reference (excluded), one kept. The kept set's
+    # members share one weight among themselves; the excluded ones take nothing from them.
+    honest = _skewed(6, 2.0, 8)
+    mean = honest.mean(axis=0)
+    kept = [colluder_perturbation(mean - 0.5 * honest.std(axis=0), k, 3) for k in ("0xa", "0xb")]
+    opposed = [colluder_perturbation(-2.0 * mean, k, 3) for k in ("0xc", "0xd", "0xe")]
+    rows = _rows(np.vstack([honest, *kept, *opposed]))
+    out = make_rule("fedavg").combine(rows, [1] * 11)
+    assert out.included == tuple(range(8))
+    assert torch.equal(out.delta, fedavg_clipped(rows[:8], [2] * 6 + [1] * 2, clip_sq=_median_counting(rows[:8], [2] * 6 + [1] * 2)).delta)

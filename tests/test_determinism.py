@@ -126,9 +126,14 @@ def _columns(rows):
     return [sorted(col) for col in zip(*rows)]
 
 
-def _ref_clipped_mean(rows, weights, idx):
+def _ref_clipped_mean(rows, weights, idx, counts=None):
+    # counts: each row's count in the median clip bound (1 each when None)
     norms = [_sq(rows[i]) for i in idx]
-    bound = sorted(norms)[(len(idx) - 1) // 2]
+    if counts is None:
+        bound = sorted(norms)[(len(idx) - 1) // 2]
+    else:
+        expanded = sorted(q for q, i in zip(norms, idx) for _ in range(counts[i]))
+        bound = expanded[(len(expanded) - 1) // 2]
     clipped = []
     for i, q in zip(idx, norms):
         r = rows[i]
@@ -144,17 +149,37 @@ def ref_fedavg(rows, weights):
     # evidence: a non-positive inner product d and a cosine of at most -1/2 (4 d^2 >= |row|^2 |ref|^2)
     # or a pull back of at least half the reference (2 f d <= -|ref|^2 2^20, f the row's clip
     # factor), or, for one of a set of near-copies, a non-positive d alone; every row opposed means
-    # no evidence. In that reference each row weighs
-    # weight / (number of rows at a cosine >= 15/16 to it, itself included).
+    # no evidence. In that reference, and in the result, each row weighs
+    # weight / (number of rows, of those it is averaged with, at a cosine >= 15/16 to it, itself included).
     every = list(range(len(rows)))
-    mean = _ref_clipped_mean(rows, weights, every)
+    if len(rows) <= 2:
+        return _ref_clipped_mean(rows, weights, every), every
     g = [[_dot(a, b) for b in rows] for a in rows]
-    counts = [sum(1 for j in every if j == i or (g[i][j] > 0 and g[i][j] ** 2 * 16**2 >= 15**2 * g[i][i] * g[j][j]))
-              for i in every]
-    scale = math.lcm(*counts)
-    base = weights if sum(weights) > 0 else [1] * len(rows)
-    ref = _ref_clipped_mean(rows, [w * (scale // m) for w, m in zip(base, counts)], every)
-    bound = sorted(g[i][i] for i in every)[(len(rows) - 1) // 2]
+
+    def alike(i, j):
+        return i == j or (g[i][j] > 0 and g[i][j] ** 2 * 16**2 >= 15**2 * g[i][i] * g[j][j])
+
+    def shared(idx):
+        # each row of idx counts lcm / (rows of idx near-parallel to it), in weight and in the bound
+        m = {i: sum(1 for j in idx if alike(i, j)) for i in idx}
+        scale = math.lcm(*m.values())
+        return {i: scale // m[i] for i in idx}
+
+    def shared_mean(idx):
+        base = [weights[i] for i in idx]
+        if sum(base) <= 0:
+            base = [1] * len(idx)
+        share = shared(idx)
+        w = [0] * len(rows)
+        for i, b in zip(idx, base):
+            w[i] = b * share[i]
+        return _ref_clipped_mean(rows, w, idx, share)
+
+    counts = [sum(1 for j in every if alike(i, j)) for i in every]
+    ref = shared_mean(every)
+    share = shared(every)
+    expanded = sorted(g[i][i] for i in every for _ in range(share[i]))
+    bound = expanded[(len(expanded) - 1) // 2]
     factor = [1 << 20 if g[i][i] <= bound else math.isqrt((bound << 40) // g[i][i]) for i in every]
     rr = _sq(ref)
 
@@ -162,10 +187,10 @@ def ref_fedavg(rows, weights):
         d = _dot(rows[i], ref)
         return d <= 0 and (counts[i] > 1 or 4 * d * d >= g[i][i] * rr or 2 * factor[i] * d <= -rr * (1 << 20))
 
-    keep = [i for i in every if not opposed(i)] if len(rows) > 2 and any(ref) else every
+    keep = [i for i in every if not opposed(i)] if any(ref) else every
     if not keep or keep == every:
-        return mean, every
-    return _ref_clipped_mean(rows, weights, keep), keep
+        return ref, every
+    return shared_mean(keep), keep
 
 
 def ref_median(rows, weights):

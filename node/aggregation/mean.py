@@ -14,7 +14,7 @@ from .base import AggregationRule
 __all__ = ["agreeing_with", "near_parallel", "fedavg_clipped", "plain_fedavg", "FedAvg", "PlainFedAvg", "OPPOSED_COS", "OPPOSED_PULL"]
 
 # Updates at a cosine of at least 15/16 (about 20 degrees) are near-parallel: they count as one in
-# the reference of the sign test. Honest digits updates measured at most 0.895 on IID shards and
+# the reference of the sign test and in the aggregate. Honest digits updates measured at most 0.895 on IID shards and
 # 0.711 under Dirichlet(0.5) label skew; the colluders' near-copies of one vector, above 0.9999.
 PARALLEL_COS = (15, 16)
 
@@ -82,23 +82,51 @@ def _clip_factors(norms: list[int], bound: int) -> list[int]:
     return [ONE if (q <= bound or q == 0) else math.isqrt((bound << (2 * WEIGHT_BITS)) // q) for q in norms]
 
 
-def _clipped_mean(rows: torch.Tensor, keep: list[int], weights: list[int], norms: list[int], clip_sq: int) -> torch.Tensor:
-    bound = clip_sq or lower_median([norms[i] for i in keep])
-    factors = _clip_factors([norms[i] for i in keep], bound)
+def _weighted_lower_median(values: list[int], shares: list[int]) -> int:
+    """The lower median of ``values`` where value i counts ``shares[i]`` times: the smallest value
+    whose cumulative share reaches half the total (the plain lower median for equal shares)."""
+    total, running = sum(shares), 0
+    for value, share in sorted(zip(values, shares)):
+        running += share
+        if 2 * running >= total:
+            return value
+    raise ValueError("no values")
+
+
+def _clipped_mean(rows: torch.Tensor, keep: list[int], weights: list[int], norms: list[int], clip_sq: int,
+                  shares: list[int] | None = None) -> torch.Tensor:
+    kept_norms = [norms[i] for i in keep]
+    bound = clip_sq or (lower_median(kept_norms) if shares is None else _weighted_lower_median(kept_norms, [shares[i] for i in keep]))
+    factors = _clip_factors(kept_norms, bound)
     kept_weights = [weights[i] for i in keep]
     w = normalized_weights(kept_weights) if sum(kept_weights) > 0 else normalized_weights([1] * len(keep))
     return combine(rows, keep, w, scaled(factors))
 
 
-def _distinct_weights(counts: list[int], weights: list[int]) -> list[int] | None:
-    """Each row's weight divided by ``counts``, the number of rows near-parallel to it (itself
-    included), as integers over a common denominator, so that a set of near-copies weighs as one
-    row; ``None`` when no two rows are near-parallel."""
-    if max(counts) == 1:
+def _shares(groups: list[tuple[int, ...]], keep: list[int]) -> list[int] | None:
+    """Each kept row's share, ``L / m`` with ``m`` the number of kept rows near-parallel to it
+    (itself included; ``groups`` from ``near_parallel``) and ``L`` the lcm of those counts, so that
+    a set of near-copies counts as one row; rows not kept have share 0. ``None`` when no two kept
+    rows are near-parallel."""
+    kept = set(keep)
+    counts = {i: sum(1 for j in groups[i] if j in kept) for i in keep}
+    if max(counts.values(), default=1) == 1:
         return None
-    scale = math.lcm(*counts)
-    base = weights if sum(weights) > 0 else [1] * len(weights)  # the mean's fallback, applied first
-    return [w * (scale // m) for w, m in zip(base, counts)]
+    scale = math.lcm(*counts.values())
+    return [scale // counts[i] if i in kept else 0 for i in range(len(groups))]
+
+
+def _shared_mean(rows: torch.Tensor, keep: list[int], weights: list[int], norms: list[int], clip_sq: int,
+                 groups: list[tuple[int, ...]]) -> torch.Tensor:
+    """The clipped, weighted mean of the kept rows with near-copies counted once: each row's weight
+    (after the mean's fallback to equal weights) and its count in the median clip bound are
+    multiplied by its share (``_shares``). Bit for bit ``_clipped_mean`` when no two kept rows are
+    near-parallel."""
+    shares = _shares(groups, keep)
+    if shares is None:
+        return _clipped_mean(rows, keep, weights, norms, clip_sq)
+    base = weights if sum(weights[i] for i in keep) > 0 else [1] * len(weights)
+    return _clipped_mean(rows, keep, [w * s for w, s in zip(base, shares)], norms, clip_sq, shares)
 
 
 def fedavg_clipped(
@@ -132,8 +160,14 @@ def fedavg_clipped(
     vector as near-copies otherwise carry the reference they are tested against: with sealed
     updates, a round-1 IPM crafted from the colluders' own label-skewed updates was at a positive
     angle to a mean it made up 3/10 of, and honest updates were excluded in its place. Without a
-    near-parallel pair the reference is the round's clipped mean, bit for bit. The aggregate itself
-    keeps every kept update's full weight. The previous round's global step was tried as a reference
+    near-parallel pair the reference is the round's clipped mean, bit for bit. The aggregate counts
+    them once too: each kept update's weight is divided by the number of kept updates near-parallel
+    to it, so a set of near-copies inside the honest spread (ALIE, Min-Max: Baruch et al., NeurIPS
+    2019; Shejwalkar and Houmansadr, NDSS 2021, whose colluders all send one vector) moves the
+    aggregate as one member would, not as many: a copy does not pay. Near-copies are kept (and
+    rewarded) when they agree with the reference; only their weight is shared. Colluders who spread
+    their copies apart, below the threshold, escape both; that costs them norm (clipped to the
+    median) and, under Min-Max's distance bound, reach. The previous round's global step was tried as a reference
     an attacker cannot steer and rejected: on Dirichlet(0.5) digits, label-skewed honest updates are
     at up to -0.38 cosine to it and would have been excluded.
 
@@ -166,14 +200,15 @@ def fedavg_clipped(
     mean = _clipped_mean(rows, every, weights, norms, clip_sq)
     if not exclude_opposed or n <= 2:
         return Aggregate(mean, tuple(every))
-    counts = [len(m) for m in near_parallel(exact_products(rows))]
-    distinct = _distinct_weights(counts, weights)
-    reference = mean if distinct is None else _clipped_mean(rows, every, distinct, norms, clip_sq)
-    keep = agreeing_with(rows, reference, factors=_clip_factors(norms, clip_sq or lower_median(norms)),
-                         cos=opposed_cos, pull=opposed_pull, alike=[m > 1 for m in counts])
+    groups = near_parallel(exact_products(rows))
+    shares = _shares(groups, every)
+    reference = mean if shares is None else _shared_mean(rows, every, weights, norms, clip_sq, groups)
+    bound = clip_sq or (lower_median(norms) if shares is None else _weighted_lower_median(norms, shares))
+    keep = agreeing_with(rows, reference, factors=_clip_factors(norms, bound),
+                         cos=opposed_cos, pull=opposed_pull, alike=[len(m) > 1 for m in groups])
     if keep == every:
-        return Aggregate(mean, tuple(every))
-    return Aggregate(_clipped_mean(rows, keep, weights, norms, clip_sq), tuple(keep))
+        return Aggregate(reference, tuple(every))
+    return Aggregate(_shared_mean(rows, keep, weights, norms, clip_sq, groups), tuple(keep))
 
 
 

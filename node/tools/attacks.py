@@ -422,6 +422,7 @@ class _Adaptive(Plugin):
     """
 
     takes_colluders = True
+    spread = 2.0**-8  # each colluder's perturbation, relative to the crafted vector's norm
 
     def __init__(self, colluders=(), *, channel: Collusion | None = None, max_wait: float = 120.0, margin: float = 0.2):
         self.colluders = {c.lower() for c in colluders}
@@ -488,7 +489,7 @@ class _Adaptive(Plugin):
                 _CRAFTED.clear()
                 _CRAFTED[key] = self.craft(benign, ctx, len(self._team(peer)))
             crafted = _CRAFTED[key]
-        crafted = colluder_perturbation(crafted, peer.address, ctx.round)
+        crafted = colluder_perturbation(crafted, peer.address, ctx.round, relative=self.spread)
         out, pos = dict(delta), 0
         for k in keys:
             size = delta[k].numel()
@@ -550,9 +551,11 @@ class MinMax(_Adaptive):
         mean = benign.mean(axis=0)
         best = [-1.0]
 
+        def copies(mal: np.ndarray) -> list[np.ndarray]:
+            return [colluder_perturbation(mal, a, ctx.round, relative=self.spread) for a in team]
+
         def run(mal: np.ndarray) -> tuple[bool, float]:
-            crafted = [colluder_perturbation(mal, a, ctx.round) for a in team]
-            rows = quantize(torch.from_numpy(np.vstack([benign, *crafted])))
+            rows = quantize(torch.from_numpy(np.vstack([benign, *copies(mal)])))
             agg = rule.combine(rows, [1] * rows.shape[0])
             kept = all(i in agg.included for i in range(len(benign), rows.shape[0]))
             return kept, float(np.linalg.norm(dequantize(agg.delta).numpy().astype(np.float64) - mean))
@@ -569,15 +572,59 @@ class MinMax(_Adaptive):
             return minmax_tailored(benign, lambda mal: run(mal)[0], self.perturbation)
         bound = _max_pairwise(benign)
         return minmax_tailored(
-            benign, lambda mal: _max_distance_to(benign, mal) <= bound and run(mal)[0], self.perturbation)
+            benign, lambda mal: max(_max_distance_to(benign, c) for c in self._bounded(mal, copies)) <= bound and run(mal)[0],
+            self.perturbation)
+
+    @staticmethod
+    def _bounded(mal: np.ndarray, copies) -> list[np.ndarray]:
+        # What must stay within the benign distance bound: the crafted vector (its copies are 2**-8 off).
+        return [mal]
+
+
+# Spread copies: how far apart rule-aware colluders send their one vector. Independent directions
+# of norm 0.3 |x| put two copies at a cosine of about 1 / (1 + 0.3**2) = 0.917, below the 15/16 at
+# which the default rule counts near-copies once (``aggregation.mean.PARALLEL_COS``).
+SPREAD = 0.3
+
+
+class _Spread:
+    """The rule-aware variant of an adaptive attack: the colluders send their crafted vector as
+    copies spread apart (``SPREAD``), so the default rule does not see near-copies and counts each
+    copy in full. It pays in norm (each copy is about 4% longer, and clipped to the median) and,
+    under Min-Max, in reach (the spread copies must stay inside the benign distance bound)."""
+
+    spread = SPREAD
+
+    @staticmethod
+    def _bounded(mal: np.ndarray, copies) -> list[np.ndarray]:
+        return copies(mal)  # every spread copy within Min-Max's distance bound
+
+
+class ALittleIsEnoughSpread(_Spread, ALittleIsEnough):
+    """ALIE with its copies spread apart (``_Spread``)."""
+
+    name = "alie-spread"
+
+
+class InnerProductManipulationSpread(_Spread, InnerProductManipulation):
+    """IPM with its copies spread apart (``_Spread``)."""
+
+    name = "ipm-spread"
+
+
+class MinMaxSpread(_Spread, MinMax):
+    """Min-Max with its copies spread apart (``_Spread``)."""
+
+    name = "minmax-spread"
 
 
 ATTACKS: dict[str, type[Plugin]] = {
     cls.name: cls
     for cls in (SignFlip, Scaling, GaussianNoise, LabelFlip, Backdoor, FreeRider, Malformed, LazyVoter, Colluder, DagBomb,
-                ALittleIsEnough, InnerProductManipulation, MinMax)
+                ALittleIsEnough, InnerProductManipulation, MinMax, ALittleIsEnoughSpread, InnerProductManipulationSpread,
+                MinMaxSpread)
 }
-ADAPTIVE = ("alie", "ipm", "minmax")
+ADAPTIVE = ("alie", "ipm", "minmax", "alie-spread", "ipm-spread", "minmax-spread")
 
 
 def make_attack(name: str | None, *, colluders=(), channel: Collusion | None = None) -> list[Plugin]:
