@@ -276,3 +276,27 @@ def test_spread_variants_dodge_the_near_copy_count_but_stay_in_the_bound():
     # every spread copy stays inside the largest benign distance, as Min-Max's bound requires
     copies = [colluder_perturbation(mal, a, 2, relative=SPREAD) for a in ("0xa", "0xb", "0xc")]
     assert max(_max_distance_to(benign, c) for c in copies) <= _max_pairwise(benign)
+
+
+def test_spread_variants_tune_their_spread_to_look_typical():
+    from fedchain.node.tools.attacks import SPREAD, MinMaxSpread
+
+    attacker = MinMaxSpread(["0xb"])
+    rng = np.random.default_rng(3)
+    common = rng.normal(0, 1, 2000)
+    # IID-like benign rows (cosine about 0.9 to each other): a small spread looks typical
+    attacker._tune(np.stack([3 * common + rng.normal(0, 1, 2000) for _ in range(8)]))
+    assert SPREAD <= attacker.spread < 0.5
+    # label-skewed rows (nearly orthogonal): the copies must be as far apart, the widest spread
+    attacker._tune(rng.normal(0, 1, (8, 2000)))
+    assert attacker.spread == 2.0
+    # copies at the tuned spread are about as alike as the benign rows are to their closest other
+    rows = np.stack([common + rng.normal(0, 0.8, 2000) for _ in range(8)])
+    attacker._tune(rows)
+    x = rows / np.linalg.norm(rows, axis=1, keepdims=True)
+    c = x @ x.T
+    np.fill_diagonal(c, -1)
+    typical = float(np.median(c.max(axis=1)))
+    copies = np.stack([colluder_perturbation(common, k, 1, relative=attacker.spread) for k in ("0xa", "0xb", "0xc")])
+    y = copies / np.linalg.norm(copies, axis=1, keepdims=True)
+    assert abs(float((y @ y.T)[0, 1]) - typical) < 0.08

@@ -432,6 +432,9 @@ class _Adaptive(Plugin):
     def craft(self, benign: np.ndarray, ctx, m: int) -> np.ndarray:
         raise NotImplementedError
 
+    def _tune(self, benign: np.ndarray) -> None:
+        """Adjust to the round's benign rows before crafting (the spread variants)."""
+
     def _team(self, peer) -> list[str]:
         """The colluders' addresses that are members, in member order (this peer included)."""
         team = self.colluders | {peer.address.lower()}
@@ -482,6 +485,7 @@ class _Adaptive(Plugin):
                 del _BOARD[key]
             _BOARD.setdefault((peer.task_cid, ctx.round), {})[peer.address.lower()] = own
         benign = self._benign_rows(ctx, keys, own)
+        self._tune(benign)
         # Colluders in one process craft once per round from the same rows and share the result.
         key = (peer.task_cid, ctx.round, self.name, hashlib.sha256(benign.tobytes()).hexdigest())
         with _CRAFT_LOCK:
@@ -581,19 +585,34 @@ class MinMax(_Adaptive):
         return [mal]
 
 
-# Spread copies: how far apart rule-aware colluders send their one vector. Independent directions
-# of norm 0.3 |x| put two copies at a cosine of about 1 / (1 + 0.3**2) = 0.917, below the 15/16 at
-# which the default rule counts near-copies once (``aggregation.mean.PARALLEL_COS``).
+# Spread copies: how far apart rule-aware colluders send their one vector, at least. Independent
+# directions of norm 0.3 |x| put two copies at a cosine of about 1 / (1 + 0.3**2) = 0.917, below the
+# 15/16 at which the default rule counts near-copies once (``aggregation.mean.PARALLEL_COS``).
 SPREAD = 0.3
 
 
 class _Spread:
     """The rule-aware variant of an adaptive attack: the colluders send their crafted vector as
-    copies spread apart (``SPREAD``), so the default rule does not see near-copies and counts each
-    copy in full. It pays in norm (each copy is about 4% longer, and clipped to the median) and,
-    under Min-Max, in reach (the spread copies must stay inside the benign distance bound)."""
+    copies spread apart, each with its own independent direction added, so that no rule sees them
+    as alike. The spread is tuned each round (``_tune``) so that two copies are as alike as a
+    typical benign update is to its closest other: at least ``SPREAD`` (below the default rule's
+    near-copy cosine), at most 2 (label-skewed benign updates, nearly orthogonal). The noise
+    cancels in the mean of the copies, so their sum still carries the crafted vector, while each
+    copy alone looks less like it: a longer update (clipped to the median norm), at a smaller angle
+    to anything. Min-Max keeps every spread copy inside its benign distance bound."""
 
     spread = SPREAD
+
+    def _tune(self, benign: np.ndarray) -> None:
+        # As alike to each other as a typical benign update is to its closest other: copies at
+        # cosine c = 1 - u (u the median of 1 - max cosine over the benign rows) are counted in full
+        # by a rule that discounts updates more alike than typical; at least SPREAD, at most 2.
+        x = benign / np.maximum(np.linalg.norm(benign, axis=1, keepdims=True), 1e-300)
+        cos = x @ x.T
+        np.fill_diagonal(cos, -np.inf)
+        u = float(np.median(1.0 - np.clip(cos.max(axis=1), 0.0, 1.0))) if len(benign) > 1 else 0.0
+        c = 1.0 - u
+        self.spread = float(np.clip(np.sqrt(1.0 / c - 1.0) * 1.05 if c > 0.2 else 2.0, SPREAD, 2.0))
 
     @staticmethod
     def _bounded(mal: np.ndarray, copies) -> list[np.ndarray]:
