@@ -14,8 +14,10 @@ from .base import AggregationRule
 __all__ = ["agreeing_with", "near_parallel", "fedavg_clipped", "plain_fedavg", "FedAvg", "PlainFedAvg", "OPPOSED_COS", "OPPOSED_PULL"]
 
 # Updates at a cosine of at least 15/16 (about 20 degrees) are near-parallel: they count as one in
-# the reference of the sign test and in the aggregate. Honest digits updates measured at most 0.895 on IID shards and
-# 0.711 under Dirichlet(0.5) label skew; the colluders' near-copies of one vector, above 0.9999.
+# the reference of the sign test, in the aggregate and in its clip bound. Two honest digits updates
+# of a round measured at most 0.918 on IID shards, 0.857 under Dirichlet(0.5) and 0.873 under
+# Dirichlet(0.1) label skew (benchmarks/near_copies.py); the colluders' near-copies of one vector,
+# above 0.9999.
 PARALLEL_COS = (15, 16)
 
 # The evidence an update must show against the reference to be excluded: an inner product that is
@@ -117,12 +119,11 @@ def _shares(groups: list[tuple[int, ...]], keep: list[int]) -> list[int] | None:
 
 
 def _shared_mean(rows: torch.Tensor, keep: list[int], weights: list[int], norms: list[int], clip_sq: int,
-                 groups: list[tuple[int, ...]]) -> torch.Tensor:
+                 shares: list[int] | None) -> torch.Tensor:
     """The clipped, weighted mean of the kept rows with near-copies counted once: each row's weight
     (after the mean's fallback to equal weights) and its count in the median clip bound are
-    multiplied by its share (``_shares``). Bit for bit ``_clipped_mean`` when no two kept rows are
-    near-parallel."""
-    shares = _shares(groups, keep)
+    multiplied by its share (``_shares`` over ``keep``). ``_clipped_mean`` when ``shares`` is None
+    (no two kept rows near-parallel)."""
     if shares is None:
         return _clipped_mean(rows, keep, weights, norms, clip_sq)
     base = weights if sum(weights[i] for i in keep) > 0 else [1] * len(weights)
@@ -164,12 +165,14 @@ def fedavg_clipped(
     them once too: each kept update's weight is divided by the number of kept updates near-parallel
     to it, so a set of near-copies inside the honest spread (ALIE, Min-Max: Baruch et al., NeurIPS
     2019; Shejwalkar and Houmansadr, NDSS 2021, whose colluders all send one vector) moves the
-    aggregate as one member would, not as many: a copy does not pay. Near-copies are kept (and
-    rewarded) when they agree with the reference; only their weight is shared. Colluders who spread
-    their copies apart, below the threshold, escape both; that costs them norm (clipped to the
-    median) and, under Min-Max's distance bound, reach. The previous round's global step was tried as a reference
-    an attacker cannot steer and rejected: on Dirichlet(0.5) digits, label-skewed honest updates are
-    at up to -0.38 cosine to it and would have been excluded.
+    aggregate as one member would, not as many: a copy does not pay. Their count in the median clip
+    bound is shared the same way, so short copies cannot pull every update's bound down. Near-copies
+    are kept (and rewarded) when they agree with the reference; only their weight is shared.
+    Colluders who spread their copies apart, below the threshold, escape all three; that costs them
+    norm (clipped to the median) and, under Min-Max's distance bound, reach (README, Robustness
+    results: spread copies). The previous round's global step was tried as a reference an attacker
+    cannot steer and rejected: on Dirichlet(0.5) digits, label-skewed honest updates are at up to
+    -0.38 cosine to it and would have been excluded.
 
     A lone update is excluded only with evidence (``agreeing_with``): a non-positive inner product
     with the reference and, besides, a cosine of at most ``-opposed_cos`` or a pull back along it,
@@ -197,18 +200,17 @@ def fedavg_clipped(
     n = rows.shape[0]
     norms = exact_sq_norms(rows)
     every = list(range(n))
-    mean = _clipped_mean(rows, every, weights, norms, clip_sq)
     if not exclude_opposed or n <= 2:
-        return Aggregate(mean, tuple(every))
+        return Aggregate(_clipped_mean(rows, every, weights, norms, clip_sq), tuple(every))
     groups = near_parallel(exact_products(rows))
     shares = _shares(groups, every)
-    reference = mean if shares is None else _shared_mean(rows, every, weights, norms, clip_sq, groups)
+    reference = _shared_mean(rows, every, weights, norms, clip_sq, shares)
     bound = clip_sq or (lower_median(norms) if shares is None else _weighted_lower_median(norms, shares))
     keep = agreeing_with(rows, reference, factors=_clip_factors(norms, bound),
                          cos=opposed_cos, pull=opposed_pull, alike=[len(m) > 1 for m in groups])
     if keep == every:
         return Aggregate(reference, tuple(every))
-    return Aggregate(_shared_mean(rows, keep, weights, norms, clip_sq, groups), tuple(keep))
+    return Aggregate(_shared_mean(rows, keep, weights, norms, clip_sq, _shares(groups, keep)), tuple(keep))
 
 
 
