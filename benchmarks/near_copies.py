@@ -39,7 +39,6 @@ def main() -> None:
 
     mean_rule.FedAvg.combine = recording
     report = []
-    p, q = mean_rule.PARALLEL_COS
     for part in args.partitions.split(","):
         for seed in (int(s) for s in args.seeds.split(",")):
             seen.clear()
@@ -54,11 +53,11 @@ def main() -> None:
             worst, pairs = -1.0, 0
             for gram in rounds.values():
                 n = len(gram)
+                pairs += sum(len(group) - 1 for group in mean_rule.near_parallel(gram)) // 2  # the rule's own test
                 for i in range(n):
                     for j in range(i + 1, n):
                         if gram[i][i] and gram[j][j]:
                             worst = max(worst, gram[i][j] / math.sqrt(gram[i][i] * gram[j][j]))
-                            pairs += gram[i][j] > 0 and gram[i][j] ** 2 * q * q >= p * p * gram[i][i] * gram[j][j]
             row = {"partition": part, "seed": seed, "rounds": len(rounds), "max_cosine": round(worst, 4),
                    "near_parallel_pairs": pairs, "final_accuracy": res["final_accuracy"],
                    "lowest_reputation": min(res["reputation"][-1])}
