@@ -78,7 +78,8 @@ def test_near_parallel_honest_updates_are_harmless():
 
 
 def test_without_near_parallel_updates_the_result_is_the_old_rule_bit_for_bit():
-    # No two rows near-parallel: the reference is the round's clipped mean, as before.
+    # No two rows near-parallel: the reference is the round's clipped mean, every member weighing
+    # the same in it (one member, one vote), and the result the weighted clipped mean of the rest.
     honest = _skewed(7, 0.3, 9)
     rows = _rows(np.vstack([honest, -1.5 * honest[:2]]))  # two sign flips of different updates
     assert all(len(m) == 1 for m in near_parallel(exact_products(rows)))
@@ -86,7 +87,7 @@ def test_without_near_parallel_updates_the_result_is_the_old_rule_bit_for_bit():
     # (under the bare sign test: these flips of weakly aligned label-skewed updates fall inside the
     # default evidence thresholds, test_aggregation_evidence.py)
     out = fedavg_clipped(rows, weights, exclude_opposed=True, opposed_cos=(0, 1), opposed_pull=(0, 1))
-    keep = agreeing_with(rows, fedavg_clipped(rows, weights).delta)
+    keep = agreeing_with(rows, fedavg_clipped(rows, [1] * 9).delta)
     assert out.included == tuple(keep) and len(keep) < 9
     assert torch.equal(out.delta, fedavg_clipped(rows[keep], [weights[i] for i in keep]).delta)
 

@@ -149,8 +149,8 @@ def ref_fedavg(rows, weights):
     # evidence: a non-positive inner product d and a cosine of at most -1/2 (4 d^2 >= |row|^2 |ref|^2)
     # or a pull back of at least half the reference (2 f d <= -|ref|^2 2^20, f the row's clip
     # factor), or, for one of a set of near-copies, a non-positive d alone; every row opposed means
-    # no evidence. In that reference, and in the result, each row weighs
-    # weight / (number of rows, of those it is averaged with, at a cosine >= 15/16 to it, itself included).
+    # no evidence. The reference weighs every row 1 and the result its weight, each divided by the
+    # number of rows, of those it is averaged with, at a cosine >= 15/16 to it, itself included.
     every = list(range(len(rows)))
     if len(rows) <= 2:
         return _ref_clipped_mean(rows, weights, every), every
@@ -165,7 +165,7 @@ def ref_fedavg(rows, weights):
         scale = math.lcm(*m.values())
         return {i: scale // m[i] for i in idx}
 
-    def shared_mean(idx):
+    def shared_mean(idx, weights=weights):
         base = [weights[i] for i in idx]
         if sum(base) <= 0:
             base = [1] * len(idx)
@@ -176,7 +176,7 @@ def ref_fedavg(rows, weights):
         return _ref_clipped_mean(rows, w, idx, share)
 
     counts = [sum(1 for j in every if alike(i, j)) for i in every]
-    ref = shared_mean(every)
+    ref = shared_mean(every, [1] * len(rows))  # the reference: one member, one vote
     share = shared(every)
     expanded = sorted(g[i][i] for i in every for _ in range(share[i]))
     bound = expanded[(len(expanded) - 1) // 2]
@@ -188,8 +188,8 @@ def ref_fedavg(rows, weights):
         return d <= 0 and (counts[i] > 1 or 4 * d * d >= g[i][i] * rr or 2 * factor[i] * d <= -rr * (1 << 20))
 
     keep = [i for i in every if not opposed(i)] if any(ref) else every
-    if not keep or keep == every:
-        return ref, every
+    if not keep:
+        keep = every
     return shared_mean(keep), keep
 
 

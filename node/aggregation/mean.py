@@ -142,13 +142,19 @@ def fedavg_clipped(
     Differentially Private Recurrent Language Models" (ICLR 2018). ``clip_sq`` is the squared
     bound in fixed-point units; 0 clips to the lower median of the (kept) updates' norms.
 
-    ``exclude_opposed``: the clipped, weighted mean of every update is the reference; the updates
-    opposed to it (below) are excluded, and the mean is recomputed over the rest (clip bound
-    included). At its core is the sign test of FLTrust (Cao et al., "FLTrust:
-    Byzantine-robust Federated Learning via Trust Bootstrapping", NDSS 2021), whose ReLU gives
-    zero trust to an update at 90 degrees or more from the reference; with no trusted root data
-    set, the reference is the round's own clipped mean, in which clipping bounds every update's
-    pull to the median norm and reputation weighs it. It removes inner-product manipulation (Xie
+    ``exclude_opposed``: the clipped mean of every update, each member counted once, is the
+    reference; the updates opposed to it (below) are excluded, and the weighted mean is computed
+    over the rest (clip bound included). At its core is the sign test of FLTrust (Cao et al.,
+    "FLTrust: Byzantine-robust Federated Learning via Trust Bootstrapping", NDSS 2021), whose ReLU
+    gives zero trust to an update at 90 degrees or more from the reference; with no trusted root
+    data set, the reference is the round's own clipped mean, in which clipping bounds every
+    update's pull to the median norm. The reference is a vote, one member one vote as in the
+    contract's quorum: it is not weighted by sample counts (self-reported) or reputation, which
+    weigh only the aggregate. Weighted, it let members with large shards carry the test they are
+    judged by: on Dirichlet(0.5) digits the three colluders of a spread inner-product manipulation
+    held 40% of the weight, sat at a positive cosine to the mean they steered, and two honest
+    members with small shards were excluded in their place (README, Robustness results: one
+    member, one vote). It removes inner-product manipulation (Xie
     et al., "Fall of Empires", UAI 2020) and sign flips, which by construction point against the
     honest mean. The coordinate-wise median was tried first as the reference and rejected: under
     Dirichlet(0.5) label skew it excluded up to four honest updates a round (an honest update
@@ -161,7 +167,7 @@ def fedavg_clipped(
     vector as near-copies otherwise carry the reference they are tested against: with sealed
     updates, a round-1 IPM crafted from the colluders' own label-skewed updates was at a positive
     angle to a mean it made up 3/10 of, and honest updates were excluded in its place. Without a
-    near-parallel pair the reference is the round's clipped mean, bit for bit. The aggregate counts
+    near-parallel pair the reference is the round's clipped mean with equal weights. The aggregate counts
     them once too: each kept update's weight is divided by the number of kept updates near-parallel
     to it, so a set of near-copies inside the honest spread (ALIE, Min-Max: Baruch et al., NeurIPS
     2019; Shejwalkar and Houmansadr, NDSS 2021, whose colluders all send one vector) moves the
@@ -176,7 +182,7 @@ def fedavg_clipped(
 
     A lone update is excluded only with evidence (``agreeing_with``): a non-positive inner product
     with the reference and, besides, a cosine of at most ``-opposed_cos`` or a pull back along it,
-    after clipping, of at least ``opposed_pull`` times the reference's squared length (the weighted
+    after clipping, of at least ``opposed_pull`` times the reference's squared length (the
     mean of the clipped updates' pulls is exactly that length: ``opposed_pull`` 1/2 excludes an
     update that takes back half of what the average update gives). FLTrust's bare sign test (both
     thresholds 0) assumes a reference every honest update agrees with; under label skew, with no
@@ -204,12 +210,12 @@ def fedavg_clipped(
         return Aggregate(_clipped_mean(rows, every, weights, norms, clip_sq), tuple(every))
     groups = near_parallel(exact_products(rows))
     shares = _shares(groups, every)
-    reference = _shared_mean(rows, every, weights, norms, clip_sq, shares)
+    reference = _shared_mean(rows, every, [1] * n, norms, clip_sq, shares)  # one member, one vote
     bound = clip_sq or (lower_median(norms) if shares is None else _weighted_lower_median(norms, shares))
     keep = agreeing_with(rows, reference, factors=_clip_factors(norms, bound),
                          cos=opposed_cos, pull=opposed_pull, alike=[len(m) > 1 for m in groups])
     if keep == every:
-        return Aggregate(reference, tuple(every))
+        return Aggregate(_shared_mean(rows, every, weights, norms, clip_sq, shares), tuple(every))
     return Aggregate(_shared_mean(rows, keep, weights, norms, clip_sq, _shares(groups, keep)), tuple(keep))
 
 

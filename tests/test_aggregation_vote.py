@@ -1,0 +1,63 @@
+"""The default rule's reference is a vote: every member counts once in it, whatever its sample count
+or reputation (issue 9). Weighted, members with large shards carried the test they were judged by.
+
+The rows are a real round: round 3 of `experiment robustness --partition dirichlet --alpha 0.5`,
+digits, seed 2, three colluders (members 7-9) running `ipm-spread`, recorded by wrapping
+`FedAvg.combine` (tests/data/README.md)."""
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from fedchain.node.aggregation import agreeing_with, fedavg_clipped, make_rule
+from fedchain.node.aggregation._exact import exact_products, exact_sq_norms, lower_median
+from fedchain.node.aggregation.mean import _clip_factors, near_parallel
+
+ROUND = Path(__file__).parent / "data" / "spread-ipm-round3.npz"
+HONEST, COLLUDERS = tuple(range(7)), (7, 8, 9)
+
+
+def _round():
+    with np.load(ROUND, allow_pickle=False) as data:
+        return torch.from_numpy(data["rows"]), [int(w) for w in data["weights"]]
+
+
+def _cosines(rows, reference):
+    x, r = rows.double(), reference.double()
+    return (x @ r / x.norm(dim=1) / r.norm()).tolist()
+
+
+def test_the_recorded_round_is_what_the_test_claims():
+    rows, weights = _round()
+    assert rows.shape == (10, 4810) and rows.dtype == torch.int64
+    # the colluders hold 40% of the sample-weighted round; honest members 0 and 5 the least
+    assert 5 * sum(weights[i] for i in COLLUDERS) >= 2 * sum(weights)
+    assert sorted(range(10), key=weights.__getitem__)[:2] == [0, 5]
+    # spread: no two updates are near-copies, so only the vote can tell them apart
+    assert all(len(m) == 1 for m in near_parallel(exact_products(rows)))
+
+
+def test_weighted_by_samples_the_colluders_would_carry_the_reference():
+    rows, weights = _round()
+    weighted = fedavg_clipped(rows, weights).delta
+    norms = exact_sq_norms(rows)
+    keep = agreeing_with(rows, weighted, factors=_clip_factors(norms, lower_median(norms)), cos=(1, 2), pull=(1, 2))
+    assert keep == [1, 2, 3, 4, 6, 7, 8, 9]  # honest 0 and 5 out, the colluders in
+    assert all(abs(c) < 0.1 for c in (_cosines(rows, weighted)[i] for i in COLLUDERS))  # steered to ~90 degrees
+
+
+def test_one_member_one_vote_excludes_the_colluders_and_keeps_every_honest_member():
+    rows, weights = _round()
+    out = make_rule("fedavg").combine(rows, weights)
+    assert out.included == HONEST
+    vote = fedavg_clipped(rows, [1] * 10).delta
+    assert all(c < -0.18 for c in (_cosines(rows, vote)[i] for i in COLLUDERS))
+    # the result is still the sample- and reputation-weighted clipped mean of the kept members
+    assert torch.equal(out.delta, fedavg_clipped(rows[list(HONEST)], [weights[i] for i in HONEST]).delta)
+
+
+def test_weights_do_not_change_who_is_excluded():
+    rows, weights = _round()
+    rule = make_rule("fedavg")
+    for w in (weights, [1] * 10, [10**6 if i in COLLUDERS else 1 for i in range(10)], list(range(1, 11))):
+        assert rule.combine(rows, w).included == HONEST
