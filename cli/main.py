@@ -513,7 +513,7 @@ def experiment():
 @click.option("--datasets", default="digits,mnist", show_default=True, help="Comma-separated datasets.")
 @click.option("--rules", default=None, help="Comma-separated aggregation rules (default: all).")
 @click.option("--attacks", default="signflip,scaling,noise,labelflip,backdoor,freeride,malformed,lazyvote,collude", show_default=True,
-              help="Comma-separated attacks (each run also gets an attack-free baseline); also alie, ipm, minmax (adaptive: omniscient, colluding, tailored to the rule), and alie-spread, ipm-spread, minmax-spread (their copies spread apart to dodge the near-copy count).")
+              help="Comma-separated attacks (each run also gets an attack-free baseline); also alie, ipm, minmax (adaptive: omniscient, colluding, tailored to the rule), and alie-spread, ipm-spread, minmax-spread (their copies spread apart to dodge the near-copy count), and ipm-spread-cap (spread IPM whose colluders also claim the sample cap).")
 @click.option("--fractions", default="0,0.1,0.3,0.45", show_default=True, help="Malicious fractions.")
 @click.option("--peers", type=click.IntRange(2, 64), default=10, show_default=True, help="Peers per run.")
 @click.option("--rounds", type=click.IntRange(1), default=8, show_default=True, help="Rounds per run.")

@@ -24,8 +24,15 @@ def _markdown(headers: list[str], rows: list[list[str]]) -> None:
 
 
 def main(args: list[str]) -> int:
+    if not args or "-h" in args or "--help" in args:
+        print(__doc__.strip())
+        return 0 if args else 1
     reputation = "--reputation" in args
-    results = [r for p in args if p != "--reputation" for r in json.loads(Path(p).read_text())]
+    try:
+        results = [r for p in args if p != "--reputation" for r in json.loads(Path(p).read_text())]
+    except (OSError, ValueError) as exc:
+        print(f"error: cannot read results: {exc}", file=sys.stderr)
+        return 1
     if reputation:
         _markdown(REPUTATION_HEADERS, reputation_summary(results))
     else:

@@ -61,3 +61,48 @@ def test_weights_do_not_change_who_is_excluded():
     rule = make_rule("fedavg")
     for w in (weights, [1] * 10, [10**6 if i in COLLUDERS else 1 for i in range(10)], list(range(1, 11))):
         assert rule.combine(rows, w).included == HONEST
+
+
+def test_reference_weights():
+    from fedchain.node.aggregation.mean import REFERENCES, reference_weights
+
+    w = [5, 1, 9, 3, 7]
+    assert reference_weights(w) == reference_weights(w, "vote") == [1] * 5
+    assert reference_weights(w, "weights") == w
+    assert reference_weights(w, "capped") == [5, 1, 5, 3, 5]  # at most the lower median
+    assert REFERENCES == ("vote", "weights", "capped")
+    import pytest
+
+    with pytest.raises(ValueError, match="unknown reference"):
+        reference_weights(w, "mean")
+
+
+def test_only_the_vote_keeps_honest_member_0_in_the_recorded_round():
+    # The alternatives kept to measure the vote against: weighted, the colluders carry the
+    # reference; capped at the lower median weight, they still do, and only peer 0 goes.
+    rows, weights = _round()
+    assert fedavg_clipped(rows, weights, exclude_opposed=True, reference="weights").included == (1, 2, 3, 4, 6, 7, 8, 9)
+    assert fedavg_clipped(rows, weights, exclude_opposed=True, reference="capped").included == (1, 2, 3, 4, 5, 6, 7, 8, 9)
+    assert fedavg_clipped(rows, weights, exclude_opposed=True).included == HONEST
+
+
+def test_colluders_claiming_the_sample_cap_report_it(monkeypatch):
+    from fedchain.node.tools import attacks
+
+    seen = {}
+    monkeypatch.setattr(attacks.InnerProductManipulationSpread, "transform", lambda self, delta, ctx: seen.setdefault("samples", ctx.metadata["samples"]) and delta)
+
+    class _Task:
+        sample_cap = 216
+
+    class _Peer:
+        task = _Task()
+
+    class _Ctx:
+        peer, metadata = _Peer(), {"samples": 50}
+
+    [plugin] = attacks.make_attack("ipm-spread-cap", colluders=["0xa"])
+    assert plugin.name == "ipm-spread-cap" and isinstance(plugin, attacks.InnerProductManipulationSpread)
+    ctx = _Ctx()
+    plugin.transform({}, ctx)
+    assert ctx.metadata["samples"] == seen["samples"] == 216

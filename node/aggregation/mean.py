@@ -11,7 +11,7 @@ from ..protocol.fixedpoint import FRAC_BITS, LIMIT, WEIGHT_BITS, normalized_weig
 from ._exact import ONE, Aggregate, check_rows, combine, exact_products, exact_sq_norms, lower_median, scaled, weighted_sum
 from .base import AggregationRule
 
-__all__ = ["agreeing_with", "near_parallel", "fedavg_clipped", "plain_fedavg", "FedAvg", "PlainFedAvg", "OPPOSED_COS", "OPPOSED_PULL"]
+__all__ = ["agreeing_with", "near_parallel", "reference_weights", "REFERENCES", "fedavg_clipped", "plain_fedavg", "FedAvg", "PlainFedAvg", "OPPOSED_COS", "OPPOSED_PULL"]
 
 # Updates at a cosine of at least 15/16 (about 20 degrees) are near-parallel: they count as one in
 # the reference of the sign test, in the aggregate and in its clip bound. Two honest digits updates
@@ -130,9 +130,29 @@ def _shared_mean(rows: torch.Tensor, keep: list[int], weights: list[int], norms:
     return _clipped_mean(rows, keep, [w * s for w, s in zip(base, shares)], norms, clip_sq, shares)
 
 
+REFERENCES = ("vote", "weights", "capped")
+
+
+def reference_weights(weights: list[int], how: str = "vote") -> list[int]:
+    """Each member's weight in the reference of the exclusion test. ``vote`` (the default): 1 each,
+    one member one vote, as in the contract's quorum. ``weights``: the aggregate's own weights
+    (``min(samples, sample_cap) * reputation``), as before the vote. ``capped``: those weights,
+    each at most their lower median. The last two are kept to measure the vote against
+    (``benchmarks/reference_weights.py``): both let colluders who claim the sample cap carry the
+    reference (README, Robustness results)."""
+    if how == "vote":
+        return [1] * len(weights)
+    if how == "weights":
+        return list(weights)
+    if how == "capped":
+        cap = lower_median(weights)
+        return [min(w, cap) for w in weights]
+    raise ValueError(f"unknown reference {how!r}; expected one of {', '.join(REFERENCES)}")
+
+
 def fedavg_clipped(
     rows: torch.Tensor, weights: list[int], *, clip_sq: int = 0, exclude_opposed: bool = False,
-    opposed_cos: tuple[int, int] = OPPOSED_COS, opposed_pull: tuple[int, int] = OPPOSED_PULL,
+    opposed_cos: tuple[int, int] = OPPOSED_COS, opposed_pull: tuple[int, int] = OPPOSED_PULL, reference: str = "vote",
 ) -> Aggregate:
     """Reputation-weighted FedAvg with L2 norm clipping, optionally without the updates that
     point against it.
@@ -150,11 +170,13 @@ def fedavg_clipped(
     data set, the reference is the round's own clipped mean, in which clipping bounds every
     update's pull to the median norm. The reference is a vote, one member one vote as in the
     contract's quorum: it is not weighted by sample counts (self-reported) or reputation, which
-    weigh only the aggregate. Weighted, it let members with large shards carry the test they are
-    judged by: on Dirichlet(0.5) digits the three colluders of a spread inner-product manipulation
-    held 40% of the weight, sat at a positive cosine to the mean they steered, and two honest
-    members with small shards were excluded in their place (README, Robustness results: one
-    member, one vote). It removes inner-product manipulation (Xie
+    weigh only the aggregate (``reference`` names the alternatives, ``reference_weights``).
+    Weighted, it let members with large shards carry the test they are judged by: on
+    Dirichlet(0.5) digits the three colluders of a spread inner-product manipulation held 40% of
+    the weight, sat at a positive cosine to the mean they steered, and two honest members with
+    small shards were excluded in their place; colluders who claim the sample cap do the same on
+    purpose (README, Robustness results: one member, one vote). It removes inner-product
+    manipulation (Xie
     et al., "Fall of Empires", UAI 2020) and sign flips, which by construction point against the
     honest mean. The coordinate-wise median was tried first as the reference and rejected: under
     Dirichlet(0.5) label skew it excluded up to four honest updates a round (an honest update
@@ -210,9 +232,9 @@ def fedavg_clipped(
         return Aggregate(_clipped_mean(rows, every, weights, norms, clip_sq), tuple(every))
     groups = near_parallel(exact_products(rows))
     shares = _shares(groups, every)
-    reference = _shared_mean(rows, every, [1] * n, norms, clip_sq, shares)  # one member, one vote
+    ref = _shared_mean(rows, every, reference_weights(weights, reference), norms, clip_sq, shares)
     bound = clip_sq or (lower_median(norms) if shares is None else _weighted_lower_median(norms, shares))
-    keep = agreeing_with(rows, reference, factors=_clip_factors(norms, bound),
+    keep = agreeing_with(rows, ref, factors=_clip_factors(norms, bound),
                          cos=opposed_cos, pull=opposed_pull, alike=[len(m) > 1 for m in groups])
     if keep == every:
         return Aggregate(_shared_mean(rows, every, weights, norms, clip_sq, shares), tuple(every))

@@ -637,13 +637,24 @@ class MinMaxSpread(_Spread, MinMax):
     name = "minmax-spread"
 
 
+class InnerProductManipulationSpreadCap(InnerProductManipulationSpread):
+    """Spread IPM whose colluders also claim the task's sample cap as their sample count: sample
+    counts are self-reported, so every colluder weighs as much as the largest honest shard may."""
+
+    name = "ipm-spread-cap"
+
+    def transform(self, delta, ctx):
+        ctx.metadata["samples"] = ctx.peer.task.sample_cap
+        return super().transform(delta, ctx)
+
+
 ATTACKS: dict[str, type[Plugin]] = {
     cls.name: cls
     for cls in (SignFlip, Scaling, GaussianNoise, LabelFlip, Backdoor, FreeRider, Malformed, LazyVoter, Colluder, DagBomb,
                 ALittleIsEnough, InnerProductManipulation, MinMax, ALittleIsEnoughSpread, InnerProductManipulationSpread,
-                MinMaxSpread)
+                MinMaxSpread, InnerProductManipulationSpreadCap)
 }
-ADAPTIVE = ("alie", "ipm", "minmax", "alie-spread", "ipm-spread", "minmax-spread")
+ADAPTIVE = ("alie", "ipm", "minmax", "alie-spread", "ipm-spread", "minmax-spread", "ipm-spread-cap")
 
 
 def make_attack(name: str | None, *, colluders=(), channel: Collusion | None = None) -> list[Plugin]:
