@@ -168,6 +168,9 @@ def test_summaries_average_seeds_and_flag_reputation_targets():
     assert ipm["attackers below every honest from round"] == "2,never"
     summary = [dict(zip(SUMMARY_HEADERS, r)) for r in robustness_summary(results)]
     assert [s["attack"] for s in summary] == ["none", "honest-only", "ipm"] and summary[2]["best acc"] == "0.8500 ± 0.0100"
+    # without an attack-free run there is nothing to compare with: "-", not "+nan pp"
+    alone = [dict(zip(SUMMARY_HEADERS, r)) for r in robustness_summary([r for r in results if r["attack"] == "ipm"])]
+    assert alone[0]["vs no attack"] == "-"
 
 
 def test_plots_cover_every_malicious_fraction_and_partition(tmp_path):

@@ -308,7 +308,7 @@ def robustness_summary(results: list[dict]) -> list[list[str]]:
                 asr = [r["backdoor_success_rate"] for r in cell[best] if r["backdoor_success_rate"] is not None]
                 seps = [separated_by(r) for r in krum] if krum else []
                 rows.append([d, part, attack, f"{frac:.2f}", best, _mean_std(acc(cell[best])),
-                             _pp(_mean(acc(cell[best])) - base),
+                             _pp(_mean(acc(cell[best])) - base) if base_rule else "-",
                              _mean_std(acc(plain)) if plain else "-", _mean_std(acc(krum)) if krum else "-",
                              _mean_std(asr, ".3f") if asr else "-",
                              ",".join(str(x) if x else "never" for x in seps) if krum else "-"])
