@@ -21,7 +21,7 @@ import time
 import numpy as np
 import torch
 
-from fedchain.node.aggregation import RULES
+from fedchain.node.aggregation import RULES, make_rule
 from fedchain.node.protocol.fixedpoint import LIMIT, quantize
 
 
@@ -74,7 +74,7 @@ def main() -> int:
     load_before = os.getloadavg()
     results = {}
     for name in args.rules:
-        times, out = timed(lambda: RULES[name](rows, weights), args.repeats)
+        times, out = timed(lambda: make_rule(name).combine(rows, weights), args.repeats)
         results[name] = {"median_s": statistics.median(times), "min_s": min(times), "max_s": max(times),
                          "included": len(out.included)}
     if args.baseline:
