@@ -176,9 +176,8 @@ def fedavg_clipped(
     the weight, sat at a positive cosine to the mean they steered, and two honest members with
     small shards were excluded in their place; colluders who claim the sample cap do the same on
     purpose (README, Robustness results: one member, one vote). It removes inner-product
-    manipulation (Xie
-    et al., "Fall of Empires", UAI 2020) and sign flips, which by construction point against the
-    honest mean. The coordinate-wise median was tried first as the reference and rejected: under
+    manipulation (Xie et al., "Fall of Empires", UAI 2020) and sign flips, which by construction
+    point against the honest mean. The coordinate-wise median was tried first as the reference and rejected: under
     Dirichlet(0.5) label skew it excluded up to four honest updates a round (an honest update
     trained on few classes often points away from the median) and let IPM through.
 
@@ -189,8 +188,8 @@ def fedavg_clipped(
     vector as near-copies otherwise carry the reference they are tested against: with sealed
     updates, a round-1 IPM crafted from the colluders' own label-skewed updates was at a positive
     angle to a mean it made up 3/10 of, and honest updates were excluded in its place. Without a
-    near-parallel pair the reference is the round's clipped mean with equal weights. The aggregate counts
-    them once too: each kept update's weight is divided by the number of kept updates near-parallel
+    near-parallel pair the reference is the round's clipped mean with equal weights. The
+    aggregate counts them once too: each kept update's weight is divided by the number of kept updates near-parallel
     to it, so a set of near-copies inside the honest spread (ALIE, Min-Max: Baruch et al., NeurIPS
     2019; Shejwalkar and Houmansadr, NDSS 2021, whose colluders all send one vector) moves the
     aggregate as one member would, not as many: a copy does not pay. Their count in the median clip
