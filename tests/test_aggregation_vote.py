@@ -90,7 +90,12 @@ def test_colluders_claiming_the_sample_cap_report_it(monkeypatch):
     from fedchain.node.tools import attacks
 
     seen = {}
-    monkeypatch.setattr(attacks.InnerProductManipulationSpread, "transform", lambda self, delta, ctx: seen.setdefault("samples", ctx.metadata["samples"]) and delta)
+
+    def crafted(self, delta, ctx):  # stands in for the spread IPM itself: records what it is given
+        seen["samples"] = ctx.metadata["samples"]
+        return delta
+
+    monkeypatch.setattr(attacks.InnerProductManipulationSpread, "transform", crafted)
 
     class _Task:
         sample_cap = 216

@@ -235,9 +235,8 @@ def fedavg_clipped(
     bound = clip_sq or (lower_median(norms) if shares is None else _weighted_lower_median(norms, shares))
     keep = agreeing_with(rows, ref, factors=_clip_factors(norms, bound),
                          cos=opposed_cos, pull=opposed_pull, alike=[len(m) > 1 for m in groups])
-    if keep == every:
-        return Aggregate(_shared_mean(rows, every, weights, norms, clip_sq, shares), tuple(every))
-    return Aggregate(_shared_mean(rows, keep, weights, norms, clip_sq, _shares(groups, keep)), tuple(keep))
+    kept_shares = shares if keep == every else _shares(groups, keep)
+    return Aggregate(_shared_mean(rows, keep, weights, norms, clip_sq, kept_shares), tuple(keep))
 
 
 
